@@ -1,0 +1,118 @@
+"""What crosses between the engine and an executor: an envelope out, one outcome back.
+
+Both are plain data (names, lists, dicts, strings), so they cross a process
+boundary or a socket without the command's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+EndReason = Literal["raised", "timeout", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One attempt of one command node, addressed by name."""
+
+    run: str
+    node: str
+    attempt: int
+    command: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    deadline: datetime | None = None
+    key: str = ""
+    route: str | None = None
+
+    @property
+    def attempt_id(self) -> str:
+        return attempt_id(self.run, self.node, self.attempt)
+
+
+def attempt_id(run: str, node: str, attempt: int) -> str:
+    return f"{run}/{node}#{attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A failure as the log keeps it: names rather than classes, text rather than frames."""
+
+    type: str
+    message: str
+    mro: tuple[str, ...] = ()
+    traceback: str = ""
+    reason: EndReason = "raised"
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "mro": list(self.mro),
+            "traceback": self.traceback,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> ErrorInfo:
+        return cls(
+            type=doc["type"],
+            message=doc.get("message", ""),
+            mro=tuple(doc.get("mro", ())),
+            traceback=doc.get("traceback", ""),
+            reason=doc.get("reason", "raised"),
+        )
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, reason: EndReason = "raised", traceback: str = "") -> ErrorInfo:
+        kind = type(exc)
+        return cls(
+            type=qualified_name(kind),
+            message=str(exc)[:MAX_MESSAGE],
+            mro=tuple(qualified_name(k) for k in kind.__mro__ if k is not object),
+            traceback=truncate_traceback(traceback),
+            reason=reason,
+        )
+
+
+MAX_MESSAGE = 4_000
+MAX_TRACEBACK = 16_000
+
+
+def qualified_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def truncate_traceback(text: str) -> str:
+    """Keep the head and the tail (where the raise is), never drop it entirely."""
+    if len(text) <= MAX_TRACEBACK:
+        return text
+    half = MAX_TRACEBACK // 2
+    return f"{text[:half]}\n... [{len(text) - MAX_TRACEBACK:,} characters cut] ...\n{text[-half:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended; exactly one per envelope from every executor."""
+
+    run: str
+    node: str
+    attempt: int
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    expansion: Mapping[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    by: str | None = None
+
+    @property
+    def attempt_id(self) -> str:
+        return attempt_id(self.run, self.node, self.attempt)
+
+    @classmethod
+    def failed(cls, envelope: Envelope, error: ErrorInfo, **extra: Any) -> Outcome:
+        return cls(envelope.run, envelope.node, envelope.attempt, ok=False, error=error, **extra)

@@ -1,0 +1,177 @@
+"""The one exception tree of evenflow.
+
+    EvenflowError
+    ├── ConfigurationError        a bad URL, option or environment at startup
+    │   ├── StoreUnavailable      MongoDB or the embedded journal cannot be reached
+    │   └── StoreLocked           another orchestrator owns the embedded store
+    ├── InvalidFlow               a flow's shape is wrong (empty group, too deep...)
+    ├── InvalidOption             a node or command option is wrong
+    ├── UnknownCommand            a name no registry here knows
+    ├── PayloadError              a value would not survive the log unchanged
+    ├── ConcurrencyConflict       another writer appended the same seq first
+    ├── CorruptEvent              a stored event does not decode
+    ├── RunNotFound               no run with that id
+    ├── InvalidRunState           the run is in the wrong state for the request
+    ├── ResultTimeout             waiting for a run's result timed out
+    ├── RunFailed                 a run ended in failure; lists every failed node
+    │   └── RunCancelled          a run was cancelled
+    └── CommandError              the kinds of attempt failure evenflow itself reports
+        ├── CommandTimeout        an attempt passed its deadline
+        └── WorkerLost            the process running an attempt died
+
+Errors carry structured fields, and ``retryable`` says whether a retry policy
+may try again after it (a payload or unknown-command error never heals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class EvenflowError(Exception):
+    """Root of every error evenflow raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigurationError(EvenflowError):
+    pass
+
+
+class StoreUnavailable(ConfigurationError):
+    retryable = True
+
+
+class StoreLocked(ConfigurationError):
+    def __init__(self, home: str, pid: int | None) -> None:
+        owner = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"the embedded store in {home} is owned by {owner}; stop it, or point "
+            "this orchestrator at another --home / EVENFLOW_HOME"
+        )
+        self.home = home
+        self.pid = pid
+
+
+class InvalidFlow(EvenflowError):
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(f"invalid flow at {path}: {message}" if path else f"invalid flow: {message}")
+        self.path = path
+
+
+class InvalidOption(EvenflowError):
+    pass
+
+
+class UnknownCommand(EvenflowError):
+    def __init__(self, name: str, known: Sequence[str] = (), *, path: str | None = None) -> None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(known), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        where = f" at node {path}" if path else ""
+        super().__init__(
+            f"unknown command {name!r}{where}{hint} "
+            f"(register it where commands run: registry.register({name!r}, fn))"
+        )
+        self.name = name
+        self.path = path
+        self.close_matches = close
+
+
+class PayloadError(EvenflowError):
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class ConcurrencyConflict(EvenflowError):
+    retryable = True
+
+
+class CorruptEvent(EvenflowError):
+    pass
+
+
+class RunNotFound(EvenflowError):
+    def __init__(self, run: str) -> None:
+        super().__init__(f"no run {run!r} in this store; `evenflow runs` lists the runs it has")
+        self.run = run
+
+
+class InvalidRunState(EvenflowError):
+    pass
+
+
+class ResultTimeout(EvenflowError, TimeoutError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why one node failed for good: what the log says about its last attempt."""
+
+    node: str
+    command: str | None
+    attempt: int | None
+    type: str
+    message: str
+    reason: str = "raised"
+    traceback: str = ""
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Failure:
+        return cls(
+            node=doc["node"],
+            command=doc.get("command"),
+            attempt=doc.get("attempt"),
+            type=doc.get("type", "builtins.Exception"),
+            message=doc.get("message", ""),
+            reason=doc.get("reason", "raised"),
+            traceback=doc.get("traceback", ""),
+        )
+
+    def describe(self) -> str:
+        what = f"{self.command!r} " if self.command else ""
+        attempt = f" (attempt {self.attempt}, {self.reason})" if self.attempt else ""
+        return f"node {self.node} {what}failed{attempt}: {self.type}: {self.message}"
+
+
+class RunFailed(EvenflowError):
+    def __init__(self, run: str, failures: Sequence[Failure]) -> None:
+        self.run = run
+        self.failures = tuple(failures)
+        lines = "; ".join(f.describe() for f in self.failures) or "no failure recorded"
+        super().__init__(f"run {run} failed: {lines}")
+
+    @property
+    def failure(self) -> Failure | None:
+        return self.failures[0] if self.failures else None
+
+
+class RunCancelled(RunFailed):
+    pass
+
+
+class CommandError(EvenflowError):
+    """Failures evenflow itself assigns to an attempt; their names go into the log."""
+
+    retryable = True
+
+
+class CommandTimeout(CommandError):
+    pass
+
+
+class WorkerLost(CommandError):
+    pass
+
+
+NEVER_RETRY = (
+    "orchestrator.core.errors.UnknownCommand",
+    "orchestrator.core.errors.PayloadError",
+    "orchestrator.core.errors.InvalidFlow",
+)
+"""Errors no retry can heal, whatever a policy says."""

@@ -1,0 +1,116 @@
+"""Retry policies: frozen values with units, stored in the flow as plain data.
+
+The engine decides retries from the stored form alone, so a replay never needs
+the exception classes or the registry that were around at submission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .envelope import ErrorInfo, qualified_name
+from .errors import NEVER_RETRY, InvalidOption
+
+ExceptionSpec = type[BaseException] | str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how soon a failed attempt is tried again.
+
+    ``max_attempts`` counts the first attempt: 1 means no retry. The n-th retry
+    waits ``initial_delay * backoff ** (n - 1)``, capped at ``max_delay``, then
+    spread by up to ``jitter`` (a fraction) either way. ``retry_on`` and
+    ``never_retry`` take exception classes or their qualified names; a subclass
+    matches its base.
+    """
+
+    max_attempts: int = 3
+    initial_delay: timedelta = timedelta(seconds=1)
+    backoff: float = 2.0
+    max_delay: timedelta = timedelta(minutes=5)
+    jitter: float = 0.1
+    retry_on: tuple[ExceptionSpec, ...] = (Exception,)
+    never_retry: tuple[ExceptionSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.max_attempts, int) and self.max_attempts >= 1, "max_attempts must be an int >= 1")
+        for name in ("initial_delay", "max_delay"):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, timedelta) and value >= timedelta(0),
+                f"{name} must be a non-negative datetime.timedelta, got {value!r}",
+            )
+        _require(isinstance(self.backoff, int | float) and self.backoff >= 1, "backoff must be a number >= 1")
+        _require(isinstance(self.jitter, int | float) and 0 <= self.jitter <= 1, "jitter must be between 0 and 1")
+        for name in ("retry_on", "never_retry"):
+            object.__setattr__(self, name, tuple(_exception_names(getattr(self, name), name)))
+
+    @classmethod
+    def no_retry(cls) -> RetryPolicy:
+        return cls(max_attempts=1)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_delay_s": self.initial_delay.total_seconds(),
+            "backoff": float(self.backoff),
+            "max_delay_s": self.max_delay.total_seconds(),
+            "jitter": float(self.jitter),
+            "retry_on": list(self.retry_on),
+            "never_retry": list(self.never_retry),
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> RetryPolicy:
+        return cls(
+            max_attempts=doc["max_attempts"],
+            initial_delay=timedelta(seconds=doc["initial_delay_s"]),
+            backoff=doc["backoff"],
+            max_delay=timedelta(seconds=doc["max_delay_s"]),
+            jitter=doc["jitter"],
+            retry_on=tuple(doc["retry_on"]),
+            never_retry=tuple(doc["never_retry"]),
+        )
+
+
+def should_retry(policy: Mapping[str, Any], error: ErrorInfo, attempt: int) -> bool:
+    """Whether attempt ``attempt`` failing with ``error`` earns another attempt."""
+    if attempt >= policy["max_attempts"]:
+        return False
+    names = set(error.mro) | {error.type}
+    if names & set(NEVER_RETRY) or names & set(policy["never_retry"]):
+        return False
+    return bool(names & set(policy["retry_on"]))
+
+
+def retry_delay(policy: Mapping[str, Any], attempt: int, salt: str) -> timedelta:
+    """Delay before attempt ``attempt + 1``; jitter is derived from ``salt`` so replays agree."""
+    base = policy["initial_delay_s"] * policy["backoff"] ** (attempt - 1)
+    capped = min(base, policy["max_delay_s"])
+    digest = hashlib.blake2b(salt.encode(), digest_size=8).digest()
+    spread = (int.from_bytes(digest, "big") / 2**64) * 2 - 1  # in [-1, 1)
+    return timedelta(seconds=max(0.0, capped * (1 + policy["jitter"] * spread)))
+
+
+def _exception_names(specs: Iterable[ExceptionSpec], field_name: str) -> Iterable[str]:
+    if isinstance(specs, str | type):
+        specs = (specs,)
+    for spec in specs:
+        if isinstance(spec, str) and spec:
+            yield spec
+        elif isinstance(spec, type) and issubclass(spec, BaseException):
+            yield qualified_name(spec)
+        else:
+            raise InvalidOption(
+                f"RetryPolicy.{field_name} takes exception classes or their qualified names, got {spec!r}"
+            )
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidOption(f"RetryPolicy: {message}")

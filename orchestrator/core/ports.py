@@ -1,0 +1,64 @@
+"""The ports the engine drives: an event store, executors and a clock.
+
+Each has an in-memory twin (``orchestrator.store.memory``, ``workers.inline``,
+``orchestrator.core.clock.FakeClock``) and a contract suite in ``tests/contract``
+that every implementation passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .envelope import Envelope, Outcome
+from .events import Event
+from .registry import Registry
+
+Report = Callable[[Outcome], None]
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """An append-only log of events, ordered per run by ``seq``.
+
+    ``append`` writes in order and raises ``ConcurrencyConflict`` when an event's
+    ``(run, seq)`` already exists; the events before the conflicting one stay
+    written (as with MongoDB's ordered ``insert_many``), so callers re-read.
+    Once ``append`` returns, the events are as durable as the store promises.
+    """
+
+    def append(self, events: Sequence[Event]) -> None: ...
+
+    def read(self, run: str, after_seq: int = 0) -> list[Event]:
+        """The run's events with ``seq > after_seq``, in ``seq`` order."""
+        ...
+
+    def unfinished_runs(self) -> list[str]:
+        """Ids of submitted runs with no terminal event, oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs envelopes and reports exactly one outcome for each, from any thread.
+
+    ``requires_pickle`` tells the engine to refuse, at submission, commands that
+    cannot be sent to another process.
+    """
+
+    requires_pickle: bool
+
+    def start(self, registry: Registry, report: Report) -> None: ...
+
+    def dispatch(self, envelopes: Sequence[Envelope]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Wall-clock time in UTC, millisecond precision (what the log records)."""
+        ...
