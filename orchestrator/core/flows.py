@@ -1,0 +1,303 @@
+"""Flows: trees of command calls, sequences, parallel groups, chords and maps.
+
+Nodes are frozen values built with ``call``, ``sequence``, ``parallel``,
+``chord`` and ``each``. The log stores a flow *flat*, as a list of node specs
+addressed by path (``r``, ``r.0``, ``r.1.3``), so any depth fits within BSON's
+nesting limit and every node has a stable name for events to point at.
+
+Data moves as Celery users expect: in a sequence each step receives the
+previous result as its first positional argument unless it is immutable; a
+parallel group hands its input to every branch and returns their results in
+order; a chord calls its body once with the list of its header's results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from .codec import check_payload
+from .errors import InvalidFlow, InvalidOption
+from .policy import RetryPolicy
+from .registry import check_name, check_options
+
+Siblings = Literal["finish", "cancel"]
+SIBLINGS: tuple[Siblings, ...] = ("finish", "cancel")
+DEFAULT_SIBLINGS: Siblings = "finish"
+"""When one branch of a group fails for good, the others still run to their end
+by default, so the group's error lists every failure; ``"cancel"`` fails the
+group at once and dispatches nothing more in it."""
+
+ROOT = "r"
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
+class Node:
+    """Base of every flow node; a marker so results can be recognised as flows."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Node):
+    command: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    timeout: timedelta | None = None
+    route: str | None = None
+    key: str | None = None
+    immutable: bool = False
+
+    def options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        route: str | None = None,
+        key: str | None = None,
+        immutable: bool | None = None,
+    ) -> Call:
+        """A copy with these options set; ``None`` keeps the current value."""
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("retry", retry),
+                ("timeout", timeout),
+                ("route", route),
+                ("key", key),
+                ("immutable", immutable),
+            )
+            if value is not None
+        }
+        check_options(f"call({self.command!r})", retry=retry, timeout=timeout, route=route)
+        if key is not None and not (isinstance(key, str) and key):
+            raise InvalidOption(f"call({self.command!r}): key must be a non-empty string, got {key!r}")
+        return replace(self, **changes)
+
+    def si(self) -> Call:
+        """Immutable: ignore the previous step's result (Celery's ``.si()``)."""
+        return replace(self, immutable=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence(Node):
+    steps: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel(Node):
+    branches: tuple[Node, ...]
+    siblings: Siblings = DEFAULT_SIBLINGS
+
+
+@dataclass(frozen=True, slots=True)
+class Chord(Node):
+    header: tuple[Node, ...]
+    body: Node
+    siblings: Siblings = DEFAULT_SIBLINGS
+
+
+@dataclass(frozen=True, slots=True)
+class Each(Node):
+    """Map one command over the list the previous step produced, in parallel."""
+
+    template: Call
+    siblings: Siblings = DEFAULT_SIBLINGS
+
+
+def call(command: str, *args: Any, **kwargs: Any) -> Call:
+    """A call of the command registered as ``command`` with these arguments."""
+    check_name(command)
+    return Call(command, args, kwargs)
+
+
+cmd = call
+
+
+def sequence(*steps: Node | Iterable[Node]) -> Sequence:
+    return Sequence(_nodes(steps, "sequence"))
+
+
+def parallel(*branches: Node | Iterable[Node], siblings: Siblings = DEFAULT_SIBLINGS) -> Parallel:
+    return Parallel(_nodes(branches, "parallel"), _siblings(siblings))
+
+
+def chord(header: Iterable[Node], body: Node, *, siblings: Siblings = DEFAULT_SIBLINGS) -> Chord:
+    """Run ``header`` in parallel, then ``body`` once with the list of results ([] if empty)."""
+    if isinstance(header, Node):
+        raise InvalidFlow("chord(header, body): header must be a list of nodes")
+    return Chord(_nodes(tuple(header), "chord", allow_empty=True), _node(body, "chord body"), _siblings(siblings))
+
+
+def each(command: str | Call, *args: Any, siblings: Siblings = DEFAULT_SIBLINGS, **kwargs: Any) -> Each:
+    """Call ``command(item, *args, **kwargs)`` for every item of the incoming list."""
+    template = command if isinstance(command, Call) else call(command, *args, **kwargs)
+    if template.immutable:
+        raise InvalidFlow(f"each({template.command!r}) needs the item: the template cannot be immutable")
+    return Each(template, _siblings(siblings))
+
+
+def _nodes(items: tuple[Any, ...], what: str, *, allow_empty: bool = False) -> tuple[Node, ...]:
+    if len(items) == 1 and not isinstance(items[0], Node) and isinstance(items[0], Iterable):
+        items = tuple(items[0])
+    if not items and not allow_empty:
+        raise InvalidFlow(f"{what}() needs at least one node")
+    return tuple(_node(item, what) for item in items)
+
+
+def _node(item: Any, what: str) -> Node:
+    if not isinstance(item, Node):
+        raise InvalidFlow(f"{what}() takes flow nodes (call(...), sequence(...), ...), got {item!r}")
+    return item
+
+
+def _siblings(value: str) -> Siblings:
+    if value not in SIBLINGS:
+        raise InvalidOption(f"siblings must be one of {SIBLINGS}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+# --- the stored, flat form -------------------------------------------------------------
+
+
+def is_flow(value: Any) -> bool:
+    return isinstance(value, Node)
+
+
+def encode_flow(node: Node, root: str = ROOT) -> dict[str, Any]:
+    """Flatten a flow into ``{"root": path, "nodes": [spec, ...]}``, checking it as it goes."""
+    specs: list[dict[str, Any]] = []
+    _encode(node, root, None, 0, specs)
+    return {"root": root, "nodes": specs}
+
+
+def _encode(node: Any, path: str, parent: str | None, depth: int, out: list[dict[str, Any]]) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidFlow(f"nests deeper than {MAX_DEPTH} levels (or contains itself)", path=path)
+    if len(out) >= MAX_NODES:
+        raise InvalidFlow(f"has more than {MAX_NODES:,} nodes; split it into several runs", path=path)
+    spec: dict[str, Any] = {"path": path, "parent": parent}
+    out.append(spec)
+    if isinstance(node, Call):
+        spec.update(call_spec(node, path))
+        return
+    if isinstance(node, Each):
+        spec.update(kind="each", siblings=node.siblings, template=call_spec(node.template, path))
+        return
+    if isinstance(node, Sequence):
+        spec.update(kind="sequence", children=_children(node.steps, path, depth, out, "sequence"))
+    elif isinstance(node, Parallel):
+        spec.update(
+            kind="parallel",
+            siblings=node.siblings,
+            children=_children(node.branches, path, depth, out, "parallel"),
+        )
+    elif isinstance(node, Chord):
+        header = f"{path}.0"
+        spec.update(kind="chord", children=[header, f"{path}.1"])
+        group = {"path": header, "parent": path, "kind": "parallel", "siblings": node.siblings}
+        out.append(group)
+        group["children"] = _children(node.header, header, depth + 1, out, "chord header", allow_empty=True)
+        _encode(node.body, f"{path}.1", path, depth + 1, out)
+    else:
+        raise InvalidFlow(f"{node!r} is not a flow node", path=path)
+
+
+def _children(
+    nodes: tuple[Node, ...], path: str, depth: int, out: list[dict[str, Any]], what: str, *, allow_empty: bool = False
+) -> list[str]:
+    if not nodes and not allow_empty:
+        raise InvalidFlow(f"{what} has no nodes; give it at least one", path=path)
+    paths = [f"{path}.{i}" for i in range(len(nodes))]
+    for child, child_path in zip(nodes, paths, strict=True):
+        _encode(child, child_path, path, depth + 1, out)
+    return paths
+
+
+def call_spec(node: Call, path: str) -> dict[str, Any]:
+    check_name(node.command)
+    if not isinstance(node.args, tuple | list):
+        raise InvalidFlow(f"args of {node.command!r} must be a tuple or list", path=path)
+    args = list(node.args)
+    kwargs = dict(node.kwargs)
+    check_payload(args, f"node {path} ({node.command}) args")
+    check_payload(kwargs, f"node {path} ({node.command}) kwargs")
+    return {
+        "kind": "call",
+        "command": node.command,
+        "args": args,
+        "kwargs": kwargs,
+        "retry": node.retry.to_doc() if node.retry else None,
+        "timeout_s": node.timeout.total_seconds() if node.timeout else None,
+        "route": node.route,
+        "key": node.key,
+        "immutable": node.immutable,
+    }
+
+
+def decode_flow(doc: Mapping[str, Any]) -> Node:
+    """Rebuild the node tree from its flat form (for expansions and tools)."""
+    by_path = {spec["path"]: spec for spec in doc["nodes"]}
+    return _decode(by_path, doc["root"])
+
+
+def _decode(by_path: Mapping[str, Mapping[str, Any]], path: str) -> Node:
+    spec = by_path[path]
+    kind = spec["kind"]
+    if kind == "call":
+        return _decode_call(spec)
+    if kind == "each":
+        return Each(_decode_call(spec["template"]), spec["siblings"])
+    children = tuple(_decode(by_path, child) for child in spec["children"])
+    if kind == "sequence":
+        return Sequence(children)
+    if kind == "parallel":
+        return Parallel(children, spec["siblings"])
+    if kind == "chord":
+        header = by_path[spec["children"][0]]
+        return Chord(tuple(_decode(by_path, c) for c in header["children"]), children[1], header["siblings"])
+    raise InvalidFlow(f"unknown node kind {kind!r}", path=path)
+
+
+def _decode_call(spec: Mapping[str, Any]) -> Call:
+    return Call(
+        command=spec["command"],
+        args=tuple(spec["args"]),
+        kwargs=dict(spec["kwargs"]),
+        retry=RetryPolicy.from_doc(spec["retry"]) if spec.get("retry") else None,
+        timeout=timedelta(seconds=spec["timeout_s"]) if spec.get("timeout_s") else None,
+        route=spec.get("route"),
+        key=spec.get("key"),
+        immutable=spec.get("immutable", False),
+    )
+
+
+def call_specs(doc: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    """Every call spec in a flat flow, including the templates of ``each`` nodes."""
+    for spec in doc["nodes"]:
+        if spec["kind"] == "call":
+            yield spec
+        elif spec["kind"] == "each":
+            yield spec["template"]
+
+
+def reroot(doc: Mapping[str, Any], root: str) -> dict[str, Any]:
+    """The same flow with its paths moved under ``root`` (where an expansion is grafted)."""
+    old = doc["root"]
+
+    def move(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return root + path[len(old) :]
+
+    nodes = []
+    for spec in doc["nodes"]:
+        moved = dict(spec, path=move(spec["path"]), parent=move(spec["parent"]))
+        if "children" in spec:
+            moved["children"] = [move(child) for child in spec["children"]]
+        nodes.append(moved)
+    return {"root": root, "nodes": nodes}
