@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .events import to_millis, utcnow
 
@@ -17,7 +17,7 @@ class FakeClock:
     """A clock that only moves when told to; safe to read from several threads."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = to_millis(start or datetime(2026, 1, 1, tzinfo=timezone.utc))
+        self._now = to_millis(start or datetime(2026, 1, 1, tzinfo=UTC))
         self._lock = threading.Lock()
 
     def now(self) -> datetime:

@@ -55,9 +55,7 @@ def _check(value: Any, path: str, depth: int) -> int:
         return 9
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise PayloadError(
-                f"int {value} does not fit in 64 bits; pass it as a string", path=path
-            )
+            raise PayloadError(f"int {value} does not fit in 64 bits; pass it as a string", path=path)
         return 9
     if kind is str:
         return len(value) + 5
@@ -71,14 +69,14 @@ def _check(value: Any, path: str, depth: int) -> int:
     if kind is dict:
         return 5 + sum(_check_item(key, item, path, depth) for key, item in value.items())
     hint = _HINTS.get(kind, "convert it to None, bool, int, float, str, bytes, list, dict or datetime")
-    raise PayloadError(f"{kind.__module__}.{kind.__qualname__} cannot be stored in the log; {hint}", path=path)
+    raise PayloadError(
+        f"{kind.__module__}.{kind.__qualname__} cannot be stored in the log; {hint}", path=path
+    )
 
 
 def _check_item(key: Any, item: Any, path: str, depth: int) -> int:
     if type(key) is not str:
-        raise PayloadError(
-            f"dict key {key!r} is a {type(key).__name__}; BSON keys must be str", path=path
-        )
+        raise PayloadError(f"dict key {key!r} is a {type(key).__name__}; BSON keys must be str", path=path)
     if key.startswith("$") or "\x00" in key:
         raise PayloadError(f"dict key {key!r} starts with '$' or holds NUL; rename it", path=path)
     return len(key) + _check(item, f"{path}[{key!r}]", depth + 1)

@@ -67,7 +67,9 @@ class ErrorInfo:
         )
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, reason: EndReason = "raised", traceback: str = "") -> ErrorInfo:
+    def from_exception(
+        cls, exc: BaseException, *, reason: EndReason = "raised", traceback: str = ""
+    ) -> ErrorInfo:
         kind = type(exc)
         return cls(
             type=qualified_name(kind),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import CorruptEvent
@@ -55,7 +55,7 @@ KNOWN_TYPES = frozenset(
 
 def utcnow() -> datetime:
     """Now, in UTC, at the millisecond precision BSON keeps."""
-    return to_millis(datetime.now(timezone.utc))
+    return to_millis(datetime.now(UTC))
 
 
 def to_millis(moment: datetime) -> datetime:
@@ -136,4 +136,4 @@ def from_doc(doc: Mapping[str, Any]) -> Event:
 
 def _aware(moment: datetime) -> datetime:
     """Stores may hand back naive UTC datetimes; events always carry a zone."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -130,7 +130,9 @@ def chord(header: Iterable[Node], body: Node, *, siblings: Siblings = DEFAULT_SI
     """Run ``header`` in parallel, then ``body`` once with the list of results ([] if empty)."""
     if isinstance(header, Node):
         raise InvalidFlow("chord(header, body): header must be a list of nodes")
-    return Chord(_nodes(tuple(header), "chord", allow_empty=True), _node(body, "chord body"), _siblings(siblings))
+    return Chord(
+        _nodes(tuple(header), "chord", allow_empty=True), _node(body, "chord body"), _siblings(siblings)
+    )
 
 
 def each(command: str | Call, *args: Any, siblings: Siblings = DEFAULT_SIBLINGS, **kwargs: Any) -> Each:
@@ -158,7 +160,7 @@ def _node(item: Any, what: str) -> Node:
 def _siblings(value: str) -> Siblings:
     if value not in SIBLINGS:
         raise InvalidOption(f"siblings must be one of {SIBLINGS}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 # --- the stored, flat form -------------------------------------------------------------
@@ -199,7 +201,7 @@ def _encode(node: Any, path: str, parent: str | None, depth: int, out: list[dict
     elif isinstance(node, Chord):
         header = f"{path}.0"
         spec.update(kind="chord", children=[header, f"{path}.1"])
-        group = {"path": header, "parent": path, "kind": "parallel", "siblings": node.siblings}
+        group: dict[str, Any] = {"path": header, "parent": path, "kind": "parallel", "siblings": node.siblings}
         out.append(group)
         group["children"] = _children(node.header, header, depth + 1, out, "chord header", allow_empty=True)
         _encode(node.body, f"{path}.1", path, depth + 1, out)
@@ -208,7 +210,13 @@ def _encode(node: Any, path: str, parent: str | None, depth: int, out: list[dict
 
 
 def _children(
-    nodes: tuple[Node, ...], path: str, depth: int, out: list[dict[str, Any]], what: str, *, allow_empty: bool = False
+    nodes: tuple[Node, ...],
+    path: str,
+    depth: int,
+    out: list[dict[str, Any]],
+    what: str,
+    *,
+    allow_empty: bool = False,
 ) -> list[str]:
     if not nodes and not allow_empty:
         raise InvalidFlow(f"{what} has no nodes; give it at least one", path=path)
@@ -296,7 +304,7 @@ def reroot(doc: Mapping[str, Any], root: str) -> dict[str, Any]:
 
     nodes = []
     for spec in doc["nodes"]:
-        moved = dict(spec, path=move(spec["path"]), parent=move(spec["parent"]))
+        moved: dict[str, Any] = dict(spec, path=move(spec["path"]), parent=move(spec["parent"]))
         if "children" in spec:
             moved["children"] = [move(child) for child in spec["children"]]
         nodes.append(moved)

@@ -38,7 +38,9 @@ class RetryPolicy:
     never_retry: tuple[ExceptionSpec, ...] = ()
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.max_attempts, int) and self.max_attempts >= 1, "max_attempts must be an int >= 1")
+        _require(
+            isinstance(self.max_attempts, int) and self.max_attempts >= 1, "max_attempts must be an int >= 1"
+        )
         for name in ("initial_delay", "max_delay"):
             value = getattr(self, name)
             _require(
@@ -46,7 +48,9 @@ class RetryPolicy:
                 f"{name} must be a non-negative datetime.timedelta, got {value!r}",
             )
         _require(isinstance(self.backoff, int | float) and self.backoff >= 1, "backoff must be a number >= 1")
-        _require(isinstance(self.jitter, int | float) and 0 <= self.jitter <= 1, "jitter must be between 0 and 1")
+        _require(
+            isinstance(self.jitter, int | float) and 0 <= self.jitter <= 1, "jitter must be between 0 and 1"
+        )
         for name in ("retry_on", "never_retry"):
             object.__setattr__(self, name, tuple(_exception_names(getattr(self, name), name)))
 

@@ -50,7 +50,9 @@ class Registry:
         """Register ``fn`` under ``name``; returns ``fn`` unchanged."""
         check_name(name)
         if not callable(fn):
-            raise InvalidOption(f"command {name!r}: {fn!r} is not callable; register a function or callable object")
+            raise InvalidOption(
+                f"command {name!r}: {fn!r} is not callable; register a function or callable object"
+            )
         if name in self._commands and not replace and self._commands[name].fn is not fn:
             raise InvalidOption(
                 f"command {name!r} is already registered to {self._commands[name].fn!r}; "
@@ -116,9 +118,7 @@ def check_name(name: object) -> None:
         )
 
 
-def check_options(
-    owner: str, *, retry: object = None, timeout: object = None, route: object = None
-) -> None:
+def check_options(owner: str, *, retry: object = None, timeout: object = None, route: object = None) -> None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidOption(f"{owner}: retry must be a RetryPolicy, got {retry!r}")
     if timeout is not None and not (isinstance(timeout, timedelta) and timeout > timedelta(0)):

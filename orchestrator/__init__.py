@@ -1,0 +1,91 @@
+"""evenflow: run plain Python callables as event-sourced flows, logged to MongoDB.
+
+from orchestrator import Registry, Orchestrator, call, sequence, parallel
+
+registry = Registry()
+registry.register("inc", lambda x: x + 1)
+with Orchestrator(registry, executor="threads") as orch:
+    orch.run(sequence(call("inc", 1), call("inc")))   # 3
+"""
+
+from .core.context import CallContext, current_call
+from .core.errors import (
+    CommandError,
+    CommandTimeout,
+    ConcurrencyConflict,
+    ConfigurationError,
+    CorruptEvent,
+    EvenflowError,
+    Failure,
+    InvalidFlow,
+    InvalidOption,
+    InvalidRunState,
+    PayloadError,
+    ResultTimeout,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    StoreLocked,
+    StoreUnavailable,
+    UnknownCommand,
+    WorkerLost,
+)
+from .core.events import Event
+from .core.flows import (
+    Call,
+    Chord,
+    Each,
+    Node,
+    Parallel,
+    Sequence,
+    call,
+    chord,
+    cmd,
+    each,
+    parallel,
+    sequence,
+)
+from .core.policy import RetryPolicy
+from .core.registry import Registry
+from .orchestrator import Orchestrator, Run
+
+__all__ = [
+    "Call",
+    "CallContext",
+    "Chord",
+    "CommandError",
+    "CommandTimeout",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "CorruptEvent",
+    "Each",
+    "EvenflowError",
+    "Event",
+    "Failure",
+    "InvalidFlow",
+    "InvalidOption",
+    "InvalidRunState",
+    "Node",
+    "Orchestrator",
+    "Parallel",
+    "PayloadError",
+    "Registry",
+    "ResultTimeout",
+    "RetryPolicy",
+    "Run",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "Sequence",
+    "StoreLocked",
+    "StoreUnavailable",
+    "UnknownCommand",
+    "WorkerLost",
+    "call",
+    "chord",
+    "cmd",
+    "current_call",
+    "each",
+    "parallel",
+    "sequence",
+]

@@ -1,0 +1,309 @@
+"""``evolve(state, event) -> state``: how each event moves a run forward.
+
+Deterministic: the same events give the same state in any process. Data flow
+(inputs, results, fan-out and fan-in) is derived here; every *choice* (dispatch,
+retry or give up, time out, finish) is a ``decide`` output that came back as an
+event. The state is owned by the fold and updated in place for speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import events as ev
+from .errors import CorruptEvent
+from .events import Event
+from .flows import reroot
+from .state import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    FAILING,
+    NO_INPUT,
+    READY,
+    RUN_RUNNING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    WAITING,
+    NodeState,
+    RunState,
+)
+
+
+def fold(run: str, events: Iterable[Event]) -> RunState:
+    state = RunState(run)
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def evolve(state: RunState, event: Event) -> RunState:
+    if event.run != state.run or event.seq != state.seq + 1:
+        raise CorruptEvent(f"event {event.id} does not follow seq {state.seq} of run {state.run}")
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        raise CorruptEvent(f"event {event.id} has unknown type {event.type!r}")
+    if state.flow is None and event.type != ev.RUN_SUBMITTED:
+        raise CorruptEvent(f"event {event.id} comes before the run was submitted")
+    try:
+        handler(state, event)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptEvent(f"event {event.id} ({event.type}) does not fit run {state.run}: {exc!r}") from exc
+    state.seq = event.seq
+    return state
+
+
+# --- run events ----------------------------------------------------------------------------
+
+
+def _submitted(state: RunState, event: Event) -> None:
+    if state.flow is not None:
+        raise CorruptEvent(f"run {state.run} is submitted twice (event {event.id})")
+    data = event.data
+    state.flow = data["flow"]
+    state.name, state.key = data.get("name"), data.get("key")
+    state.submitted_at, state.status = event.at, RUN_RUNNING
+    _add_nodes(state, data["flow"]["nodes"])
+    _activate(state, data["flow"]["root"], data.get("input", NO_INPUT))
+
+
+def _run_ended(state: RunState, event: Event) -> None:
+    state.finished, state.finished_at = True, event.at
+    state.status = event.type.removeprefix("run.")
+    state.result = event.data.get("result")
+    state.failures = list(event.data.get("failures", ()))
+    if state.root.status not in TERMINAL:
+        _cancel(state, state.root.path)
+    state.ready.clear()
+    state.failing.clear()
+    state.timers.clear()
+
+
+# --- attempt events ------------------------------------------------------------------------
+
+
+def _dispatched(state: RunState, event: Event) -> None:
+    node = _node(state, event)
+    node.move(RUNNING)
+    node.attempt = _attempt(event)
+    node.deadline = event.data.get("deadline")
+    node.due = None
+    state.ready.pop(node.path, None)
+    state.timers.pop(node.path, None)
+    if node.deadline is not None:
+        state.timers[node.path] = node.deadline
+
+
+def _started(state: RunState, event: Event) -> None:
+    _current_attempt(state, event)
+
+
+def _succeeded(state: RunState, event: Event) -> None:
+    node = _current_attempt(state, event)
+    state.timers.pop(node.path, None)
+    _complete(state, node, event.data.get("result"))
+
+
+def _expanded(state: RunState, event: Event) -> None:
+    node = _current_attempt(state, event)
+    state.timers.pop(node.path, None)
+    node.move(ACTIVE)
+    flow = reroot(event.data["flow"], f"{node.path}.e")
+    specs = [dict(spec, parent=node.path) if spec["parent"] is None else spec for spec in flow["nodes"]]
+    _add_nodes(state, specs)
+    node.children = [flow["root"]]
+    _activate(state, flow["root"], NO_INPUT)
+
+
+def _failed(state: RunState, event: Event) -> None:
+    node = _current_attempt(state, event)
+    state.timers.pop(node.path, None)
+    node.error = dict(event.data["error"])
+    node.move(FAILING)
+    state.failing[node.path] = None
+
+
+def _ignored(state: RunState, event: Event) -> None:
+    """A late or duplicate outcome: recorded for the audit, changes nothing."""
+
+
+def _retry_scheduled(state: RunState, event: Event) -> None:
+    node = _node(state, event)
+    node.move(WAITING)
+    node.due = event.data["due"]
+    state.failing.pop(node.path, None)
+    state.timers[node.path] = node.due
+
+
+def _node_failed(state: RunState, event: Event) -> None:
+    node = _node(state, event)
+    state.failing.pop(node.path, None)
+    _fail(state, node, list(event.data["failures"]))
+
+
+# --- propagation ---------------------------------------------------------------------------
+
+
+def _activate(state: RunState, path: str, value: Any) -> None:
+    node = state.nodes[path]
+    node.input = value
+    kind = node.kind
+    if kind == "call":
+        node.move(READY)
+        state.ready[path] = None
+    elif kind in ("sequence", "chord"):
+        node.move(ACTIVE)
+        _activate(state, node.children[0], value)
+    elif kind == "parallel":
+        _fan_out(state, node, [(child, value) for child in node.children])
+    elif kind == "each":
+        if not isinstance(value, list):
+            node.error = _bad_map_input(node, value)
+            node.move(FAILING)
+            state.failing[path] = None
+            return
+        children = [f"{path}.{i}" for i in range(len(value))]
+        template = node.spec["template"]
+        _add_nodes(state, [dict(template, path=child, parent=path) for child in children])
+        node.children = children
+        for index, child in enumerate(children):
+            state.nodes[child].index = index
+        _fan_out(state, node, list(zip(children, value, strict=True)))
+
+
+def _fan_out(state: RunState, node: NodeState, branches: list[tuple[str, Any]]) -> None:
+    node.results = [None] * len(branches)
+    node.pending = len(branches)
+    if not branches:
+        node.move(SUCCEEDED)
+        node.result = []
+        _settled(state, node)
+        return
+    node.move(ACTIVE)
+    for child, value in branches:
+        _activate(state, child, value)
+
+
+def _complete(state: RunState, node: NodeState, result: Any) -> None:
+    node.move(SUCCEEDED)
+    node.result = result
+    _settled(state, node)
+
+
+def _fail(state: RunState, node: NodeState, failures: list[dict[str, Any]]) -> None:
+    node.move(FAILED)
+    node.failures = failures
+    _settled(state, node)
+
+
+def _settled(state: RunState, node: NodeState) -> None:
+    """Tell the parent that ``node`` reached a terminal status."""
+    if node.parent is None:
+        return
+    parent = state.nodes[node.parent]
+    if parent.status in TERMINAL:
+        return
+    if parent.kind in ("parallel", "each"):
+        _branch_settled(state, parent, node)
+    elif node.status == FAILED:
+        _fail(state, parent, node.failures)
+    elif parent.kind in ("sequence", "chord") and node.index + 1 < len(parent.children):
+        _activate(state, parent.children[node.index + 1], node.result)
+    else:  # the last step, or the flow a call expanded into
+        _complete(state, parent, node.result)
+
+
+def _branch_settled(state: RunState, group: NodeState, branch: NodeState) -> None:
+    group.pending -= 1
+    if branch.status == SUCCEEDED:
+        group.results[branch.index] = branch.result
+    elif branch.status == FAILED:
+        group.failures.extend(branch.failures)
+        if group.spec.get("siblings") == "cancel":
+            for child in group.children:
+                _cancel(state, child)
+            _fail(state, group, group.failures)
+            return
+    if group.pending == 0:
+        if group.failures:
+            _fail(state, group, group.failures)
+        else:
+            _complete(state, group, group.results)
+
+
+def _cancel(state: RunState, path: str) -> None:
+    node = state.nodes[path]
+    if node.status in TERMINAL:
+        return
+    node.move(CANCELLED)
+    state.ready.pop(path, None)
+    state.failing.pop(path, None)
+    state.timers.pop(path, None)
+    for child in node.children:
+        _cancel(state, child)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _add_nodes(state: RunState, specs: Iterable[dict[str, Any]]) -> None:
+    for spec in specs:
+        path = spec["path"]
+        if path in state.nodes:
+            raise CorruptEvent(f"node {path} of run {state.run} is defined twice")
+        children = list(spec.get("children", ()))
+        state.nodes[path] = NodeState(path, spec, children=children, parent=spec["parent"])
+    for path in [spec["path"] for spec in specs if spec.get("children")]:
+        for index, child in enumerate(state.nodes[path].children):
+            state.nodes[child].index = index
+
+
+def _node(state: RunState, event: Event) -> NodeState:
+    if event.node not in state.nodes:
+        raise CorruptEvent(f"event {event.id} names node {event.node!r}, which run {state.run} lacks")
+    return state.nodes[event.node]
+
+
+def _attempt(event: Event) -> int:
+    if not isinstance(event.attempt, int) or event.attempt < 1:
+        raise CorruptEvent(f"event {event.id} has no valid attempt number")
+    return event.attempt
+
+
+def _current_attempt(state: RunState, event: Event) -> NodeState:
+    node = _node(state, event)
+    if node.status != RUNNING or node.attempt != _attempt(event):
+        raise CorruptEvent(
+            f"event {event.id} reports attempt {event.attempt} of node {node.path}, "
+            f"which is {node.status} at attempt {node.attempt}"
+        )
+    return node
+
+
+def _bad_map_input(node: NodeState, value: Any) -> dict[str, Any]:
+    shown = "nothing" if value is NO_INPUT else f"a {type(value).__name__}"
+    return {
+        "type": "orchestrator.core.errors.InvalidFlow",
+        "mro": ["orchestrator.core.errors.InvalidFlow"],
+        "message": f"each({node.spec['template']['command']!r}) at {node.path} needs a list, got {shown}",
+        "traceback": "",
+        "reason": "raised",
+    }
+
+
+_HANDLERS: dict[str, Callable[[RunState, Event], None]] = {
+    ev.RUN_SUBMITTED: _submitted,
+    ev.RUN_SUCCEEDED: _run_ended,
+    ev.RUN_FAILED: _run_ended,
+    ev.RUN_CANCELLED: _run_ended,
+    ev.COMMAND_DISPATCHED: _dispatched,
+    ev.COMMAND_STARTED: _started,
+    ev.COMMAND_SUCCEEDED: _succeeded,
+    ev.COMMAND_EXPANDED: _expanded,
+    ev.COMMAND_FAILED: _failed,
+    ev.OUTCOME_IGNORED: _ignored,
+    ev.RETRY_SCHEDULED: _retry_scheduled,
+    ev.NODE_FAILED: _node_failed,
+}

@@ -1,0 +1,68 @@
+"""Turning an executor's outcome into drafts: accept it once, or record why not.
+
+One outcome is accepted per attempt: the one that finds its node running that
+attempt. Anything else (a duplicate, a result after a timeout or a
+cancellation) becomes an ``outcome.ignored`` event, so the audit shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import events as ev
+from .codec import check_payload
+from .envelope import ErrorInfo, Outcome
+from .errors import EvenflowError, PayloadError
+from .flows import decode_flow, encode_flow
+from .planner import Draft
+from .state import RUNNING, RunState
+
+CheckFlow = Callable[[dict[str, Any]], None]
+"""Validates an expansion's commands; raises an EvenflowError to refuse it."""
+
+
+def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | None = None) -> list[Draft]:
+    node = state.nodes.get(outcome.node)
+    if node is None or state.finished or node.status != RUNNING or node.attempt != outcome.attempt:
+        reason = "duplicate" if node is not None and node.attempt == outcome.attempt else "late"
+        data = {"reason": reason, "ok": outcome.ok, "by": outcome.by}
+        return [Draft(ev.OUTCOME_IGNORED, outcome.node, outcome.attempt, data=data)]
+    command = node.spec["command"]
+    started = Draft(
+        ev.COMMAND_STARTED,
+        outcome.node,
+        outcome.attempt,
+        command,
+        data={"started_at": outcome.started_at, "by": outcome.by},
+    )
+    return [started, _ending(outcome, command, check_flow)]
+
+
+def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Draft:
+    base: dict[str, Any] = {"node": outcome.node, "attempt": outcome.attempt, "command": command}
+    if not outcome.ok:
+        error = outcome.error or ErrorInfo(
+            "builtins.Exception", "the executor reported a failure without error"
+        )
+        return Draft(ev.COMMAND_FAILED, **base, data={"error": error.to_doc()})
+    try:
+        if outcome.expansion is not None:
+            flow = encode_flow(decode_flow(outcome.expansion))
+            if check_flow is not None:
+                check_flow(flow)
+            return Draft(ev.COMMAND_EXPANDED, **base, data={"flow": flow})
+        check_payload(outcome.result, "result")
+    except EvenflowError as exc:
+        return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(exc).to_doc()})
+    except (KeyError, TypeError) as exc:
+        bad = PayloadError(f"the flow returned by {command!r} does not decode: {exc!r}")
+        return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(bad).to_doc()})
+    duration = _duration(outcome)
+    return Draft(ev.COMMAND_SUCCEEDED, **base, data={"result": outcome.result, "duration_s": duration})
+
+
+def _duration(outcome: Outcome) -> float | None:
+    if outcome.started_at is None or outcome.finished_at is None:
+        return None
+    return round((outcome.finished_at - outcome.started_at).total_seconds(), 6)

@@ -1,0 +1,128 @@
+"""The state of one run, as folded from its events, and the table of legal moves.
+
+Nothing here is stored: a ``RunState`` is a cache of ``fold(events)``. The
+engine keeps one per live run; a fresh process rebuilds the same one from the
+log (``tests/unit/test_replay.py`` checks that property).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from .errors import CorruptEvent
+
+
+class _NoInput:
+    """The input of a node that receives nothing (the first step of a run)."""
+
+    _instance: _NoInput | None = None
+
+    def __new__(cls) -> _NoInput:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_INPUT"
+
+    def __reduce__(self) -> str:
+        return "NO_INPUT"
+
+
+NO_INPUT: Final = _NoInput()
+
+# Node statuses. A call node: idle -> ready -> running -> (succeeded | failing);
+# failing -> waiting (a retry is scheduled) -> running, or failing -> failed.
+# Composite nodes (and calls that expanded into a flow) are "active" meanwhile.
+IDLE, READY, RUNNING, FAILING, WAITING, ACTIVE = "idle", "ready", "running", "failing", "waiting", "active"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+TRANSITIONS: Final = frozenset(
+    {
+        (IDLE, READY),
+        (IDLE, ACTIVE),
+        (IDLE, SUCCEEDED),  # an empty group
+        (IDLE, FAILING),  # a map whose input is not a list
+        (READY, RUNNING),
+        (RUNNING, SUCCEEDED),
+        (RUNNING, FAILING),
+        (RUNNING, ACTIVE),  # the command returned a flow
+        (FAILING, WAITING),
+        (FAILING, FAILED),
+        (WAITING, RUNNING),
+        (ACTIVE, SUCCEEDED),
+        (ACTIVE, FAILED),
+    }
+    | {(old, CANCELLED) for old in (IDLE, READY, RUNNING, FAILING, WAITING, ACTIVE)}
+)
+
+# Run statuses.
+PENDING, RUN_RUNNING = "pending", "running"
+
+
+@dataclass(slots=True)
+class NodeState:
+    path: str
+    spec: dict[str, Any]
+    status: str = IDLE
+    input: Any = NO_INPUT
+    index: int = 0
+    """Position among the parent's children."""
+    attempt: int = 0
+    deadline: datetime | None = None
+    due: datetime | None = None
+    error: dict[str, Any] | None = None
+    """The last attempt's error, as the log recorded it."""
+    result: Any = None
+    results: list[Any] = field(default_factory=list)
+    pending: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    parent: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec["kind"])
+
+    def move(self, new: str) -> None:
+        if (self.status, new) not in TRANSITIONS:
+            raise CorruptEvent(f"node {self.path} cannot go from {self.status!r} to {new!r}")
+        self.status = new
+
+
+@dataclass(slots=True)
+class RunState:
+    run: str
+    seq: int = 0
+    status: str = PENDING
+    flow: dict[str, Any] | None = None
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+    name: str | None = None
+    key: str | None = None
+    result: Any = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    """A terminal run event is in the log: nothing more is decided."""
+    ready: dict[str, None] = field(default_factory=dict)
+    """Call nodes waiting for their first dispatch, in activation order."""
+    failing: dict[str, None] = field(default_factory=dict)
+    """Nodes whose last attempt failed, waiting for a retry-or-fail decision."""
+    timers: dict[str, datetime] = field(default_factory=dict)
+    """Running attempts with a deadline and scheduled retries, by node."""
+
+    @property
+    def root(self) -> NodeState:
+        assert self.flow is not None, "run has no flow before run.submitted"
+        return self.nodes[self.flow["root"]]
+
+    def next_due(self) -> datetime | None:
+        return min(self.timers.values()) if self.timers and not self.finished else None
+
+    def running(self) -> list[NodeState]:
+        """Attempts dispatched and not yet ended, in path order."""
+        return [n for n in self.nodes.values() if n.status == RUNNING]

@@ -1,0 +1,57 @@
+"""Checking a flow against the registry and routes before anything is appended.
+
+A refused submission leaves no trace in the log. What passes is stored with
+every default resolved (retry policy, timeout, route), so replaying the run
+later needs neither the registry nor the options that were in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .errors import InvalidOption
+from .flows import Node, call_specs, encode_flow
+from .registry import Registry
+
+NeedsPickle = Callable[[str], bool]
+"""Whether the executor behind a route sends commands to another process."""
+
+
+class FlowChecker:
+    """Resolves and validates the commands of a flow for one orchestrator."""
+
+    def __init__(self, registry: Registry, routes: Collection[str], needs_pickle: NeedsPickle) -> None:
+        self.registry = registry
+        self.routes = routes
+        self.needs_pickle = needs_pickle
+
+    def encode(self, flow: Node) -> dict[str, Any]:
+        """The flat, checked, defaults-resolved form of ``flow``."""
+        doc = encode_flow(flow)
+        self.check(doc)
+        return doc
+
+    def check(self, doc: dict[str, Any]) -> None:
+        """Resolve defaults in place; raise UnknownCommand / InvalidOption on the first problem."""
+        paths = {id(spec["template"]): spec["path"] for spec in doc["nodes"] if spec["kind"] == "each"}
+        for spec in call_specs(doc):
+            self._resolve(spec, spec.get("path") or paths[id(spec)])
+
+    def _resolve(self, spec: dict[str, Any], path: str) -> None:
+        command = self.registry.get(spec["command"], path=path)
+        if spec.get("retry") is None and command.retry is not None:
+            spec["retry"] = command.retry.to_doc()
+        if spec.get("timeout_s") is None and command.timeout is not None:
+            spec["timeout_s"] = command.timeout.total_seconds()
+        route = spec.get("route") or command.route
+        if route is not None and route not in self.routes:
+            raise InvalidOption(
+                f"node {path} routes {spec['command']!r} to executor {route!r}, which this orchestrator "
+                f"lacks; known: {sorted(self.routes)}. Pass executors={{{route!r}: ...}}"
+            )
+        spec["route"] = route
+        if self.needs_pickle(route or "default"):
+            reason = self.registry.unsendable_reason(spec["command"])
+            if reason:
+                raise InvalidOption(f"node {path}: {reason}")

@@ -1,0 +1,184 @@
+"""``Orchestrator``: the composition root users hold, with sync and async faces.
+
+Both faces are thin: each validates in the caller's thread (so a refused flow
+appends nothing and raises where it was submitted) and then waits on the same
+engine future, blocking or awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .core.codec import check_payload
+from .core.errors import ConfigurationError, ResultTimeout
+from .core.events import Event
+from .core.evolve import fold
+from .core.flows import Node
+from .core.ports import Clock, EventStore, Executor
+from .core.registry import Registry
+from .core.state import NO_INPUT, RunState
+from .core.submission import FlowChecker
+from .engine import Engine
+
+ExecutorSpec = str | Executor
+DEFAULT_EXECUTOR = "threads"
+
+
+class Orchestrator:
+    """Runs flows of registered commands, logging every step to an event store.
+
+    ``executor`` is the default route; ``executors`` adds named routes that
+    nodes or commands select with ``route=``. ``store`` is a URL or an
+    ``EventStore``; without one, the durable embedded store in ``home``.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        executor: ExecutorSpec = DEFAULT_EXECUTOR,
+        executors: Mapping[str, ExecutorSpec] | None = None,
+        store: str | EventStore | None = None,
+        home: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(registry, Registry):
+            raise ConfigurationError(f"Orchestrator needs a Registry, got {registry!r}")
+        self.registry = registry
+        routes = {"default": _executor(executor), **{k: _executor(v) for k, v in (executors or {}).items()}}
+        self.store = _store(store, home)
+        self._checker = FlowChecker(registry, routes, lambda route: routes[route].requires_pickle)
+        from .core.clock import SystemClock
+
+        self.engine = Engine(
+            self.store,
+            routes,
+            clock=clock or SystemClock(),
+            by=f"orchestrator:{socket.gethostname()}:{os.getpid()}",
+            check_flow=self._checker.check,
+        )
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Orchestrator:
+        if not self._started:
+            self.engine.start(self.registry)
+            self._started = True
+        return self
+
+    def close(self) -> None:
+        if self._started:
+            self.engine.close()
+            self._started = False
+        self.store.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Orchestrator:
+        return self.start()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    # --- submitting and waiting ------------------------------------------------------------
+
+    def submit(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Run:
+        """Check ``flow``, log its submission durably, and return a handle to the run."""
+        return Run(self, _wait(self._submit(flow, input, name), None))
+
+    async def submit_async(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Run:
+        return Run(self, await asyncio.wrap_future(self._submit(flow, input, name)))
+
+    def run(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
+        """Submit ``flow`` and wait for its result; a failed run raises ``RunFailed``."""
+        return self.submit(flow, input=input).result(timeout)
+
+    async def run_async(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
+        run = await self.submit_async(flow, input=input)
+        return await run.result_async(timeout)
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        return _wait(self.engine.watch(run_id), timeout, run_id)
+
+    def state(self, run_id: str) -> RunState:
+        """The run as its log stands now, folded afresh."""
+        from .core.errors import RunNotFound
+
+        events = self.events(run_id)
+        if not events:
+            raise RunNotFound(run_id)
+        return fold(run_id, events)
+
+    def events(self, run_id: str) -> list[Event]:
+        return self.store.read(run_id)
+
+    def _submit(self, flow: Node, input: Any, name: str | None) -> Future[str]:
+        doc = self._checker.encode(flow)
+        if input is not NO_INPUT:
+            check_payload(input, "input")
+        self.start()
+        return self.engine.submit(uuid.uuid4().hex, doc, input=input, name=name)
+
+
+class Run:
+    """A handle on one run: its id, its result and its status."""
+
+    def __init__(self, orchestrator: Orchestrator, run_id: str) -> None:
+        self._orchestrator = orchestrator
+        self.id = run_id
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._orchestrator.result(self.id, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        future = asyncio.wrap_future(self._orchestrator.engine.watch(self.id))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ResultTimeout(f"run {self.id} did not finish within {timeout}s") from None
+
+    def status(self) -> str:
+        """``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        return self._orchestrator.state(self.id).status
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+
+def _wait(future: Future[Any], timeout: float | None, run_id: str | None = None) -> Any:
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        raise ResultTimeout(f"run {run_id} did not finish within {timeout}s") from None
+
+
+def _executor(spec: ExecutorSpec) -> Executor:
+    from workers.factory import as_executor
+
+    return as_executor(spec)
+
+
+def _store(spec: str | EventStore | None, home: str | os.PathLike[str] | None) -> EventStore:
+    from .store import open_store
+
+    if spec is None or isinstance(spec, str):
+        return open_store(spec, home=Path(home) if home is not None else None)
+    return spec

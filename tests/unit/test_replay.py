@@ -1,0 +1,86 @@
+"""Property tests of the pure core: replay is a fold, and flows compute what they say."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.core.evolve import fold
+from orchestrator.core.flows import encode_flow
+from orchestrator.core.planner import decide
+from tests.simulation import ReferenceFailed, Simulation, evaluate
+from tests.strategies import COMMANDS, flows, plans
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[dict, dict]:
+    flow = draw(flows())
+    return encode_flow(flow), draw(plans(flow))
+
+
+@SETTINGS
+@given(histories())
+def test_replaying_the_log_gives_the_same_state(history: tuple[dict, dict]) -> None:
+    flow, plan = history
+    sim = Simulation(COMMANDS, plan)
+    live = sim.go(flow)
+    assert live.finished
+    assert fold(sim.run, sim.events) == live
+    for cut in range(len(sim.events) + 1):
+        assert fold(sim.run, sim.events[:cut]).seq == cut  # every prefix folds
+
+
+@SETTINGS
+@given(histories())
+def test_a_finished_run_decides_nothing_more(history: tuple[dict, dict]) -> None:
+    flow, plan = history
+    sim = Simulation(COMMANDS, plan)
+    state = sim.go(flow)
+    later = sim.clock.advance(timedelta(days=365))
+    assert decide(fold(sim.run, sim.events), later) == []
+    assert decide(state, later) == []
+
+
+@SETTINGS
+@given(histories())
+def test_the_result_equals_evaluating_the_flow_directly(history: tuple[dict, dict]) -> None:
+    flow, plan = history
+    state = Simulation(COMMANDS, plan).go(flow)
+    try:
+        expected = evaluate(flow, COMMANDS, plan)
+    except ReferenceFailed as failure:
+        assert state.status == "failed"
+        failed = sorted({f["node"] for f in state.failures})
+        modes = {spec.get("siblings") for spec in flow["nodes"]}
+        if "cancel" not in modes:
+            assert failed == sorted(set(failure.nodes))
+    else:
+        assert state.status == "succeeded", state.failures
+        assert state.result == expected
+
+
+def test_a_fresh_process_folds_the_same_state() -> None:
+    from orchestrator.core.flows import call, chord, parallel, sequence
+
+    flow = encode_flow(
+        sequence(call("count", 1), parallel(call("wrap"), call("spread")), chord([call("count")], call("wrap")))
+    )
+    sim = Simulation(COMMANDS, {("r.1.0", 1): True})
+    live = sim.go(flow)
+    script = (
+        "import pickle, sys\n"
+        "from orchestrator.core.evolve import fold\n"
+        "events = pickle.load(sys.stdin.buffer)\n"
+        "sys.stdout.buffer.write(pickle.dumps(fold('run-1', events)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=pickle.dumps(sim.events), capture_output=True, timeout=60, check=True
+    )
+    assert pickle.loads(done.stdout) == live
