@@ -1,0 +1,154 @@
+"""The ``evenflow`` command: the one place that wires stores, executors and logging.
+
+Every option that names a place (store, home, executor) can also come from an
+environment variable, shown in ``--help``. Errors print one line and exit
+non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..core.errors import ConfigurationError, EvenflowError, RunFailed
+from ..core.flows import Node
+from ..core.registry import Registry
+from ..core.state import NO_INPUT
+
+EXIT_FAILED_RUN = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.handler(args)
+        return code
+    except RunFailed as exc:
+        if args.debug:
+            raise
+        print(f"evenflow: {exc}", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    except (EvenflowError, ImportError, AttributeError) as exc:
+        if args.debug:
+            raise
+        print(f"evenflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evenflow",
+        description="Run flows of plain Python callables, every step logged to an event store.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a small flow: a map, a chord and a retry",
+        description="Run the demo flow on the embedded store and show what happened, node by node.",
+    )
+    _common(demo, default_executor="processes://2")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run a flow from your code",
+        description="Import FLOW and REGISTRY (module:attribute; an attribute may be a function that "
+        "returns one), run the flow and print its result.",
+    )
+    run.add_argument("flow", metavar="MODULE:FLOW", help="a flow node, or a function returning one")
+    run.add_argument("--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function")
+    run.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
+    _common(run, default_executor="threads")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
+    parser.add_argument(
+        "--executor",
+        default=os.environ.get("EVENFLOW_EXECUTOR", default_executor),
+        metavar="URL",
+        help=f"inline, asyncio, threads://N or processes://N [env EVENFLOW_EXECUTOR; default {default_executor}]",
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("EVENFLOW_STORE"),
+        metavar="URL",
+        help="mongodb://..., mongomock:// or none for the embedded store [env EVENFLOW_STORE]",
+    )
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("EVENFLOW_HOME"),
+        metavar="DIR",
+        help="directory of the embedded store [env EVENFLOW_HOME; default ~/.local/share/evenflow]",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
+    parser.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return _execute(args, demo.registry(), demo.flow(), NO_INPUT)
+
+
+def _run(args: argparse.Namespace) -> int:
+    registry = _load(args.registry, Registry, "a Registry")
+    flow = _load(args.flow, Node, "a flow node")
+    value = NO_INPUT if args.input is None else _json(args.input)
+    return _execute(args, registry, flow, value)
+
+
+def _execute(args: argparse.Namespace, registry: Registry, flow: Node, value: Any) -> int:
+    from ..orchestrator import Orchestrator
+    from .report import print_run
+
+    with Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch:
+        run = orch.submit(flow, input=value)
+        try:
+            run.result(args.timeout)
+        except RunFailed:
+            print_run(orch, run.id, as_json=args.json)
+            raise
+        print_run(orch, run.id, as_json=args.json)
+    return 0
+
+
+def _load(spec: str, kind: type, what: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{spec!r} should be MODULE:ATTRIBUTE naming {what}")
+    sys.path.insert(0, os.getcwd())
+    value = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(value, kind) and callable(value):
+        value = _call(value)
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{spec} is {type(value).__name__}, not {what}")
+    return value
+
+
+def _call(factory: Callable[[], Any]) -> Any:
+    return factory()
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"--input is not JSON: {exc}") from None

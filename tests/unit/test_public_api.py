@@ -1,0 +1,35 @@
+"""The public surface is deliberate: this list changes only on purpose."""
+
+from __future__ import annotations
+
+import orchestrator
+
+EXPECTED = {
+    "Call", "CallContext", "Chord", "CommandError", "CommandTimeout", "ConcurrencyConflict",
+    "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "InvalidFlow",
+    "InvalidOption", "InvalidRunState", "Node", "Orchestrator", "Parallel", "PayloadError", "Registry",
+    "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
+    "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
+    "current_call", "each", "parallel", "sequence",
+}  # fmt: skip
+
+
+def test_exported_names_are_pinned() -> None:
+    assert set(orchestrator.__all__) == EXPECTED
+    for name in EXPECTED:
+        assert getattr(orchestrator, name) is not None
+
+
+def test_every_error_shares_one_root() -> None:
+    errors = [getattr(orchestrator, n) for n in EXPECTED if n.endswith(("Error", "Failed", "Timeout"))]
+    for kind in errors:
+        assert issubclass(kind, orchestrator.EvenflowError), kind
+
+
+def test_importing_the_package_pulls_in_no_optional_technology() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, orchestrator; print(sorted(m for m in ('pymongo', 'zmq', 'mongomock') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
