@@ -1,0 +1,37 @@
+"""The benchmark commands: module-level so every executor kind can run them."""
+
+from __future__ import annotations
+
+from orchestrator.core.context import current_call
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def square(i: int) -> int:
+    return i * i
+
+
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def fail_twice(i: int) -> int:
+    """Fails on attempts 1 and 2, succeeds on the third (W4)."""
+    context = current_call()
+    attempt = context.attempt if context else 3
+    if attempt < 3:
+        raise RuntimeError(f"attempt {attempt} of {i} fails on purpose")
+    return i
+
+
+def fail_twice_raw(i: int, attempt: int) -> int:
+    """W4 for systems without a retry engine: the caller passes the attempt number."""
+    if attempt < 3:
+        raise RuntimeError(f"attempt {attempt} of {i} fails on purpose")
+    return i

@@ -1,0 +1,143 @@
+"""What every evenflow executor shares: the port's bookkeeping and the ``concurrent.futures`` face.
+
+An executor is started with a registry and a ``report`` callback, runs the
+envelopes it is given and reports one outcome for each. Subclassing
+``concurrent.futures.Executor`` lets the same object stand in wherever the
+standard library's executors are expected (``submit``, ``map``, ``shutdown``,
+``with``), so evenflow and stdlib-style executors are interchangeable.
+
+Lifecycle: ``close()`` (the port) and ``shutdown()`` (the stdlib face) both end
+the executor. Nothing is reported after either returns; an envelope abandoned
+by ``close()`` gets no outcome, and the engine re-dispatches it on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor as StdExecutor
+from concurrent.futures import Future
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from orchestrator.core.envelope import Envelope, Outcome
+from orchestrator.core.errors import ConfigurationError
+from orchestrator.core.ports import Report
+from orchestrator.core.registry import Registry
+
+from .execution import failed
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def worker_id(kind: str) -> str:
+    """``host:pid/kind``: who ran an attempt, as the log's ``by`` field records it."""
+    return f"{socket.gethostname()}:{os.getpid()}/{kind}"
+
+
+def check_workers(value: object, *, what: str = "max_workers") -> int | None:
+    """A worker count must be a positive int (None means the executor's default)."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{what} must be a whole number >= 1, or None for the default: {value!r}")
+    return value
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+class BaseExecutor(StdExecutor):
+    """The executor port plus the ``concurrent.futures.Executor`` face, for subclasses to fill in.
+
+    Subclasses implement ``_dispatch``, ``_submit`` and ``_shutdown``; this class
+    keeps the registry and callback, refuses work after shutdown and isolates a
+    failing ``report`` so one bad callback cannot cost other envelopes their outcome.
+    """
+
+    kind: ClassVar[str] = "base"
+    requires_pickle: bool = False
+
+    def __init__(self) -> None:
+        self.by = worker_id(self.kind)
+        self._registry: Registry | None = None
+        self._report: Report | None = None
+        self._open = True
+        self._reporting = True
+
+    # --- the executor port ------------------------------------------------------------
+
+    def start(self, registry: Registry, report: Report) -> None:
+        self._registry = registry
+        self._report = report
+
+    def dispatch(self, envelopes: Sequence[Envelope]) -> None:
+        if self._registry is None:
+            raise ConfigurationError(f"{self!r} was not started: call start(registry, report) first")
+        if not self._open:
+            raise ConfigurationError(f"{self!r} is closed; build a new executor to dispatch more")
+        if envelopes:
+            self._dispatch(self._registry, list(envelopes))
+
+    def close(self) -> None:
+        """Stop: cancel what has not started, end reporting; safe to call twice."""
+        if self._open:
+            self._open = False
+            try:
+                self._close()
+            finally:
+                self._reporting = False
+
+    # --- the concurrent.futures face --------------------------------------------------
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if not self._open:
+            raise RuntimeError(f"cannot submit to {self!r} after shutdown() or close()")
+        return self._submit(fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._shutdown(wait=wait, cancel_futures=cancel_futures)
+            finally:
+                self._reporting = False
+
+    # --- for subclasses ---------------------------------------------------------------
+
+    def _dispatch(self, registry: Registry, envelopes: list[Envelope]) -> None:
+        raise NotImplementedError
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        raise NotImplementedError
+
+    def _shutdown(self, *, wait: bool, cancel_futures: bool) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        self._shutdown(wait=True, cancel_futures=True)
+
+    def _deliver(self, outcome: Outcome) -> None:
+        """Hand one outcome to the engine; a raising callback is logged, never propagated."""
+        report = self._report
+        if report is None or not self._reporting:
+            return
+        try:
+            report(outcome)
+        except Exception:
+            log.exception("reporting the outcome of %s failed", outcome.attempt_id)
+
+    def _settled(self, envelope: Envelope, future: Future[Outcome]) -> None:
+        """Done-callback for a future that runs ``execute``: report its outcome."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        self._deliver(future.result() if error is None else failed(envelope, error, by=self.by))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
