@@ -8,6 +8,8 @@ with Orchestrator(registry, executor="threads") as orch:
     orch.run(sequence(call("inc", 1), call("inc")))   # 3
 """
 
+from typing import TYPE_CHECKING
+
 from .core.context import CallContext, current_call
 from .core.errors import (
     CommandError,
@@ -47,7 +49,19 @@ from .core.flows import (
 )
 from .core.policy import RetryPolicy
 from .core.registry import Registry
-from .orchestrator import Orchestrator, Run
+
+if TYPE_CHECKING:
+    from .orchestrator import Orchestrator, Run
+
+
+def __getattr__(name: str) -> object:
+    """Load the engine only for those who drive flows; worker hosts import the core alone."""
+    if name in ("Orchestrator", "Run"):
+        from . import orchestrator as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+
 
 __all__ = [
     "Call",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,6 +31,8 @@ from .core.state import NO_INPUT, RunState
 
 log = logging.getLogger("evenflow.engine")
 
+RECENT_RUNS = 1_000
+"""Finished runs kept in memory, so late outcomes and watchers need no store read."""
 MAX_TURN = 20_000
 """Inbox items taken in one turn: bounds the size of one append batch."""
 STORE_BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
@@ -84,6 +86,7 @@ class Engine:
         self._check_flow = check_flow
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._live: dict[str, RunState] = {}
+        self._recent: OrderedDict[str, RunState] = OrderedDict()
         self._waiters: dict[str, list[Future[Any]]] = defaultdict(list)
         self._inflight: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="evenflow-engine", daemon=True)
@@ -183,16 +186,16 @@ class Engine:
 
     def _on_outcome(self, outcome: Outcome, turn: _Turn) -> None:
         self._inflight.discard(outcome.attempt_id)
-        state = self._live.get(outcome.run)
+        state = self._live.get(outcome.run) or self._recent.get(outcome.run)
         if state is None:
-            log.info("outcome of %s arrived after its run finished; ignored", outcome.attempt_id)
+            log.info("outcome of %s arrived for a run not in memory; ignored", outcome.attempt_id)
             return
         turn.outcomes.append(outcome)
         for draft in record_outcome(state, outcome, self._check_flow):
             self._apply(state, draft, turn, causation=outcome.attempt_id)
 
     def _on_watch(self, item: _Watch) -> None:
-        state = self._live.get(item.run)
+        state = self._live.get(item.run) or self._recent.get(item.run)
         if state is None:
             try:
                 state = self._load(item.run)
@@ -262,6 +265,9 @@ class Engine:
 
     def _finished(self, state: RunState) -> None:
         self._live.pop(state.run, None)
+        self._recent[state.run] = state
+        while len(self._recent) > RECENT_RUNS:
+            self._recent.popitem(last=False)
         for future in self._waiters.pop(state.run, []):
             _resolve(future, state)
 

@@ -173,5 +173,6 @@ NEVER_RETRY = (
     "orchestrator.core.errors.UnknownCommand",
     "orchestrator.core.errors.PayloadError",
     "orchestrator.core.errors.InvalidFlow",
+    "orchestrator.core.errors.ConfigurationError",
 )
 """Errors no retry can heal, whatever a policy says."""

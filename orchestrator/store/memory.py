@@ -77,13 +77,14 @@ class MemoryStore:
     def append(self, events: Sequence[Event]) -> None:
         if self.read_only:
             raise read_only_error("memory store")
-        docs = [self._checked_doc(event) for event in events]
+        docs: dict[str, dict[str, Any]] = {}
+        for event in events:  # the first of several events with one id is the one that may be written
+            docs.setdefault(event.id, self._checked_doc(event))
         with self._lock:
             stored = {e.id: self._decode(e.id) for e in events if e.id in self._docs}
             fresh, conflict = plan_append(events, stored)
-            by_id = {doc["_id"]: doc for doc in docs}
             for event in fresh:
-                self._put(by_id[event.id])
+                self._put(docs[event.id])
         if conflict is not None:
             raise conflict
 

@@ -1,0 +1,312 @@
+"""The embedded default store: durable in a local directory, no server needed.
+
+The log lives in an append-only SQLite journal (``events.sqlite3``, WAL, full
+sync) holding each event as the BSON a MongoDB server would store, so values
+come back exactly as they would from MongoDB. ``read`` and ``unfinished_runs``
+answer from the journal through its primary key, so they stay fast however
+long the log grows and always see the latest commit. Aggregation pipelines
+run on ``.events``, an in-process mongomock mirror of the journal built on
+first use: the engine never pays for it, projections get a real collection.
+
+One writer per directory: it holds an exclusive ``flock`` on ``owner.lock``,
+which the OS drops when the process dies, even by SIGKILL. Readers take no
+lock, open the journal read-only and ``refresh()`` the mirror to follow a
+running writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import bson
+from bson.errors import InvalidDocument
+
+from orchestrator.core import events as ev
+from orchestrator.core.errors import ConcurrencyConflict, PayloadError, StoreLocked, StoreUnavailable
+from orchestrator.core.events import Event
+
+from .memory import plan_append, read_only_error
+from .mongo import CODEC_OPTIONS, CORRUPT_FIELD, MongoStore, decode, oldest_first, round_trip
+
+JOURNAL = "events.sqlite3"
+OWNER_LOCK = "owner.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    run TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    doc BLOB NOT NULL
+)"""
+_COLUMNS = "id, run, seq, type, doc"
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+_READ = f"SELECT {_COLUMNS} FROM events WHERE id > ? AND id < ? AND run = ? ORDER BY seq"
+_ROWS_AFTER = f"SELECT rowid, {_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid"
+_UNFINISHED = (
+    "SELECT run, doc FROM events WHERE type = ? AND run NOT IN (SELECT run FROM events WHERE type IN ({}))"
+)
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` lookup, well under SQLite's bound on query parameters."""
+
+Row = tuple[str, str, int, str, bytes]
+
+
+class EmbeddedStore:
+    """An ``EventStore`` in ``home``: a SQLite journal, mirrored into mongomock as ``.events`` on demand."""
+
+    def __init__(self, home: str | os.PathLike[str], read_only: bool = False) -> None:
+        self.home = Path(home)
+        self.path = self.home / JOURNAL
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._mirror: MongoStore | None = None
+        self._mirrored_rowid = 0
+        self._seen_rowid = 0
+        self._owner = None if read_only else OwnerLock.acquire(self.home)
+        try:
+            self._db = self._open_reader() if read_only else self._open_writer()
+            self._seen_rowid = self._max_rowid()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def events(self) -> Any:
+        """The ``events`` collection (mongomock) for aggregation pipelines, loaded on first use."""
+        with self._lock:
+            if self._mirror is None:
+                import mongomock
+
+                client: Any = mongomock.MongoClient(tz_aware=True)
+                self._mirror = MongoStore(client["evenflow"]["events"], client=client, label=str(self.home))
+                self._mirror_new_rows()
+            return self._mirror.events
+
+    def append(self, events: Sequence[Event]) -> None:
+        if self.read_only:
+            raise read_only_error(f"embedded store in {self.home}")
+        with self._lock:
+            db = self._open_db()
+            stored = {event.id: event for event in self._stored([e.id for e in events])}
+            fresh, conflict = plan_append(events, stored, round_trip)
+            if fresh:
+                rows = [_row(event) for event in fresh]
+                self._commit(db, rows)
+                if self._mirror is not None:  # the writer's mirror follows its own appends
+                    self._mirror.events.insert_many([bson.decode(row[4], CODEC_OPTIONS) for row in rows])
+        if conflict is not None:
+            raise conflict
+
+    def read(self, run: str, after_seq: int = 0) -> list[Event]:
+        bounds = (ev.event_id(run, after_seq), run + "/\uffff", run)
+        rows = self._query(_READ, bounds, f"reading run {run!r}")
+        return [decode(_loaded_doc(*row)) for row in rows]
+
+    def unfinished_runs(self) -> list[str]:
+        terminal = sorted(ev.RUN_TERMINAL)
+        query = _UNFINISHED.format(", ".join("?" * len(terminal)))
+        rows = self._query(query, (ev.RUN_SUBMITTED, *terminal), "listing unfinished runs")
+        started = {run: _submitted_at(blob) for run, blob in rows}
+        return sorted(started, key=lambda run: oldest_first(run, started[run]))
+
+    def refresh(self) -> int:
+        """Count the events a running writer committed since the last refresh; bring ``.events`` up to date.
+
+        ``read`` and ``unfinished_runs`` always see the latest commit; the
+        mirror behind ``.events`` moves only here. A writer holds every event
+        of its store already, so for it this returns 0.
+        """
+        if not self.read_only:
+            return 0
+        with self._lock:
+            ((gained, latest),) = self._query(
+                "SELECT count(*), coalesce(max(rowid), ?) FROM events WHERE rowid > ?",
+                (self._seen_rowid, self._seen_rowid),
+                "looking for new events",
+            )
+            self._seen_rowid = int(latest)
+            if self._mirror is not None:
+                self._mirror_new_rows()
+            return int(gained)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if self._mirror is not None:
+                self._mirror.close()
+                self._mirror = None
+            if self._owner is not None:
+                self._owner.release()
+                self._owner = None
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the embedded journal {self.path}: {exc}") from exc
+        return db
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreUnavailable(
+                f"no embedded store in {self.home} ({JOURNAL} is missing); start an orchestrator with this "
+                "home first, or give the right --home / EVENFLOW_HOME"
+            )
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the embedded journal {self.path} to read: {exc}") from exc
+
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreUnavailable(f"the embedded store in {self.home} is closed")
+        return self._db
+
+    def _query(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
+        with self._lock:
+            try:
+                return self._open_db().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the embedded journal {self.path} failed {doing}: {exc}") from exc
+
+    def _max_rowid(self) -> int:
+        (row,) = self._query("SELECT coalesce(max(rowid), 0) FROM events", (), "finding its last event")
+        return int(row[0])
+
+    def _mirror_new_rows(self) -> None:
+        assert self._mirror is not None
+        rows = self._query(_ROWS_AFTER, (self._mirrored_rowid,), "loading events")
+        if rows:
+            self._mirror.events.insert_many([_loaded_doc(*row[1:]) for row in rows])
+            self._mirrored_rowid = rows[-1][0]
+
+    def _stored(self, ids: list[str]) -> Iterator[Event]:
+        """The stored events among ``ids``, looked up by primary key."""
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._query(f"SELECT {_COLUMNS} FROM events WHERE id IN ({marks})", chunk, "reading"):
+                yield decode(_loaded_doc(*row))
+
+    def _commit(self, db: sqlite3.Connection, rows: list[Row]) -> None:
+        """One transaction per append: the group commit that makes batching pay."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(_INSERT, rows)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise ConcurrencyConflict(
+                    f"the embedded journal {self.path} already holds an event of this append, written "
+                    "by a process that does not own the store; re-read the runs"
+                ) from exc
+            raise StoreUnavailable(f"the embedded journal {self.path} refused an append: {exc}") from exc
+
+
+def _row(event: Event) -> Row:
+    try:
+        blob = bson.encode(ev.to_doc(event))
+    except InvalidDocument as exc:
+        raise PayloadError(f"event {event.id} cannot be stored: {exc}") from exc
+    return (event.id, event.run, event.seq, event.type, blob)
+
+
+def _loaded_doc(event_id: str, run: str, seq: int, type_: str, blob: bytes) -> dict[str, Any]:
+    """The stored document of a journal row, or a placeholder that reads as ``CorruptEvent``."""
+    try:
+        doc = bson.decode(blob, CODEC_OPTIONS)
+    except Exception as exc:  # whatever bson raises, the row is damaged
+        reason = f"its journal row is not valid BSON ({type(exc).__name__}: {exc})"
+    else:
+        if doc.get("_id") == event_id:
+            return doc
+        reason = f"its journal row holds the document of {doc.get('_id')!r}"
+    return {"_id": event_id, "run": run, "seq": seq, "type": type_, CORRUPT_FIELD: reason}
+
+
+def _submitted_at(blob: bytes) -> datetime | None:
+    with contextlib.suppress(Exception):  # a damaged row sorts first; reading the run names the damage
+        at = bson.decode(blob, CODEC_OPTIONS).get("at")
+        return at if isinstance(at, datetime) else None
+    return None
+
+
+class OwnerLock:
+    """An exclusive ``flock`` on ``home/owner.lock`` naming its owner's pid; the OS frees it at death."""
+
+    _held: set[int] = set()
+    _fork_hook = False
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, home: Path) -> OwnerLock:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(home / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the embedded store in {home}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise StoreLocked(str(home), pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        cls._track(fd)
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        OwnerLock._held.discard(fd)
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def _track(cls, fd: int) -> None:
+        """Forked children (process pools) must not keep the lock alive after the owner dies."""
+        cls._held.add(fd)
+        if not cls._fork_hook:
+            os.register_at_fork(after_in_child=cls._forget_in_child)
+            cls._fork_hook = True
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        # Closing the child's copy leaves the parent's lock alone: a flock belongs to the open file.
+        for fd in cls._held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        cls._held.clear()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

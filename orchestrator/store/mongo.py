@@ -1,0 +1,275 @@
+"""The event store on MongoDB (PyMongo) or mongomock: one collection, ``events``.
+
+The ``_id`` ``"<run>/<seq zero-padded>"`` makes ``(run, seq)`` unique for free,
+so a second writer of a ``seq`` gets duplicate key 11000 instead of an
+overwrite. Appends are ordered ``insert_many`` calls (the group commit); an
+ordered insert keeps what it wrote before an error, so after a duplicate the
+store reads the stored events back and goes on or raises
+``ConcurrencyConflict``. Reads always sort on ``seq``: the server promises no
+natural order.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
+from pymongo import ASCENDING, MongoClient, WriteConcern
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from orchestrator.core import events as ev
+from orchestrator.core.errors import CorruptEvent, PayloadError, StoreUnavailable
+from orchestrator.core.events import Event
+
+from .memory import conflict_error, plan_append, read_only_error
+
+LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
+"""Once an append returns, a majority has journaled it; never wait forever."""
+
+DEFAULT_DATABASE = "evenflow"
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
+DUPLICATE_KEY = 11000
+CORRUPT_FIELD = "corrupt"
+"""Set on a placeholder document for a stored event that would not decode (embedded journal)."""
+
+CODEC_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=UTC)
+
+
+class IndexSpec(NamedTuple):
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    why: str
+
+
+INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "unfinished runs; queries by type"),
+    IndexSpec("run_seq", (("run", ASCENDING), ("seq", ASCENDING)), "a run's events in seq order"),
+)
+"""The indexes the store creates at open (``_id`` comes free); ops/ documents them."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WRITE_CONCERN_KEYS = {"w", "journal", "wtimeoutms"}
+
+
+class MongoStore:
+    """An ``EventStore`` over a PyMongo or mongomock ``Collection``; exposes it as ``.events``.
+
+    ``write_concern`` applies to a real server only (mongomock has no
+    replication); pass None to keep the collection's own. ``client``, when
+    given, is closed with the store.
+    """
+
+    def __init__(
+        self,
+        collection: Collection[dict[str, Any]],
+        *,
+        write_concern: WriteConcern | None = LOG_WRITE_CONCERN,
+        read_only: bool = False,
+        client: Any = None,
+        label: str = "MongoDB",
+    ) -> None:
+        self._server = isinstance(collection, Collection)
+        if self._server:
+            collection = collection.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
+        self.events = collection
+        self.read_only = read_only
+        self._client = client
+        self._label = label
+        # mongomock is not thread-safe; a real server serialises for us.
+        self._lock: AbstractContextManager[Any] = nullcontext() if self._server else threading.RLock()
+        if not read_only:
+            self._create_indexes()
+
+    def append(self, events: Sequence[Event]) -> None:
+        if self.read_only:
+            raise read_only_error(f"event store at {self._label}")
+        with self._lock:
+            self._write_all(list(events))
+
+    def read(self, run: str, after_seq: int = 0) -> list[Event]:
+        query = {"run": run, "_id": {"$gt": ev.event_id(run, after_seq), "$lt": run + "/\uffff"}}
+        with self._lock, self._guard(f"reading run {run!r}"):
+            docs = list(self.events.find(query).sort("seq", ASCENDING))
+        return [decode(doc) for doc in docs]
+
+    def unfinished_runs(self) -> list[str]:
+        terminal = {"type": {"$in": sorted(ev.RUN_TERMINAL)}}
+        with self._lock, self._guard("listing unfinished runs"):
+            finished = {doc["run"] for doc in self.events.find(terminal, {"run": 1, "_id": 0})}
+            submitted = self.events.find({"type": ev.RUN_SUBMITTED}, {"run": 1, "at": 1, "_id": 0})
+            started = {doc["run"]: doc.get("at") for doc in submitted if doc["run"] not in finished}
+        return sorted(started, key=lambda run: oldest_first(run, started[run]))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _insert(self, events: Sequence[Event]) -> int | None:
+        """Insert in order; return the index of the first duplicate, or None when all were written."""
+        docs = [ev.to_doc(event) for event in events]
+        try:
+            with self._guard(f"appending {len(docs)} events", "some may have landed: re-read the runs"):
+                self.events.insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            return self._first_duplicate(exc, events)
+        except InvalidDocument as exc:
+            raise _payload_error(events, exc) from exc
+        return None
+
+    def _first_duplicate(self, exc: BulkWriteError, events: Sequence[Event]) -> int:
+        details = exc.details or {}
+        errors = sorted(details.get("writeErrors") or [], key=lambda error: error.get("index", 0))
+        if details.get("writeConcernErrors") or not errors:
+            raise StoreUnavailable(
+                f"{self._label} did not confirm the write concern for an append of {len(events)} events "
+                f"({details.get('nInserted', '?')} inserted); they may not be durable: re-read the runs"
+            ) from exc
+        first = errors[0]  # an ordered insert stops here, so its index is also nInserted
+        index = int(first.get("index", details.get("nInserted", 0)))
+        if first.get("code") != DUPLICATE_KEY:
+            raise PayloadError(
+                f"{self._label} refused event {events[index].id} (code {first.get('code')}): "
+                f"{first.get('errmsg', 'no message')}"
+            ) from exc
+        return index
+
+    def _skip_stored(self, rest: Sequence[Event]) -> list[Event]:
+        """``rest[0]`` was a duplicate: drop events already stored alike, stop at a conflict."""
+        ids = [event.id for event in rest]
+        with self._guard(f"reading back {len(ids)} events after a duplicate"):
+            stored = {doc["_id"]: decode(doc) for doc in self.events.find({"_id": {"$in": ids}})}
+        if rest[0].id not in stored:
+            raise conflict_error(rest[0])  # duplicate on some other unique index: never loop
+        fresh, conflict = plan_append(rest, stored, round_trip)
+        if conflict is not None:
+            self._write_all(fresh)
+            raise conflict
+        return fresh
+
+    def _write_all(self, events: list[Event]) -> None:
+        """Insert, skipping events stored alike, until done or a conflict stops the batch."""
+        while events:
+            duplicate = self._insert(events)
+            if duplicate is None:
+                return
+            events = self._skip_stored(events[duplicate:])
+
+    def _create_indexes(self) -> None:
+        with self._lock, self._guard("creating the event indexes"):
+            for index in INDEXES:
+                self.events.create_index(list(index.keys), name=index.name)
+
+    @contextmanager
+    def _guard(self, doing: str, then: str = "try again when it is back") -> Iterator[None]:
+        """Turn the driver's errors (other than a bulk write's, handled above) into ``StoreUnavailable``."""
+        try:
+            yield
+        except BulkWriteError:
+            raise
+        except PyMongoError as exc:
+            raise StoreUnavailable(
+                f"{self._label} failed while {doing}: {redact(str(exc))}; {then}"
+            ) from _safe_cause(exc)
+
+
+def decode(doc: Mapping[str, Any]) -> Event:
+    if CORRUPT_FIELD in doc:
+        raise CorruptEvent(f"event {doc.get('_id')!r} is damaged in the store: {doc[CORRUPT_FIELD]}")
+    return ev.from_doc(doc)
+
+
+def round_trip(event: Event) -> Event:
+    """The event as the store gives it back (BSON turns tuples into lists, drops microseconds)."""
+    return ev.from_doc(bson.decode(bson.encode(ev.to_doc(event)), CODEC_OPTIONS))
+
+
+def connect(
+    url: str,
+    *,
+    read_only: bool = False,
+    write_concern: WriteConcern | None = None,
+    **client_options: Any,
+) -> MongoStore:
+    """Open a real server, checked with a ping, failing fast with the credentials redacted.
+
+    The log's write concern is ``LOG_WRITE_CONCERN`` unless ``write_concern`` is
+    given or the URL sets ``w``, ``journal`` or ``wtimeoutMS``.
+    """
+    label = redact(url)
+    query = {key.lower() for key, _ in parse_qsl(urlsplit(url).query)}
+    if "serverselectiontimeoutms" not in query:
+        client_options.setdefault("serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS)
+    client_options.update(tz_aware=True, tzinfo=UTC)
+    try:
+        client: MongoClient[dict[str, Any]] = MongoClient(url, **client_options)
+    except (PyMongoError, ValueError, TypeError) as exc:
+        raise _unavailable(f"bad MongoDB URL or option for {label}", exc) from _safe_cause(exc)
+    try:
+        client.admin.command("ping")
+        database = client.get_default_database(DEFAULT_DATABASE)
+        if write_concern is None and not query & _WRITE_CONCERN_KEYS:
+            write_concern = LOG_WRITE_CONCERN
+        return MongoStore(
+            database["events"], write_concern=write_concern, read_only=read_only, client=client, label=label
+        )
+    except PyMongoError as exc:
+        client.close()
+        raise _unavailable(f"cannot reach MongoDB at {label}", exc) from _safe_cause(exc)
+    except BaseException:
+        client.close()
+        raise
+
+
+def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> MongoStore:
+    """A fresh in-memory mongomock server; the URL path names the database."""
+    import mongomock
+
+    database = unquote(urlsplit(url).path.strip("/")) or DEFAULT_DATABASE
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    return MongoStore(
+        client[database]["events"], write_concern=None, read_only=read_only, client=client, label=url
+    )
+
+
+def redact(text: str) -> str:
+    """Hide the user and password of every URL in ``text`` (``user:password@`` becomes ``***@``)."""
+    return _USERINFO.sub("***@", text)
+
+
+_USERINFO = re.compile(r"(?<=://)[^@/\s]+@")
+
+
+def _safe_cause(exc: BaseException) -> BaseException | None:
+    """Chain the driver's error for debugging, unless its text carries credentials."""
+    return exc if redact(str(exc)) == str(exc) else None
+
+
+def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"{what}: {redact(str(exc))}; check the URL, that the server is running and reachable, and the "
+        "credentials"
+    )
+
+
+def _payload_error(events: Sequence[Event], exc: InvalidDocument) -> PayloadError:
+    for event in events:
+        try:
+            bson.encode(ev.to_doc(event))
+        except InvalidDocument as bad:
+            return PayloadError(f"event {event.id} cannot be stored in MongoDB: {bad}")
+    return PayloadError(f"an event of this append cannot be stored in MongoDB: {exc}")
+
+
+def oldest_first(run: str, at: Any) -> tuple[datetime, str]:
+    """Sort key of ``unfinished_runs``: submission time, then run id; a damaged time sorts first."""
+    return (at if isinstance(at, datetime) else _EPOCH, run)
