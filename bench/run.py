@@ -1,6 +1,6 @@
 """Run W1-W5 on evenflow's executors and stores, and on a raw process pool, and print a table.
 
-    .venv/bin/python -m bench.run [--executors inline,threads,processes] [--stores embedded,mongomock]
+.venv/bin/python -m bench.run [--executors inline,threads,processes] [--stores embedded,mongomock]
 """
 
 from __future__ import annotations

@@ -50,7 +50,9 @@ def timed(results: Results, name: str, work: Callable[[], Any], expected: Any) -
 
 def evenflow(orch: Orchestrator) -> Results:
     results = Results()
-    timed(results, "W1", lambda: orch.run(parallel([call("noop", i) for i in range(W1_N)])), list(range(W1_N)))
+    timed(
+        results, "W1", lambda: orch.run(parallel([call("noop", i) for i in range(W1_N)])), list(range(W1_N))
+    )
     chain = sequence(call("inc", 0), *[call("inc") for _ in range(W2_N - 1)])
     timed(results, "W2", lambda: orch.run(chain), W2_N)
     squares = chord([call("square", i) for i in range(W3_N)], call("total"))

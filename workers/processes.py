@@ -220,8 +220,10 @@ class ProcessExecutor(BaseExecutor):
     def _current_locked(self, commands: Iterable[str]) -> _Pool:
         """The pool to use; a new one if there is none or it predates a command being sent."""
         slot, registry = self._current, self._registry
-        if slot is not None and registry is not None and any(
-            name not in slot.names and name in registry for name in commands
+        if (
+            slot is not None
+            and registry is not None
+            and any(name not in slot.names and name in registry for name in commands)
         ):
             self._retire_locked(slot)
             slot = None

@@ -83,7 +83,8 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
         "--executor",
         default=os.environ.get("EVENFLOW_EXECUTOR", default_executor),
         metavar="URL",
-        help=f"inline, asyncio, threads://N or processes://N [env EVENFLOW_EXECUTOR; default {default_executor}]",
+        help="inline, asyncio, threads://N or processes://N "
+        f"[env EVENFLOW_EXECUTOR; default {default_executor}]",
     )
     parser.add_argument(
         "--store",

@@ -201,7 +201,12 @@ def _encode(node: Any, path: str, parent: str | None, depth: int, out: list[dict
     elif isinstance(node, Chord):
         header = f"{path}.0"
         spec.update(kind="chord", children=[header, f"{path}.1"])
-        group: dict[str, Any] = {"path": header, "parent": path, "kind": "parallel", "siblings": node.siblings}
+        group: dict[str, Any] = {
+            "path": header,
+            "parent": path,
+            "kind": "parallel",
+            "siblings": node.siblings,
+        }
         out.append(group)
         group["children"] = _children(node.header, header, depth + 1, out, "chord header", allow_empty=True)
         _encode(node.body, f"{path}.1", path, depth + 1, out)

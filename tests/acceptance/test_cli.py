@@ -83,7 +83,9 @@ def user_code(tmp_path: Path) -> Path:
 
 
 def test_run_executes_a_users_flow(user_code: Path, home: Path) -> None:
-    done = evenflow("run", "myflows:flow", "--registry", "myflows:registry", "--json", home=home, cwd=user_code)
+    done = evenflow(
+        "run", "myflows:flow", "--registry", "myflows:registry", "--json", home=home, cwd=user_code
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == [12, 12]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -21,7 +21,7 @@ GOOD = [
     b"bytes",
     [1, [2, {"a": None}]],
     {"nested": {"list": [1, 2.0, "x"]}},
-    datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=timezone.utc),
+    datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=UTC),
 ]
 
 
@@ -42,7 +42,7 @@ def test_values_that_survive_bson_pass(value: object) -> None:
         (2**64, "value", "64 bits"),
         (datetime(2026, 1, 1), "value", "timezone-aware"),
         (datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))), "value", "timezone-aware UTC"),
-        (datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc), "value", "sub-millisecond"),
+        (datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC), "value", "sub-millisecond"),
         (object(), "value", "cannot be stored"),
     ],
 )

@@ -70,7 +70,9 @@ def test_a_fresh_process_folds_the_same_state() -> None:
     from orchestrator.core.flows import call, chord, parallel, sequence
 
     flow = encode_flow(
-        sequence(call("count", 1), parallel(call("wrap"), call("spread")), chord([call("count")], call("wrap")))
+        sequence(
+            call("count", 1), parallel(call("wrap"), call("spread")), chord([call("count")], call("wrap"))
+        )
     )
     sim = Simulation(COMMANDS, {("r.1.0", 1): True})
     live = sim.go(flow)
@@ -81,6 +83,10 @@ def test_a_fresh_process_folds_the_same_state() -> None:
         "sys.stdout.buffer.write(pickle.dumps(fold('run-1', events)))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], input=pickle.dumps(sim.events), capture_output=True, timeout=60, check=True
+        [sys.executable, "-c", script],
+        input=pickle.dumps(sim.events),
+        capture_output=True,
+        timeout=60,
+        check=True,
     )
     assert pickle.loads(done.stdout) == live
