@@ -109,11 +109,14 @@ class Orchestrator:
 
     def run(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
         """Submit ``flow`` and wait for its result; a failed run raises ``RunFailed``."""
-        return self.submit(flow, input=input).result(timeout)
+        result: Future[Any] = Future()
+        self._submit(flow, input, None, watcher=result)
+        return _wait(result, timeout)
 
     async def run_async(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
-        run = await self.submit_async(flow, input=input)
-        return await run.result_async(timeout)
+        result: Future[Any] = Future()
+        self._submit(flow, input, None, watcher=result)
+        return await _wait_async(result, timeout)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         return _wait(self.engine.watch(run_id), timeout, run_id)
@@ -130,12 +133,14 @@ class Orchestrator:
     def events(self, run_id: str) -> list[Event]:
         return self.store.read(run_id)
 
-    def _submit(self, flow: Node, input: Any, name: str | None) -> Future[str]:
+    def _submit(
+        self, flow: Node, input: Any, name: str | None, *, watcher: Future[Any] | None = None
+    ) -> Future[str]:
         doc = self._checker.encode(flow)
         if input is not NO_INPUT:
             check_payload(input, "input")
         self.start()
-        return self.engine.submit(uuid.uuid4().hex, doc, input=input, name=name)
+        return self.engine.submit(uuid.uuid4().hex, doc, input=input, name=name, watcher=watcher)
 
 
 class Run:
@@ -149,11 +154,7 @@ class Run:
         return self._orchestrator.result(self.id, timeout)
 
     async def result_async(self, timeout: float | None = None) -> Any:
-        future = asyncio.wrap_future(self._orchestrator.engine.watch(self.id))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise ResultTimeout(f"run {self.id} did not finish within {timeout}s") from None
+        return await _wait_async(self._orchestrator.engine.watch(self.id), timeout, self.id)
 
     def status(self) -> str:
         """``running``, ``succeeded``, ``failed`` or ``cancelled``."""
@@ -163,10 +164,17 @@ class Run:
         return f"Run({self.id!r})"
 
 
-def _wait(future: Future[Any], timeout: float | None, run_id: str | None = None) -> Any:
+def _wait(future: Future[Any], timeout: float | None, run_id: str = "") -> Any:
     try:
         return future.result(timeout)
     except FutureTimeout:
+        raise ResultTimeout(f"run {run_id} did not finish within {timeout}s") from None
+
+
+async def _wait_async(future: Future[Any], timeout: float | None, run_id: str = "") -> Any:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except TimeoutError:
         raise ResultTimeout(f"run {run_id} did not finish within {timeout}s") from None
 
 

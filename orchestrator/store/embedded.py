@@ -97,13 +97,18 @@ class EmbeddedStore:
             raise read_only_error(f"embedded store in {self.home}")
         with self._lock:
             db = self._open_db()
-            stored = {event.id: event for event in self._stored([e.id for e in events])}
-            fresh, conflict = plan_append(events, stored, round_trip)
-            if fresh:
-                rows = [_row(event) for event in fresh]
+            conflict = None
+            try:  # the common case: nothing of this batch is stored yet, so no lookup first
+                rows = [_row(event) for event in events]
                 self._commit(db, rows)
-                if self._mirror is not None:  # the writer's mirror follows its own appends
-                    self._mirror.events.insert_many([bson.decode(row[4], CODEC_OPTIONS) for row in rows])
+            except ConcurrencyConflict:
+                stored = {event.id: event for event in self._stored([e.id for e in events])}
+                fresh, conflict = plan_append(events, stored, round_trip)
+                rows = [_row(event) for event in fresh]
+                if rows:
+                    self._commit(db, rows)
+            if self._mirror is not None and rows:  # the writer's mirror follows its own appends
+                self._mirror.events.insert_many([bson.decode(row[4], CODEC_OPTIONS) for row in rows])
         if conflict is not None:
             raise conflict
 
