@@ -306,7 +306,8 @@ class Engine:
         for run in runs:
             try:
                 state = self._load(run)
-            except EvenflowError:
+            except EvenflowError as exc:
+                log.error("run %s is parked: %s", run, exc)
                 self._live.pop(run, None)
                 continue
             if state.finished:

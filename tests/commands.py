@@ -124,6 +124,26 @@ def exit_self() -> None:
     sys.exit(3)
 
 
+def die_once(marker: str, value: Any = "survived") -> Any:
+    """SIGKILL the worker the first time (creating ``marker``), succeed on later attempts."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return value
+    kill_self()
+    return None
+
+
+def wait_for_file(path: str, value: Any = None, seconds: float = 60.0) -> Any:
+    """Block until ``path`` exists (polled, bounded by ``seconds``), then return ``value``."""
+    waiting = threading.Event()
+    for _ in range(int(seconds / 0.01)):
+        if os.path.exists(path):
+            return value
+        waiting.wait(0.01)
+    raise TimeoutError(f"{path} did not appear within {seconds}s")
+
+
 def pid() -> int:
     return os.getpid()
 
@@ -217,6 +237,8 @@ COMMANDS: dict[str, Any] = {
     "add_ten": add_ten,
     "flaky": flaky,
     "ledgered": ledgered,
+    "die_once": die_once,
+    "wait_for_file": wait_for_file,
 }
 
 
