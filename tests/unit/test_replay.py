@@ -66,27 +66,20 @@ def test_the_result_equals_evaluating_the_flow_directly(history: tuple[dict, dic
         assert state.result == expected
 
 
-def test_a_fresh_process_folds_the_same_state() -> None:
-    from orchestrator.core.flows import call, chord, parallel, sequence
+FOLD_IN_CHILD = (
+    "import pickle, sys\n"
+    "from orchestrator.core.evolve import fold\n"
+    "histories = pickle.load(sys.stdin.buffer)\n"
+    "sys.stdout.buffer.write(pickle.dumps([fold(run, events) for run, events in histories]))\n"
+)
 
-    flow = encode_flow(
-        sequence(
-            call("count", 1), parallel(call("wrap"), call("spread")), chord([call("count")], call("wrap"))
-        )
-    )
-    sim = Simulation(COMMANDS, {("r.1.0", 1): True})
-    live = sim.go(flow)
-    script = (
-        "import pickle, sys\n"
-        "from orchestrator.core.evolve import fold\n"
-        "events = pickle.load(sys.stdin.buffer)\n"
-        "sys.stdout.buffer.write(pickle.dumps(fold('run-1', events)))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        input=pickle.dumps(sim.events),
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(histories(), min_size=1, max_size=10))
+def test_a_fresh_process_folds_the_same_states(batch: list[tuple[dict, dict]]) -> None:
+    sims = [Simulation(COMMANDS, plan, run=f"run-{i}") for i, (_, plan) in enumerate(batch)]
+    live = [sim.go(flow) for sim, (flow, _) in zip(sims, batch, strict=True)]
+    logs = pickle.dumps([(sim.run, sim.events) for sim in sims])
+    child = [sys.executable, "-c", FOLD_IN_CHILD]
+    done = subprocess.run(child, input=logs, capture_output=True, timeout=120, check=True)
     assert pickle.loads(done.stdout) == live
