@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import ConfigurationError, EvenflowError, RunFailed
@@ -106,22 +106,22 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return _execute(args, demo.registry(), demo.flow(), NO_INPUT)
+    return _execute(args, demo.registry(), demo.flow(), NO_INPUT, name="demo")
 
 
 def _run(args: argparse.Namespace) -> int:
     registry = _load(args.registry, Registry, "a Registry")
     flow = _load(args.flow, Node, "a flow node")
     value = NO_INPUT if args.input is None else _json(args.input)
-    return _execute(args, registry, flow, value)
+    return _execute(args, registry, flow, value, name=args.flow)
 
 
-def _execute(args: argparse.Namespace, registry: Registry, flow: Node, value: Any) -> int:
+def _execute(args: argparse.Namespace, registry: Registry, flow: Node, value: Any, *, name: str) -> int:
     from ..orchestrator import Orchestrator
     from .report import print_run
 
     with Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch:
-        run = orch.submit(flow, input=value)
+        run = orch.submit(flow, input=value, name=name)
         try:
             run.result(args.timeout)
         except RunFailed:
@@ -138,14 +138,10 @@ def _load(spec: str, kind: type, what: str) -> Any:
     sys.path.insert(0, os.getcwd())
     value = getattr(importlib.import_module(module_name), attribute)
     if not isinstance(value, kind) and callable(value):
-        value = _call(value)
+        value = value()
     if not isinstance(value, kind):
         raise ConfigurationError(f"{spec} is {type(value).__name__}, not {what}")
     return value
-
-
-def _call(factory: Callable[[], Any]) -> Any:
-    return factory()
 
 
 def _json(text: str) -> Any:
