@@ -8,8 +8,10 @@ engine future, blocking or awaiting.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -67,13 +69,15 @@ class Orchestrator:
             check_flow=self._checker.check,
         )
         self._started = False
+        self._starting = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Orchestrator:
-        if not self._started:
-            self.engine.start(self.registry)
-            self._started = True
+        with self._starting:
+            if not self._started:
+                self.engine.start(self.registry)
+                self._started = True
         return self
 
     def close(self) -> None:
@@ -139,6 +143,7 @@ class Orchestrator:
         doc = self._checker.encode(flow)
         if input is not NO_INPUT:
             check_payload(input, "input")
+            input = copy.deepcopy(input)  # the caller may go on changing its own object
         self.start()
         return self.engine.submit(uuid.uuid4().hex, doc, input=input, name=name, watcher=watcher)
 

@@ -140,6 +140,8 @@ def _retry_scheduled(state: RunState, event: Event) -> None:
 def _node_failed(state: RunState, event: Event) -> None:
     node = _node(state, event)
     state.failing.pop(node.path, None)
+    state.ready.pop(node.path, None)
+    state.timers.pop(node.path, None)
     _fail(state, node, list(event.data["failures"]))
 
 
@@ -166,7 +168,7 @@ def _activate(state: RunState, path: str, value: Any) -> None:
             return
         children = [f"{path}.{i}" for i in range(len(value))]
         template = node.spec["template"]
-        _add_nodes(state, [dict(template, path=child, parent=path) for child in children])
+        _add_nodes(state, [_item_spec(template, child, path, i) for i, child in enumerate(children)])
         node.children = children
         for index, child in enumerate(children):
             state.nodes[child].index = index
@@ -258,6 +260,12 @@ def _add_nodes(state: RunState, specs: Iterable[dict[str, Any]]) -> None:
     for path in [spec["path"] for spec in specs if spec.get("children")]:
         for index, child in enumerate(state.nodes[path].children):
             state.nodes[child].index = index
+
+
+def _item_spec(template: dict[str, Any], path: str, parent: str, index: int) -> dict[str, Any]:
+    """One item's call in a map; a key set on the template becomes one key per item."""
+    key = template.get("key")
+    return dict(template, path=path, parent=parent, key=f"{key}/{index}" if key else None)
 
 
 def _node(state: RunState, event: Event) -> NodeState:

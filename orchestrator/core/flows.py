@@ -137,6 +137,8 @@ def chord(header: Iterable[Node], body: Node, *, siblings: Siblings = DEFAULT_SI
 
 def each(command: str | Call, *args: Any, siblings: Siblings = DEFAULT_SIBLINGS, **kwargs: Any) -> Each:
     """Call ``command(item, *args, **kwargs)`` for every item of the incoming list."""
+    if isinstance(command, Call) and (args or kwargs):
+        raise InvalidFlow(f"each({command.command!r}, ...): put the extra arguments in the call(...) itself")
     template = command if isinstance(command, Call) else call(command, *args, **kwargs)
     if template.immutable:
         raise InvalidFlow(f"each({template.command!r}) needs the item: the template cannot be immutable")

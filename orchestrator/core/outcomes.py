@@ -16,7 +16,7 @@ from .envelope import ErrorInfo, Outcome
 from .errors import EvenflowError, PayloadError
 from .flows import decode_flow, encode_flow
 from .planner import Draft
-from .state import RUNNING, RunState
+from .state import CANCELLED, RUNNING, NodeState, RunState
 
 CheckFlow = Callable[[dict[str, Any]], None]
 """Validates an expansion's commands; raises an EvenflowError to refuse it."""
@@ -25,8 +25,7 @@ CheckFlow = Callable[[dict[str, Any]], None]
 def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | None = None) -> list[Draft]:
     node = state.nodes.get(outcome.node)
     if node is None or state.finished or node.status != RUNNING or node.attempt != outcome.attempt:
-        reason = "duplicate" if node is not None and node.attempt == outcome.attempt else "late"
-        data = {"reason": reason, "ok": outcome.ok, "by": outcome.by}
+        data = {"reason": _why_ignored(node, outcome), "ok": outcome.ok, "by": outcome.by}
         return [Draft(ev.OUTCOME_IGNORED, outcome.node, outcome.attempt, data=data)]
     command = node.spec["command"]
     started = Draft(
@@ -55,11 +54,20 @@ def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Dra
         check_payload(outcome.result, "result")
     except EvenflowError as exc:
         return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(exc).to_doc()})
-    except (KeyError, TypeError) as exc:
+    except Exception as exc:  # a malformed expansion from a remote worker may fail in any way
         bad = PayloadError(f"the flow returned by {command!r} does not decode: {exc!r}")
         return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(bad).to_doc()})
     duration = _duration(outcome)
     return Draft(ev.COMMAND_SUCCEEDED, **base, data={"result": outcome.result, "duration_s": duration})
+
+
+def _why_ignored(node: NodeState | None, outcome: Outcome) -> str:
+    """``duplicate``: that attempt's outcome was already accepted; ``late``: the attempt was given up."""
+    if node is None or node.attempt != outcome.attempt or node.status == CANCELLED:
+        return "late"
+    if node.error is not None and node.error.get("reason") == "timeout":
+        return "late"
+    return "duplicate"
 
 
 def _duration(outcome: Outcome) -> float | None:

@@ -8,14 +8,16 @@ logged decision. A finished run decides nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import events as ev
+from .codec import check_payload
 from .envelope import Envelope, ErrorInfo, attempt_id
-from .errors import CommandTimeout
+from .errors import CommandTimeout, PayloadError
 from .policy import retry_delay, should_retry
 from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, RunState
 
@@ -41,24 +43,40 @@ def decide(state: RunState, now: datetime) -> list[Draft]:
         return [Draft(ev.RUN_SUCCEEDED, data={"result": root.result})]
     if root.status == FAILED:
         return [Draft(ev.RUN_FAILED, data={"failures": root.failures})]
-    drafts = [_retry_or_fail(state, state.nodes[path], now) for path in state.failing]
-    drafts += [_dispatch(state, state.nodes[path], 1, now) for path in state.ready]
+    drafts: list[Draft] = []
+    for draft in _candidates(state, now):
+        drafts.append(draft)
+        if draft.type == ev.NODE_FAILED:
+            break  # failing a node may cancel others: decide again once it is applied
+    return drafts
+
+
+def _candidates(state: RunState, now: datetime) -> Iterator[Draft]:
+    for path in state.failing:
+        yield _retry_or_fail(state, state.nodes[path], now)
+    for path in state.ready:
+        yield _dispatch(state, state.nodes[path], 1, now)
     for path, when in state.timers.items():
         if when <= now:
-            drafts.append(_timer_fired(state, state.nodes[path], now))
-    return drafts
+            yield _timer_fired(state, state.nodes[path], now)
 
 
 def _dispatch(state: RunState, node: NodeState, attempt: int, now: datetime) -> Draft:
     spec = node.spec
     timeout = spec.get("timeout_s")
+    args = call_args(node)
+    if node.input is not NO_INPUT:  # what the previous step made may be too large to log again
+        try:
+            check_payload(args, f"node {node.path} ({spec['command']}) args")
+        except PayloadError as exc:
+            return _give_up(node, ErrorInfo.from_exception(exc))
     return Draft(
         ev.COMMAND_DISPATCHED,
         node=node.path,
         attempt=attempt,
         command=spec["command"],
         data={
-            "args": call_args(node),
+            "args": args,
             "kwargs": spec["kwargs"],
             "deadline": _millis(now + timedelta(seconds=timeout)) if timeout else None,
             "key": spec.get("key") or f"{state.run}/{node.path}",
@@ -76,15 +94,19 @@ def call_args(node: NodeState) -> list[Any]:
 
 
 def envelope_for(state: RunState, node: NodeState) -> Envelope:
-    """The envelope of ``node``'s current attempt, rebuilt from the state alone."""
+    """The envelope of ``node``'s current attempt, rebuilt from the state alone.
+
+    Arguments are copies, so a command that mutates them cannot change what the
+    state (and so a retry) holds.
+    """
     spec = node.spec
     return Envelope(
         run=state.run,
         node=node.path,
         attempt=node.attempt,
         command=spec["command"],
-        args=call_args(node),
-        kwargs=spec["kwargs"],
+        args=_private(call_args(node)),
+        kwargs=_private(spec["kwargs"]),
         deadline=node.deadline,
         key=spec.get("key") or f"{state.run}/{node.path}",
         route=spec.get("route"),
@@ -103,6 +125,10 @@ def _retry_or_fail(state: RunState, node: NodeState, now: datetime) -> Draft:
             command=node.spec["command"],
             data={"due": _millis(now + delay), "delay_s": round(delay.total_seconds(), 3)},
         )
+    return _give_up(node, error)
+
+
+def _give_up(node: NodeState, error: ErrorInfo) -> Draft:
     failure = {
         "node": node.path,
         "command": node.spec.get("command") or node.spec.get("template", {}).get("command"),
@@ -135,3 +161,15 @@ def _timer_fired(state: RunState, node: NodeState, now: datetime) -> Draft:
 
 def _millis(moment: datetime) -> datetime:
     return ev.to_millis(moment)
+
+
+_SCALARS = (int, float, str, bool, bytes, type(None))
+
+
+def _private(value: Any) -> Any:
+    """A copy a command may mutate freely; scalars (the common case) need none."""
+    if isinstance(value, list) and all(isinstance(item, _SCALARS) for item in value):
+        return list(value)
+    if isinstance(value, dict) and not value:
+        return {}
+    return copy.deepcopy(value)

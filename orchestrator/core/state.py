@@ -52,6 +52,8 @@ TRANSITIONS: Final = frozenset(
         (RUNNING, ACTIVE),  # the command returned a flow
         (FAILING, WAITING),
         (FAILING, FAILED),
+        (READY, FAILED),  # its arguments cannot be logged
+        (WAITING, FAILED),
         (WAITING, RUNNING),
         (ACTIVE, SUCCEEDED),
         (ACTIVE, FAILED),

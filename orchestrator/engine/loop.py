@@ -1,0 +1,394 @@
+"""The engine loop: one thread that folds, decides, appends, and only then acts.
+
+Everything reaches it through one inbox: submissions, executor outcomes,
+result watchers. Each turn takes all that is waiting, turns it into events,
+asks ``decide`` what follows, appends the whole turn in one batch (group
+commit), and then dispatches envelopes and answers waiters. An action never
+precedes the event that records the decision behind it.
+
+When an append fails, the log is the truth: the runs the turn touched are
+folded again from what landed, their logged-but-unsent attempts are sent, and
+outcomes are offered again. A run whose log cannot be read for now is *stale*
+and retried with backoff; one whose log does not fold is *parked*.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any
+
+from ..core import events as ev
+from ..core.envelope import Envelope, ErrorInfo, Outcome
+from ..core.errors import CorruptEvent, EvenflowError, RunNotFound, StoreUnavailable, WorkerLost
+from ..core.events import Event
+from ..core.evolve import evolve, fold
+from ..core.outcomes import CheckFlow, record_outcome
+from ..core.planner import Draft, decide, envelope_for
+from ..core.ports import Clock, EventStore, Executor
+from ..core.state import NO_INPUT, RunState
+from .messages import Stop, Submit, Turn, Watch, resolve, settle
+
+log = logging.getLogger("evenflow.engine")
+
+RECENT_RUNS = 1_000
+"""Finished runs kept in memory, so late outcomes and watchers need no store read."""
+MAX_TURN = 20_000
+"""Inbox items taken in one turn: bounds the size of one append batch."""
+BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
+"""Pauses after consecutive store failures."""
+SUBMIT_TRIES = 8
+"""Appends of one submission before its caller is told the store is unavailable."""
+
+
+class Engine:
+    def __init__(
+        self,
+        store: EventStore,
+        executors: Mapping[str, Executor],
+        *,
+        clock: Clock,
+        by: str,
+        check_flow: CheckFlow | None = None,
+    ) -> None:
+        self.store = store
+        self.executors = dict(executors)
+        self.clock = clock
+        self.by = by
+        self._check_flow = check_flow
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._live: dict[str, RunState] = {}
+        self._recent: OrderedDict[str, RunState] = OrderedDict()
+        self._waiters: dict[str, list[Future[Any]]] = defaultdict(list)
+        self._inflight: set[str] = set()
+        self._dirty: set[str] = set()
+        """Runs reloaded from the log, to be advanced on the next turn."""
+        self._stale: dict[str, list[Outcome]] = {}
+        """Runs whose log could not be read, with the outcomes that arrived meanwhile."""
+        self._unsure: dict[str, Submit] = {}
+        """Submissions whose append failed: offered again if the log turns out not to hold them."""
+        self._failures = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="evenflow-engine", daemon=True)
+
+    # --- the outside world -----------------------------------------------------------------
+
+    def start(self, registry: Any) -> None:
+        for executor in self.executors.values():
+            executor.start(registry, self._inbox.put)
+        self._reload(self.store.unfinished_runs())
+        self._thread.start()
+
+    def submit(
+        self,
+        run: str,
+        flow: dict[str, Any],
+        *,
+        input: Any = NO_INPUT,
+        name: str | None = None,
+        watcher: Future[Any] | None = None,
+    ) -> Future[str]:
+        """Append ``run.submitted``; the future resolves once it is durable.
+
+        A ``watcher`` given here gets the run's result, as from ``watch``, without
+        a second trip through the inbox (what ``Orchestrator.run`` wants).
+        """
+        future: Future[str] = Future()
+        self._inbox.put(Submit(run, flow, input, name, future, watcher))
+        return future
+
+    def watch(self, run: str) -> Future[Any]:
+        """A future that resolves with the run's result, or raises RunFailed."""
+        future: Future[Any] = Future()
+        self._inbox.put(Watch(run, future))
+        return future
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        if self._thread.is_alive():
+            self._inbox.put(Stop())
+            self._thread.join(timeout)
+        for executor in self.executors.values():
+            executor.close()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            turn = Turn()
+            try:
+                self._retry_stale()
+                self._turn(self._take(), turn)
+            except Exception as exc:  # the engine must outlive any one bad turn
+                log.exception("engine turn failed; its runs are reloaded from the log")
+                self._abandon(turn, exc)
+        self._answer_the_rest()
+
+    def _take(self) -> list[Any]:
+        try:
+            items = [self._inbox.get(timeout=self._wait_s())]
+        except queue.Empty:
+            return []
+        while len(items) < MAX_TURN:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _wait_s(self) -> float | None:
+        """How long the inbox may keep us waiting: until the next timer, or not at all."""
+        if self._dirty:
+            return 0.0
+        due = [when for state in self._live.values() if (when := state.next_due()) is not None]
+        wait = max(0.0, (min(due) - self.clock.now()).total_seconds()) if due else None
+        if self._stale:
+            backoff = self._backoff_s()
+            wait = backoff if wait is None else min(wait, backoff)
+        return wait
+
+    def _turn(self, items: list[Any], turn: Turn) -> None:
+        for item in items:
+            if isinstance(item, Outcome):
+                self._on_outcome(item, turn)
+            elif isinstance(item, Submit):
+                self._on_submit(item, turn)
+            elif isinstance(item, Watch):
+                self._on_watch(item)
+            elif isinstance(item, Stop):
+                self._stopping = True
+        now = self.clock.now()
+        for state in list(self._live.values()):
+            due = state.next_due()
+            if state.run in turn.touched or state.run in self._dirty or (due is not None and due <= now):
+                self._advance(state, now, turn)
+        self._dirty.clear()
+        self._commit(turn)
+
+    def _on_submit(self, item: Submit, turn: Turn) -> None:
+        if item.run in self._live or item.run in self._recent:
+            error = EvenflowError(f"run {item.run} already exists")
+            settle(item.future, error=error)
+            if item.watcher is not None:
+                settle(item.watcher, error=error)
+            return
+        state = RunState(item.run)
+        data: dict[str, Any] = {"flow": item.flow, "name": item.name}
+        if item.input is not NO_INPUT:
+            data["input"] = item.input
+        self._live[item.run] = state
+        if item.watcher is not None:
+            self._waiters[item.run].append(item.watcher)
+        self._apply(state, Draft(ev.RUN_SUBMITTED, data=data), turn, causation=None)
+        turn.submits.append(item)
+
+    def _on_outcome(self, outcome: Outcome, turn: Turn) -> None:
+        if outcome.run in self._stale:
+            self._stale[outcome.run].append(outcome)
+            return
+        self._inflight.discard(outcome.attempt_id)
+        state = self._live.get(outcome.run) or self._recent.get(outcome.run)
+        if state is None:
+            log.info("outcome of %s arrived for a run not in memory; ignored", outcome.attempt_id)
+            return
+        turn.outcomes.append(outcome)
+        for draft in record_outcome(state, outcome, self._check_flow):
+            self._apply(state, draft, turn, causation=outcome.attempt_id)
+
+    def _on_watch(self, item: Watch) -> None:
+        state = self._live.get(item.run) or self._recent.get(item.run)
+        if state is None and item.run not in self._stale:
+            try:
+                state = self._load(item.run)
+            except Exception as exc:
+                settle(item.future, error=exc)
+                return
+        if state is not None and state.finished:
+            resolve(item.future, state)
+        else:
+            self._waiters[item.run].append(item.future)
+
+    def _advance(self, state: RunState, now: datetime, turn: Turn) -> None:
+        """Decide and apply until the run has nothing more to decide right now."""
+        for _ in range(10_000):
+            drafts = decide(state, now)
+            if not drafts:
+                return
+            cause = ev.event_id(state.run, state.seq)
+            for draft in drafts:
+                self._apply(state, draft, turn, causation=cause)
+        raise EvenflowError(f"run {state.run} keeps deciding without end; this is a bug in evenflow")
+
+    def _apply(self, state: RunState, draft: Draft, turn: Turn, *, causation: str | None) -> None:
+        event = Event(
+            run=state.run,
+            seq=state.seq + 1,
+            type=draft.type,
+            at=self.clock.now(),
+            node=draft.node,
+            attempt=draft.attempt,
+            command=draft.command,
+            data=draft.data,
+            by=self.by,
+            causation=causation,
+            correlation=state.run,
+        )
+        evolve(state, event)
+        turn.events[state.run].append(event)
+        turn.touched[state.run] = state
+        if event.type == ev.COMMAND_DISPATCHED:
+            envelope = envelope_for(state, state.nodes[draft.node or ""])
+            turn.dispatches[envelope.route or "default"].append(envelope)
+        elif event.type in ev.RUN_TERMINAL:
+            turn.finished.append(state)
+
+    # --- after the append ------------------------------------------------------------------
+
+    def _commit(self, turn: Turn) -> None:
+        batch = turn.batch()
+        if batch:
+            try:
+                self.store.append(batch)
+            except Exception as exc:
+                self._append_failed(turn, exc)
+                return
+            self._failures = 0
+        for route, envelopes in turn.dispatches.items():
+            self._send(route, envelopes)
+        for submit in turn.submits:
+            settle(submit.future, result=submit.run)
+        for state in turn.finished:
+            self._finished(state)
+
+    def _send(self, route: str, envelopes: list[Envelope]) -> None:
+        """Hand envelopes to their executor; one that refuses them ends those attempts as lost."""
+        try:
+            self.executors[route].dispatch(envelopes)
+        except Exception as exc:
+            log.exception("executor %r refused %d envelopes", route, len(envelopes))
+            for envelope in envelopes:
+                error = ErrorInfo.from_exception(
+                    WorkerLost(f"executor {route!r} refused it: {exc}"), reason="lost"
+                )
+                self._inbox.put(Outcome.failed(envelope, error, by=self.by))
+        self._inflight.update(envelope.attempt_id for envelope in envelopes)
+
+    def _finished(self, state: RunState) -> None:
+        self._live.pop(state.run, None)
+        self._recent[state.run] = state
+        while len(self._recent) > RECENT_RUNS:
+            self._recent.popitem(last=False)
+        for future in self._waiters.pop(state.run, []):
+            resolve(future, state)
+
+    # --- when things go wrong --------------------------------------------------------------
+
+    def _append_failed(self, turn: Turn, exc: Exception) -> None:
+        """Reload what landed; offer the turn's outcomes again; answer submits by what the log holds."""
+        self._failures += 1
+        log.warning("append of a turn failed (%r); reloading its runs from the log", exc)
+        self._inflight.update(outcome.attempt_id for outcome in turn.outcomes)
+        self._unsure.update((submit.run, submit) for submit in turn.submits)
+        self._reload(list(turn.touched))
+        for outcome in turn.outcomes:
+            self._inbox.put(outcome)
+        for submit in turn.submits:
+            if submit.run in self._live or submit.run in self._recent:  # it landed after all
+                self._unsure.pop(submit.run, None)
+                settle(submit.future, result=submit.run)
+        threading.Event().wait(self._backoff_s())
+
+    def _abandon(self, turn: Turn, exc: Exception) -> None:
+        """A turn raised before its append: forget its tentative events and start from the log."""
+        self._reload(list(turn.touched))
+        for submit in turn.submits:
+            if submit.run not in self._live:
+                self._fail_waiters(submit.run, exc)
+                settle(submit.future, error=exc)
+
+    def _reload(self, runs: list[str]) -> None:
+        """Fold runs again from the log; resend attempts that are logged but not in flight here."""
+        for run in runs:
+            self._live.pop(run, None)
+            try:
+                state = self._load(run)
+            except RunNotFound as exc:
+                self._not_in_log(run, exc)
+                continue
+            except CorruptEvent as exc:
+                log.error("run %s is parked: %s", run, exc)
+                self._fail_waiters(run, exc)
+                continue
+            except Exception as exc:
+                log.warning("run %s cannot be read now (%r); will try again", run, exc)
+                self._stale.setdefault(run, [])
+                continue
+            if state.finished:
+                self._finished(state)
+                continue
+            self._live[run] = state
+            self._dirty.add(run)
+            for node in state.running():
+                envelope = envelope_for(state, node)
+                if envelope.attempt_id not in self._inflight:
+                    self._send(envelope.route or "default", [envelope])
+
+    def _not_in_log(self, run: str, exc: RunNotFound) -> None:
+        """A submission whose append failed without landing is offered again, a few times."""
+        submit = self._unsure.pop(run, None)
+        if submit is not None and submit.tries < SUBMIT_TRIES:
+            self._waiters.pop(run, None)
+            submit.tries += 1
+            self._inbox.put(submit)
+            return
+        error = (
+            StoreUnavailable(f"run {run} could not be logged after {SUBMIT_TRIES} tries") if submit else exc
+        )
+        self._fail_waiters(run, error)
+        if submit is not None:
+            settle(submit.future, error=error)
+
+    def _retry_stale(self) -> None:
+        if not self._stale:
+            return
+        held = self._stale
+        self._stale = {}
+        self._reload(list(held))
+        for run, outcomes in held.items():
+            if run in self._stale:
+                self._stale[run].extend(outcomes)
+                continue
+            for outcome in outcomes:
+                self._inbox.put(outcome)
+
+    def _backoff_s(self) -> float:
+        return BACKOFF_S[min(max(self._failures, 1), len(BACKOFF_S)) - 1]
+
+    def _fail_waiters(self, run: str, exc: BaseException) -> None:
+        for future in self._waiters.pop(run, []):
+            settle(future, error=exc)
+
+    def _answer_the_rest(self) -> None:
+        """On close: nobody may wait forever on an engine that stopped."""
+        closed = EvenflowError("the orchestrator was closed before this run finished")
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Submit | Watch):
+                settle(item.future, error=closed)
+            if isinstance(item, Submit) and item.watcher is not None:
+                settle(item.watcher, error=closed)
+        for run in list(self._waiters):
+            self._fail_waiters(run, closed)
+
+    def _load(self, run: str) -> RunState:
+        events = self.store.read(run)
+        if not events:
+            raise RunNotFound(run)
+        return fold(run, events)

@@ -1,0 +1,69 @@
+"""What travels through the engine's inbox, what one turn gathers, and how futures are answered."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.envelope import Envelope, Outcome
+from ..core.errors import Failure, RunCancelled, RunFailed
+from ..core.events import Event
+from ..core.state import RunState
+
+
+@dataclass(slots=True)
+class Submit:
+    run: str
+    flow: dict[str, Any]
+    input: Any
+    name: str | None
+    future: Future[str]
+    watcher: Future[Any] | None = None
+    tries: int = 1
+
+
+@dataclass(slots=True)
+class Watch:
+    run: str
+    future: Future[Any]
+
+
+class Stop:
+    pass
+
+
+@dataclass(slots=True)
+class Turn:
+    """What one turn appends, and what it does once the append is durable."""
+
+    events: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
+    dispatches: dict[str, list[Envelope]] = field(default_factory=lambda: defaultdict(list))
+    finished: list[RunState] = field(default_factory=list)
+    touched: dict[str, RunState] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    submits: list[Submit] = field(default_factory=list)
+
+    def batch(self) -> list[Event]:
+        return [event for events in self.events.values() for event in events]
+
+
+def settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a future unless its caller already gave up on it (a cancelled async wait)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def resolve(future: Future[Any], state: RunState) -> None:
+    """Answer a watcher from a finished run: its result, or the failure naming every failed node."""
+    if state.status == "succeeded":
+        settle(future, result=state.result)
+        return
+    failures = [Failure.from_doc(doc) for doc in state.failures]
+    kind = RunCancelled if state.status == "cancelled" else RunFailed
+    settle(future, error=kind(state.run, failures))
