@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,8 @@ RECENT_RUNS = 1_000
 """Finished runs kept in memory, so late outcomes and watchers need no store read."""
 MAX_TURN = 20_000
 """Inbox items taken in one turn: bounds the size of one append batch."""
+AppendHook = Callable[[list[Event]], None]
+"""Called with every batch once it is durable, after the turn's actions (read models)."""
 BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
 """Pauses after consecutive store failures."""
 SUBMIT_TRIES = 8
@@ -55,8 +57,10 @@ class Engine:
         clock: Clock,
         by: str,
         check_flow: CheckFlow | None = None,
+        on_append: AppendHook | None = None,
     ) -> None:
         self.store = store
+        self._on_append = on_append
         self.executors = dict(executors)
         self.clock = clock
         self.by = by
@@ -263,6 +267,16 @@ class Engine:
             settle(submit.future, result=submit.run)
         for state in turn.finished:
             self._finished(state)
+        if batch and self._on_append is not None:
+            self._after_append(batch)
+
+    def _after_append(self, batch: list[Event]) -> None:
+        """Read models follow the log; their failure is logged and never stops the engine."""
+        assert self._on_append is not None
+        try:
+            self._on_append(batch)
+        except Exception:
+            log.exception("a hook after the append of %d events failed; read models may lag", len(batch))
 
     def _send(self, route: str, envelopes: list[Envelope]) -> None:
         """Hand envelopes to their executor; one that refuses them ends those attempts as lost."""
