@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
 from .core.errors import ConfigurationError, ResultTimeout
@@ -31,6 +32,12 @@ from .core.state import NO_INPUT, RunState
 from .core.submission import FlowChecker
 from .engine import Engine
 
+if TYPE_CHECKING:
+    from projections.documents import Documents
+    from projections.read_models import RunsProjector
+
+log = logging.getLogger("evenflow.orchestrator")
+
 ExecutorSpec = str | Executor
 DEFAULT_EXECUTOR = "threads"
 
@@ -41,6 +48,12 @@ class Orchestrator:
     ``executor`` is the default route; ``executors`` adds named routes that
     nodes or commands select with ``route=``. ``store`` is a URL or an
     ``EventStore``; without one, the durable embedded store in ``home``.
+
+    With ``read_models`` (the default) the ``runs`` read model follows every
+    append (``runs_collection``): beside the log on a MongoDB or mongomock store,
+    caught up with the log at start; in a private in-memory collection
+    otherwise, holding the runs this process touched (the embedded store's
+    readers rebuild theirs from the log with ``projections.read_models``).
     """
 
     def __init__(
@@ -52,6 +65,7 @@ class Orchestrator:
         store: str | EventStore | None = None,
         home: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
+        read_models: bool = True,
     ) -> None:
         if not isinstance(registry, Registry):
             raise ConfigurationError(f"Orchestrator needs a Registry, got {registry!r}")
@@ -61,12 +75,14 @@ class Orchestrator:
         self._checker = FlowChecker(registry, routes, lambda route: routes[route].requires_pickle)
         from .core.clock import SystemClock
 
+        self.read_models = _runs_projector(self.store) if read_models else None
         self.engine = Engine(
             self.store,
             routes,
             clock=clock or SystemClock(),
             by=f"orchestrator:{socket.gethostname()}:{os.getpid()}",
             check_flow=self._checker.check,
+            on_append=self.read_models.apply if self.read_models is not None else None,
         )
         self._started = False
         self._starting = threading.Lock()
@@ -76,9 +92,40 @@ class Orchestrator:
     def start(self) -> Orchestrator:
         with self._starting:
             if not self._started:
+                self._catch_up()
                 self.engine.start(self.registry)
                 self._started = True
         return self
+
+    @property
+    def runs_collection(self) -> Documents | None:
+        """The ``runs`` read model this orchestrator maintains (None without read models).
+
+        Query it with ``projections.run_history``. On mongomock and in memory it
+        is a ``MemoryRuns``: read it through this, not through the mongomock
+        database, and from any thread while the engine writes.
+        """
+        return None if self.read_models is None else self.read_models.runs
+
+    def _catch_up(self) -> None:
+        """Bring a ``runs`` collection kept beside the log up to it before the engine appends more.
+
+        As with the engine's own hook, a read model that fails is logged and
+        never stops the orchestrator; the runs it touches later are mended.
+        """
+        from .store.mongo import MongoStore
+
+        if self.read_models is None or not isinstance(self.store, MongoStore):
+            return
+        from projections.read_models import catch_up
+
+        try:
+            behind = catch_up(self.store.events, self.read_models.runs)
+        except Exception:
+            log.exception("the runs read model could not catch up with the log; it may lag")
+            return
+        if behind:
+            log.info("the runs read model caught up %d runs with the log", len(behind))
 
     def close(self) -> None:
         if self._started:
@@ -187,6 +234,22 @@ def _executor(spec: ExecutorSpec) -> Executor:
     from workers.factory import as_executor
 
     return as_executor(spec)
+
+
+def _runs_projector(store: EventStore) -> RunsProjector:
+    """Where ``runs`` lives: beside a MongoDB or mongomock log; else private and in memory.
+
+    The embedded store's ``.events`` is a mongomock mirror loaded on first use
+    (slow, and it slows later appends), so the engine never touches it: missing
+    events come from ``store.read`` instead, a primary-key lookup.
+    """
+    from projections.read_models import RunsProjector
+
+    from .store.mongo import MongoStore
+
+    if isinstance(store, MongoStore):
+        return RunsProjector.beside(store.events, read_log=store.read)
+    return RunsProjector.in_memory(read_log=store.read)
 
 
 def _store(spec: str | EventStore | None, home: str | os.PathLike[str] | None) -> EventStore:

@@ -15,8 +15,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from orchestrator.core.envelope import Envelope, Outcome
-from orchestrator.core.events import utcnow
+from orchestrator.core.envelope import Envelope, Outcome, now_precise
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
 
@@ -103,7 +102,7 @@ async def bounded(work: Coroutine[Any, Any, Outcome], envelope: Envelope, *, by:
     """Await ``work``, or end the attempt as a timeout once its deadline passes."""
     if envelope.deadline is None:
         return await work
-    started = utcnow()
+    started = now_precise()
     try:
         return await asyncio.wait_for(work, timeout=max(0.0, seconds_until(envelope.deadline, started)))
     except TimeoutError:

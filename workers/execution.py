@@ -28,11 +28,11 @@ from orchestrator.core.envelope import (
     Envelope,
     ErrorInfo,
     Outcome,
+    now_precise,
     qualified_name,
     truncate_traceback,
 )
 from orchestrator.core.errors import CommandTimeout, UnknownCommand
-from orchestrator.core.events import utcnow
 from orchestrator.core.flows import encode_flow, is_flow
 from orchestrator.core.registry import Registry
 
@@ -41,7 +41,7 @@ PLAIN_DATA = "None, bool, int, float, str, bytes, list, dict or a UTC datetime"
 
 def execute(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     """Run one attempt to completion in this thread; awaitables run in a fresh event loop."""
-    started = utcnow()
+    started = now_precise()
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
@@ -59,7 +59,7 @@ def execute(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
 
 async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     """Run one attempt on the running loop; sync callables go to the loop's default thread pool."""
-    started = utcnow()
+    started = now_precise()
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
@@ -126,7 +126,7 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 
 def settle(envelope: Envelope, value: Any, *, by: str, started_at: datetime) -> Outcome:
     """A successful call's outcome: an expansion for a flow, else a result the log can store."""
-    stamps: dict[str, Any] = {"started_at": started_at, "finished_at": utcnow(), "by": by}
+    stamps: dict[str, Any] = {"started_at": started_at, "finished_at": now_precise(), "by": by}
     what = "an invalid flow" if is_flow(value) else "a value the log cannot store"
     try:
         if is_flow(value):
@@ -153,7 +153,7 @@ def failed(
     error = error_info(exc, traceback=tb, reason=reason)
     if message is not None:
         error = replace(error, message=message)
-    return Outcome.failed(envelope, error, started_at=started_at, finished_at=utcnow(), by=by)
+    return Outcome.failed(envelope, error, started_at=started_at, finished_at=now_precise(), by=by)
 
 
 def error_info(exc: BaseException, *, traceback: str = "", reason: EndReason = "raised") -> ErrorInfo:

@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `evenflow audit RUN | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
     _common(run, default_executor="threads")
     run.set_defaults(handler=_run)
+
+    from .queries import add_parsers
+
+    add_parsers(commands, _store_options)
     return parser
 
 
@@ -86,6 +93,11 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
         help="inline, asyncio, threads://N or processes://N "
         f"[env EVENFLOW_EXECUTOR; default {default_executor}]",
     )
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
+    _store_options(parser)
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         default=os.environ.get("EVENFLOW_STORE"),
@@ -99,7 +111,6 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
         help="directory of the embedded store [env EVENFLOW_HOME; default ~/.local/share/evenflow]",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
     parser.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 EndReason = Literal["raised", "timeout", "lost"]
@@ -94,6 +94,11 @@ def truncate_traceback(text: str) -> str:
         return text
     half = MAX_TRACEBACK // 2
     return f"{text[:half]}\n... [{len(text) - MAX_TRACEBACK:,} characters cut] ...\n{text[-half:]}"
+
+
+def now_precise() -> datetime:
+    """Executors stamp attempts to the microsecond so short durations are measured; the log keeps ms."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

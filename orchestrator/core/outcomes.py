@@ -8,6 +8,7 @@ cancellation) becomes an ``outcome.ignored`` event, so the audit shows it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from . import events as ev
@@ -33,7 +34,7 @@ def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | No
         outcome.node,
         outcome.attempt,
         command,
-        data={"started_at": outcome.started_at, "by": outcome.by},
+        data={"started_at": _millis(outcome.started_at), "by": outcome.by},
     )
     return [started, _ending(outcome, command, check_flow)]
 
@@ -68,6 +69,10 @@ def _why_ignored(node: NodeState | None, outcome: Outcome) -> str:
     if node.error is not None and node.error.get("reason") == "timeout":
         return "late"
     return "duplicate"
+
+
+def _millis(moment: datetime | None) -> datetime | None:
+    return ev.to_millis(moment) if moment is not None else None
 
 
 def _duration(outcome: Outcome) -> float | None:

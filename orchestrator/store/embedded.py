@@ -124,6 +124,14 @@ class EmbeddedStore:
         started = {run: _submitted_at(blob) for run, blob in rows}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
 
+    def scan(self) -> Iterator[Event]:
+        """Every event in the journal, in the order it was committed (for rebuilding read models).
+
+        A run whose rows do not decode raises ``CorruptEvent`` when reached.
+        """
+        for row in self._query(_ROWS_AFTER, (0,), "reading the journal"):
+            yield decode(_loaded_doc(*row[1:]))
+
     def refresh(self) -> int:
         """Count the events a running writer committed since the last refresh; bring ``.events`` up to date.
 

@@ -1,0 +1,309 @@
+"""``evenflow runs | status | audit | stats | failures | init``: the log answering questions.
+
+Each opens the store read-only (the embedded one while an orchestrator runs
+is fine), runs one projection and prints an aligned table, or exact JSON with
+``--json``. The ``runs`` read model is caught up with the log first: on
+MongoDB it is the stored collection; on the embedded store it is rebuilt in
+memory from the journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from ..core.errors import ConfigurationError, RunNotFound
+from .render import table
+from .timespec import parse_moment
+
+
+class Source:
+    """What the query commands read: the log's ``events`` collection and the ``runs`` read model.
+
+    On MongoDB both are stored collections (``runs`` caught up with the log
+    first). Elsewhere ``runs`` is rebuilt in memory by feeding the journal
+    through the same reducer the engine uses, and ``events`` (the embedded
+    store's in-process MongoDB mirror) is loaded only by the commands that
+    aggregate over events.
+    """
+
+    def __init__(self, store: Any, persistent: bool) -> None:
+        self.store = store
+        self.persistent = persistent
+
+    @property
+    def events(self) -> Any:
+        events = getattr(self.store, "events", None)
+        if events is None:
+            raise ConfigurationError(
+                "this store has no collection to query; use the embedded store or mongodb://"
+            )
+        return events
+
+    @cached_property
+    def runs(self) -> Any:
+        from projections import RunsProjector, catch_up
+        from projections.read_models import runs_beside
+
+        if self.persistent:
+            runs = runs_beside(self.events)
+            catch_up(self.events, runs)
+            return runs
+        projector = RunsProjector.in_memory()
+        projector.apply(list(_every_event(self.store)))
+        return projector.runs
+
+    def status(self, run: str) -> Any:
+        from projections import run_status
+        from projections.run_tally import tally
+
+        if self.persistent:
+            return run_status(self.events, run)
+        events = self.store.read(run)
+        return tally(run, events) if events else None
+
+
+def _every_event(store: Any) -> Iterator[Any]:
+    scan = getattr(store, "scan", None)
+    if scan is not None:
+        yield from scan()
+        return
+    events = getattr(store, "events", None)
+    if events is not None:
+        from ..store.mongo import decode
+
+        yield from (decode(doc) for doc in events.find({}).sort([("run", 1), ("seq", 1)]))
+
+
+@contextmanager
+def source(args: argparse.Namespace) -> Iterator[Source]:
+    from ..store import open_store
+
+    store = open_store(args.store, home=args.home, read_only=True)
+    try:
+        yield Source(store, _persistent(args.store))
+    finally:
+        store.close()
+
+
+def _persistent(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("mongodb://", "mongodb+srv://"))
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    from projections import run_history
+
+    since = parse_moment(args.since) if args.since else None
+    with source(args) as src:
+        page = run_history(
+            src.runs, state=args.state, flow=args.flow, since=since, limit=args.limit, after=args.after
+        )
+    if args.json:
+        _print_json({"runs": [_plain(row) for row in page.rows], "next": page.next})
+        return 0
+    rows = [
+        (r.run, r.flow, r.state, _time(r.submitted_at), r.duration_s, _nodes(r.nodes), r.attempts)
+        for r in page.rows
+    ]
+    print(table(("run", "flow", "state", "submitted", "duration_s", "nodes", "attempts"), rows))
+    if page.next:
+        print(f"\nmore: evenflow runs --after {page.next}")
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    with source(args) as src:
+        status = src.status(args.run)
+    if status is None:
+        raise RunNotFound(args.run)
+    if args.json:
+        _print_json(_plain(status))
+        return 0
+    fields = [
+        ("run", status.run),
+        ("flow", status.flow),
+        ("state", status.state),
+        ("submitted", _time(status.submitted_at)),
+        ("ended", _time(status.ended_at)),
+        ("duration_s", status.duration_s),
+        ("nodes", _nodes(status.nodes)),
+        ("attempts", status.attempts),
+        ("result" if status.state == "succeeded" else "error", status.result or status.error),
+    ]
+    print(table(("field", "value"), [(name, _short(value)) for name, value in fields]))
+    return 0
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    from projections import audit_trail
+
+    with source(args) as src:
+        trail = audit_trail(src.events, args.run)
+    if not trail:
+        raise RunNotFound(args.run)
+    if args.json:
+        _print_json([_plain(entry) for entry in trail])
+        return 0
+    rows = [(e.seq, _time(e.at), e.node, _who(e), _cause(e.causation, args.run), e.summary) for e in trail]
+    print(table(("seq", "at", "node", "by", "caused by", "what happened"), rows))
+    return 0
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    from projections import command_stats
+
+    since = parse_moment(args.since) if args.since else None
+    with source(args) as src:
+        stats = command_stats(src.events, since=since, until=None)
+    if args.json:
+        _print_json([_plain(row) for row in stats])
+        return 0
+    rows = [
+        (
+            s.command,
+            s.calls,
+            s.successes,
+            s.failures,
+            s.retries,
+            s.mean_duration_s,
+            s.p95_duration_s,
+            s.max_duration_s,
+        )
+        for s in stats
+    ]
+    print(table(("command", "calls", "ok", "failed", "retries", "mean_s", "p95_s", "max_s"), rows))
+    return 0
+
+
+def failures_command(args: argparse.Namespace) -> int:
+    from projections import failures
+
+    since = parse_moment(args.since) if args.since else None
+    with source(args) as src:
+        groups = failures(src.events, since=since, until=None)
+    if args.json:
+        _print_json([_plain(group) for group in groups])
+        return 0
+    rows = [
+        (
+            g.error_type,
+            g.command,
+            g.count,
+            _time(g.latest.at),
+            f"{g.latest.run}/{g.latest.node}",
+            g.latest.message,
+        )
+        for g in groups
+    ]
+    print(table(("error", "command", "count", "latest", "where", "message"), rows))
+    return 0
+
+
+def init_command(args: argparse.Namespace) -> int:
+    from projections import ensure_indexes
+
+    from ..store import open_store
+
+    store = open_store(args.store, home=args.home)
+    try:
+        events = getattr(store, "events", None)
+        if events is None or not _persistent(args.store):
+            print("the embedded store needs no indexes: its read models are built in memory")
+            return 0
+        created = ensure_indexes(events.database)
+    finally:
+        store.close()
+    print("\n".join(f"index {name}" for name in created) or "indexes already in place")
+    return 0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def add_parsers(commands: Any, common: Any) -> None:
+    """Register the query subcommands on the CLI's parser."""
+    runs = commands.add_parser("runs", help="list runs, newest first", description="List runs, newest first.")
+    runs.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"))
+    runs.add_argument("--flow", help="only runs of this flow name")
+    runs.add_argument("--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time")
+    runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
+    runs.add_argument(
+        "--after", metavar="CURSOR", help="the next page, as printed at the end of the last one"
+    )
+    common(runs)
+    runs.set_defaults(handler=runs_command)
+    for name, handler, what in (
+        ("status", status_command, "one run at a glance"),
+        ("audit", audit_command, "every event of one run, in order, with who and why"),
+    ):
+        parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        parser.add_argument("run", metavar="RUN", help="the run id, as `evenflow runs` shows it")
+        common(parser)
+        parser.set_defaults(handler=handler)
+    for name, handler, what in (
+        ("stats", stats_command, "per-command calls, failures, retries and durations"),
+        ("failures", failures_command, "failures grouped by error type and command"),
+    ):
+        parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        parser.add_argument("--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time")
+        common(parser)
+        parser.set_defaults(handler=handler)
+    init = commands.add_parser("init", help="create the indexes the projections need (MongoDB)")
+    common(init)
+    init.set_defaults(handler=init_command)
+
+
+_WORKER_EVENTS = frozenset({"command.started", "command.succeeded", "command.expanded", "command.failed"})
+
+
+def _who(entry: Any) -> str | None:
+    """The worker for what an attempt did, the orchestrator for what it decided."""
+    return str(entry.worker or entry.by) if entry.type in _WORKER_EVENTS else entry.by
+
+
+def _cause(causation: str | None, run: str) -> str | None:
+    """``<run>/0000000004`` reads as ``seq 4``, ``<run>/r.1#2`` as ``r.1#2``."""
+    if not causation or not causation.startswith(f"{run}/"):
+        return causation
+    local = causation[len(run) + 1 :]
+    return f"seq {int(local)}" if local.isdigit() else local
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=_json_default, indent=2, sort_keys=True))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)
+
+
+def _time(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else None
+
+
+def _nodes(counts: Any) -> str:
+    return " ".join(f"{state}={n}" for state, n in sorted(dict(counts).items()) if n) or "-"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,89 @@
+"""`evenflow runs | status | audit | stats | failures` on the demo's runs, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.test_cli import evenflow, owner
+
+__all__ = ["owner"]  # the fixture: an orchestrator process holding the store
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("queries") / "home"
+    for executor in ("inline", "threads"):
+        done = evenflow("demo", "--executor", executor, home=home)
+        assert done.returncode == 0, done.stderr
+    return home
+
+
+def as_json(*args: str, home: Path) -> object:
+    done = evenflow(*args, "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_runs_lists_newest_first_and_pages_with_a_cursor(home: Path) -> None:
+    page = as_json("runs", home=home)
+    assert [row["state"] for row in page["runs"]] == ["succeeded", "succeeded"]
+    first, second = page["runs"]
+    assert first["submitted_at"] >= second["submitted_at"]
+    assert first["flow"] == "demo" and first["nodes"]["succeeded"] == 9
+    one = as_json("runs", "--limit", "1", home=home)
+    assert [row["run"] for row in one["runs"]] == [first["run"]]
+    rest = as_json("runs", "--limit", "1", "--after", one["next"], home=home)
+    assert [row["run"] for row in rest["runs"]] == [second["run"]] and rest["next"] is None
+    assert as_json("runs", "--state", "failed", home=home)["runs"] == []
+    assert len(as_json("runs", "--since", "1h", home=home)["runs"]) == 2
+
+
+def test_status_and_audit_of_one_run(home: Path) -> None:
+    run = as_json("runs", home=home)["runs"][0]["run"]
+    status = as_json("status", run, home=home)
+    assert (status["state"], status["attempts"], status["result"]) == ("succeeded", 10, "charged 165")
+    trail = as_json("audit", run, home=home)
+    assert [entry["seq"] for entry in trail] == list(range(1, len(trail) + 1))
+    failed = next(entry for entry in trail if entry["type"] == "command.failed")
+    assert failed["command"] == "charge" and "ConnectionError" in failed["summary"]
+    assert failed["worker"] and failed["causation"] == f"{run}/r.4#1"
+    table = evenflow("audit", run, home=home).stdout
+    assert "retry 2 scheduled" in table and "caused by" in table.splitlines()[0]
+
+
+def test_stats_and_failures_count_the_retry(home: Path) -> None:
+    stats = {row["command"]: row for row in as_json("stats", home=home)}
+    assert (stats["charge"]["calls"], stats["charge"]["failures"], stats["charge"]["retries"]) == (4, 2, 2)
+    assert stats["price"]["successes"] == 6
+    (group,) = as_json("failures", "--since", "1d", home=home)
+    assert (group["error_type"], group["command"], group["count"]) == (
+        "builtins.ConnectionError",
+        "charge",
+        2,
+    )
+    table = evenflow("stats", home=home).stdout.splitlines()
+    assert table[0].split()[:4] == ["command", "calls", "ok", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["status", "no-such-run"], "no run 'no-such-run'"),
+        (["audit", "no-such-run"], "no run 'no-such-run'"),
+        (["stats", "--since", "yesterday"], "30s, 15m, 1h, 2d"),
+        (["runs", "--after", "garbage"], "cursor"),
+    ],
+)
+def test_bad_arguments_and_unknown_runs_exit_2_with_one_line(home: Path, args: list[str], words: str) -> None:
+    done = evenflow(*args, home=home)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert words in line
+
+
+def test_queries_read_the_store_while_an_orchestrator_owns_it(home: Path, owner: object) -> None:
+    assert len(as_json("runs", home=home)["runs"]) == 2
+    assert evenflow("demo", home=home).returncode == 2  # a second writer is still refused
