@@ -25,6 +25,7 @@ from typing import Any
 
 from orchestrator.core import events as ev
 
+from .documents import aggregate
 from .source import BY_RUN, EventsCollection, IndexKeys, Pipeline, aware
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_RUN,)
@@ -97,7 +98,7 @@ def audit_pipeline(run: str) -> Pipeline:
 
 def audit_trail(events: EventsCollection, run: str) -> list[AuditEntry]:
     """The audit trail of ``run``; empty when the log holds no such run."""
-    return [entry(row["event"], row.get("worker")) for row in events.aggregate(audit_pipeline(run))]
+    return [entry(row["event"], row.get("worker")) for row in aggregate(events, audit_pipeline(run))]
 
 
 def entry(doc: Mapping[str, Any], worker: str | None) -> AuditEntry:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from .memory_runs import MemoryRuns
+from .source import EventsCollection
 
 DUPLICATE_KEY = 11000
 
@@ -64,7 +65,7 @@ def upsert_newer(collection: Documents, docs: Sequence[Mapping[str, Any]]) -> se
 
 
 def aggregate(
-    collection: Documents, pipeline: list[dict[str, Any]], **kwargs: Any
+    collection: EventsCollection, pipeline: list[dict[str, Any]], **kwargs: Any
 ) -> Iterable[dict[str, Any]]:
     """``collection.aggregate(pipeline)``, in linear time on mongomock too (a server's cursor streams).
 
@@ -82,10 +83,11 @@ def aggregate(
 
     first = pipeline[0] if pipeline else {}
     match, rest = (first["$match"], pipeline[1:]) if "$match" in first else ({}, pipeline)
-    cursor: Any = collection.find(match)
+    cursor: Any = cast(Any, collection).find(match)
     results = getattr(cursor, "_compute_results", None)
     docs = results() if results is not None else list(cursor)
-    return list(mongomock_pipeline.process_pipeline(docs, collection.database, rest, None))  # type: ignore[attr-defined]
+    database = cast(Any, collection).database
+    return list(mongomock_pipeline.process_pipeline(docs, database, rest, None))
 
 
 def stored_docs(collection: Documents, ids: Sequence[Any]) -> list[dict[str, Any]]:
