@@ -60,7 +60,7 @@ def echo_context() -> dict[str, Any] | None:
 
 
 async def async_echo_context() -> dict[str, Any] | None:
-    await asyncio.sleep(0)
+    await _yield()
     return echo_context()
 
 
@@ -91,8 +91,13 @@ def returns_bad_flow() -> Node:
 
 
 async def async_double(x: int) -> int:
-    await asyncio.sleep(0)
+    await _yield()
     return 2 * x
+
+
+async def _yield() -> None:
+    """Give the loop a turn, so these are coroutines that really suspend."""
+    await asyncio.sleep(0)
 
 
 _GATES: dict[str, threading.Event] = {}

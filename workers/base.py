@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as StdExecutor
 from concurrent.futures import Future
@@ -52,7 +53,7 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-class BaseExecutor(StdExecutor):
+class BaseExecutor(StdExecutor, ABC):
     """The executor port plus the ``concurrent.futures.Executor`` face, for subclasses to fill in.
 
     Subclasses implement ``_dispatch``, ``_submit`` and ``_shutdown``; this class
@@ -110,14 +111,17 @@ class BaseExecutor(StdExecutor):
 
     # --- for subclasses ---------------------------------------------------------------
 
+    @abstractmethod
     def _dispatch(self, registry: Registry, envelopes: list[Envelope]) -> None:
-        raise NotImplementedError
+        """Run each envelope and ``_deliver`` exactly one outcome for it."""
 
+    @abstractmethod
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
-        raise NotImplementedError
+        """The ``concurrent.futures`` face: run ``fn`` where this executor runs commands."""
 
+    @abstractmethod
     def _shutdown(self, *, wait: bool, cancel_futures: bool) -> None:
-        raise NotImplementedError
+        """Stop the underlying pool or loop."""
 
     def _close(self) -> None:
         self._shutdown(wait=True, cancel_futures=True)

@@ -32,11 +32,9 @@ class EventStore(Protocol):
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
         """The run's events with ``seq > after_seq``, in ``seq`` order."""
-        ...
 
     def unfinished_runs(self) -> list[str]:
         """Ids of submitted runs with no terminal event, oldest first."""
-        ...
 
     def close(self) -> None: ...
 
@@ -61,4 +59,3 @@ class Executor(Protocol):
 class Clock(Protocol):
     def now(self) -> datetime:
         """Wall-clock time in UTC, millisecond precision (what the log records)."""
-        ...
