@@ -155,9 +155,14 @@ def runs_beside(events: Any) -> Documents:
     """
     runs = events.database["runs"]
     if not _is_pymongo(runs):
-        runs = MemoryRuns(runs)
+        key = (id(runs.database.client), runs.database.name)  # the MemoryRuns keeps the client alive
+        runs = _MEMORY_RUNS.get(key) or _MEMORY_RUNS.setdefault(key, MemoryRuns(runs))
     ensure_indexes({"runs": runs})
     return runs
+
+
+_MEMORY_RUNS: dict[tuple[int, str], MemoryRuns] = {}
+"""One ``MemoryRuns`` per mongomock database in this process, so every handle sees the same documents."""
 
 
 def rebuild_runs(events: Documents, runs: Documents) -> int:

@@ -20,6 +20,7 @@ from orchestrator.core.errors import InvalidOption
 
 from .documents import Documents, aggregate
 from .run_status import RUN_STATES, RunStatus
+from .source import to_bson_time
 
 MAX_LIMIT: Final = 1_000
 NEWEST_FIRST: Final = {"submitted_at": -1, "_id": -1}
@@ -149,5 +150,4 @@ def _utc(moment: datetime | None, name: str) -> datetime | None:
         return None
     if not isinstance(moment, datetime):
         raise InvalidOption(f"run_history: {name} must be a datetime, got {moment!r}")
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # what a BSON date keeps
+    return to_bson_time(moment)

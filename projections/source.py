@@ -13,7 +13,7 @@ naive datetime is taken as UTC, as BSON takes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 Pipeline = list[dict[str, Any]]
@@ -44,11 +44,15 @@ def at_window(since: datetime | None, until: datetime | None) -> dict[str, Any]:
 
 
 def to_bson_time(moment: datetime) -> datetime:
-    """``moment`` in UTC, cut to the milliseconds a BSON date keeps."""
+    """``moment`` in UTC, rounded *up* to the milliseconds a BSON date keeps.
+
+    Logged times are whole milliseconds, so for them ``at >= ceil(since)`` and
+    ``at < ceil(until)`` are exactly ``since <= at < until``.
+    """
     if not isinstance(moment, datetime):
         raise TypeError(f"a time bound must be a datetime, got {moment!r}")
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return moment + timedelta(microseconds=-moment.microsecond % 1000)
 
 
 def aware(moment: Any) -> Any:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+import math
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from ..core.errors import ConfigurationError, RunNotFound
+from ..core.errors import ConfigurationError, CorruptEvent, RunNotFound
 from .render import table
 from .timespec import parse_moment
 
@@ -55,8 +57,12 @@ class Source:
             runs = runs_beside(self.events)
             catch_up(self.events, runs)
             return runs
+        corrupt: dict[str, CorruptEvent] = {}
+        events = list(_every_event(self.store, lambda run, exc: corrupt.setdefault(run, exc)))
+        for run, exc in corrupt.items():
+            print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
         projector = RunsProjector.in_memory()
-        projector.apply(list(_every_event(self.store)))
+        projector.apply([event for event in events if event.run not in corrupt])
         return projector.runs
 
     def status(self, run: str) -> Any:
@@ -69,10 +75,10 @@ class Source:
         return tally(run, events) if events else None
 
 
-def _every_event(store: Any) -> Iterator[Any]:
+def _every_event(store: Any, on_corrupt: Callable[[str, CorruptEvent], Any]) -> Iterator[Any]:
     scan = getattr(store, "scan", None)
     if scan is not None:
-        yield from scan()
+        yield from scan(on_corrupt)
         return
     events = getattr(store, "events", None)
     if events is not None:
@@ -137,7 +143,7 @@ def status_command(args: argparse.Namespace) -> int:
         ("duration_s", status.duration_s),
         ("nodes", _nodes(status.nodes)),
         ("attempts", status.attempts),
-        ("result" if status.state == "succeeded" else "error", status.result or status.error),
+        ("result", status.result) if status.state == "succeeded" else ("error", status.error),
     ]
     print(table(("field", "value"), [(name, _short(value)) for name, value in fields]))
     return 0
@@ -200,7 +206,7 @@ def failures_command(args: argparse.Namespace) -> int:
             g.count,
             _time(g.latest.at),
             f"{g.latest.run}/{g.latest.node}",
-            g.latest.message,
+            _line(g.latest.message),
         )
         for g in groups
     ]
@@ -283,7 +289,25 @@ def _plain(value: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, default=_json_default, indent=2, sort_keys=True))
+    print(json.dumps(_finite(value), default=_json_default, indent=2, sort_keys=True, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities are not JSON: they print as the strings "NaN", "Infinity", "-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _line(text: str | None, width: int = 120) -> str | None:
+    """The first line of a message, for a table that keeps one line per row."""
+    if text is None:
+        return None
+    return _short(text.splitlines()[0] if text else "", width)
 
 
 def _json_default(value: Any) -> Any:

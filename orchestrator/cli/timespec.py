@@ -17,7 +17,10 @@ def parse_moment(text: str, *, now: datetime | None = None, option: str = "--sin
     match = _DURATION.match(text.strip())
     if match:
         amount, unit = match.groups()
-        return now - timedelta(**{_UNITS[unit]: float(amount)})
+        try:
+            return now - timedelta(**{_UNITS[unit]: float(amount)})
+        except OverflowError:
+            raise InvalidOption(f"{option} {text!r} reaches back before year 1; give a shorter one") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -21,7 +21,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,13 @@ import bson
 from bson.errors import InvalidDocument
 
 from orchestrator.core import events as ev
-from orchestrator.core.errors import ConcurrencyConflict, PayloadError, StoreLocked, StoreUnavailable
+from orchestrator.core.errors import (
+    ConcurrencyConflict,
+    CorruptEvent,
+    PayloadError,
+    StoreLocked,
+    StoreUnavailable,
+)
 from orchestrator.core.events import Event
 
 from .memory import plan_append, read_only_error
@@ -124,13 +130,19 @@ class EmbeddedStore:
         started = {run: _submitted_at(blob) for run, blob in rows}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
 
-    def scan(self) -> Iterator[Event]:
+    def scan(self, on_corrupt: Callable[[str, CorruptEvent], None] | None = None) -> Iterator[Event]:
         """Every event in the journal, in the order it was committed (for rebuilding read models).
 
-        A run whose rows do not decode raises ``CorruptEvent`` when reached.
+        A row that does not decode raises ``CorruptEvent``, unless ``on_corrupt``
+        is given: then it is told the run and the error, and the scan goes on.
         """
         for row in self._query(_ROWS_AFTER, (0,), "reading the journal"):
-            yield decode(_loaded_doc(*row[1:]))
+            try:
+                yield decode(_loaded_doc(*row[1:]))
+            except CorruptEvent as exc:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(row[2], exc)
 
     def refresh(self) -> int:
         """Count the events a running writer committed since the last refresh; bring ``.events`` up to date.

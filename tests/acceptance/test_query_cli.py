@@ -87,3 +87,19 @@ def test_bad_arguments_and_unknown_runs_exit_2_with_one_line(home: Path, args: l
 def test_queries_read_the_store_while_an_orchestrator_owns_it(home: Path, owner: object) -> None:
     assert len(as_json("runs", home=home)["runs"]) == 2
     assert evenflow("demo", home=home).returncode == 2  # a second writer is still refused
+
+
+def test_a_corrupt_run_is_skipped_with_a_warning_and_the_others_listed(tmp_path: Path) -> None:
+    import sqlite3
+
+    home = tmp_path / "home"
+    assert evenflow("demo", "--executor", "inline", home=home).returncode == 0
+    with sqlite3.connect(home / "events.sqlite3") as db:
+        db.execute(
+            "INSERT INTO events (id, run, seq, type, doc) VALUES (?, ?, ?, ?, ?)",
+            ("broken/0000000001", "broken", 1, "run.submitted", b"\x00not bson"),
+        )
+    done = evenflow("runs", "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    assert [row["flow"] for row in json.loads(done.stdout)["runs"]] == ["demo"]
+    assert "skipping run broken" in done.stderr

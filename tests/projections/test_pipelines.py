@@ -153,8 +153,10 @@ def test_the_window_includes_since_and_excludes_until(checkout: Any) -> None:
     after = {row.command: row.calls for row in command_stats(checkout, failed_submitted)}
     assert before == {"flaky": 3, "inc": 1, "returns_flow": 1, "slow": 2, "square": 3, "total": 1}
     assert after == {"flaky": 3, "inc": 1}
-    naive = datetime(2026, 3, 2, 9, 0, 0, 215999)  # taken as UTC, cut to the millisecond
+    naive = datetime(2026, 3, 2, 9, 0, 0, 215000)  # taken as UTC
     assert {row.command: row.calls for row in command_stats(checkout, naive)} == after
+    just_after = failed_submitted + timedelta(microseconds=999)  # events at .215 are before it
+    assert sum(row.calls for row in command_stats(checkout, just_after)) < sum(after.values())
 
 
 def test_failures_come_most_frequent_first_with_the_latest_example(incidents: Any) -> None:

@@ -82,7 +82,8 @@ def test_newest_first_with_ties_broken_by_id(runs: Any) -> None:
         ({"command": "charge", "state": "succeeded"}, ["f", "a"]),
         ({"error_type": "builtins.ValueError"}, ["b"]),
         ({"since": T0 + timedelta(minutes=2), "until": T0 + timedelta(minutes=5)}, ["f", "e", "d", "c"]),
-        ({"since": T0 + timedelta(minutes=3, microseconds=500)}, ["g", "f", "e", "d"]),  # cut to the ms
+        ({"since": T0 + timedelta(minutes=3, microseconds=500)}, ["g"]),  # d, e, f are 0.5 ms before it
+        ({"until": T0 + timedelta(minutes=3, microseconds=500)}, ["f", "e", "d", "c", "b", "a"]),
         ({"until": T0 + timedelta(minutes=1)}, ["a"]),
         ({"flow": "nothing"}, []),
     ],
