@@ -108,10 +108,9 @@ def _persistent(url: str | None) -> bool:
 def runs_command(args: argparse.Namespace) -> int:
     from projections import run_history
 
-    since = parse_moment(args.since) if args.since else None
     with source(args) as src:
         page = run_history(
-            src.runs, state=args.state, flow=args.flow, since=since, limit=args.limit, after=args.after
+            src.runs, state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
         )
     if args.json:
         _print_json({"runs": [_plain(row) for row in page.rows], "next": page.next})
@@ -156,62 +155,66 @@ def audit_command(args: argparse.Namespace) -> int:
         trail = audit_trail(src.events, args.run)
     if not trail:
         raise RunNotFound(args.run)
-    if args.json:
-        _print_json([_plain(entry) for entry in trail])
-        return 0
-    rows = [(e.seq, _time(e.at), e.node, _who(e), _cause(e.causation, args.run), e.summary) for e in trail]
-    print(table(("seq", "at", "node", "by", "caused by", "what happened"), rows))
-    return 0
+    headers = ("seq", "at", "node", "by", "caused by", "what happened")
+    return _emit(
+        args,
+        trail,
+        headers,
+        lambda e: (e.seq, _time(e.at), e.node, _who(e), _cause(e.causation, args.run), e.summary),
+    )
 
 
 def stats_command(args: argparse.Namespace) -> int:
     from projections import command_stats
 
-    since = parse_moment(args.since) if args.since else None
     with source(args) as src:
-        stats = command_stats(src.events, since=since, until=None)
-    if args.json:
-        _print_json([_plain(row) for row in stats])
-        return 0
-    rows = [
-        (
-            s.command,
-            s.calls,
-            s.successes,
-            s.failures,
-            s.retries,
-            s.mean_duration_s,
-            s.p95_duration_s,
-            s.max_duration_s,
-        )
-        for s in stats
-    ]
-    print(table(("command", "calls", "ok", "failed", "retries", "mean_s", "p95_s", "max_s"), rows))
-    return 0
+        stats = command_stats(src.events, since=_since(args), until=None)
+    headers = ("command", "calls", "ok", "failed", "retries", "mean_s", "p95_s", "max_s")
+    return _emit(args, stats, headers, _stats_row)
 
 
 def failures_command(args: argparse.Namespace) -> int:
     from projections import failures
 
-    since = parse_moment(args.since) if args.since else None
     with source(args) as src:
-        groups = failures(src.events, since=since, until=None)
+        groups = failures(src.events, since=_since(args), until=None)
+    headers = ("error", "command", "count", "latest", "where", "message")
+    return _emit(args, groups, headers, _failure_row)
+
+
+def _stats_row(s: Any) -> tuple[Any, ...]:
+    durations = (s.mean_duration_s, s.p95_duration_s, s.max_duration_s)
+    return (s.command, s.calls, s.successes, s.failures, s.retries, *durations)
+
+
+def _failure_row(g: Any) -> tuple[Any, ...]:
+    latest = g.latest
+    return (
+        g.error_type,
+        g.command,
+        g.count,
+        _time(latest.at),
+        f"{latest.run}/{latest.node}",
+        _line(latest.message),
+    )
+
+
+def _emit(
+    args: argparse.Namespace,
+    items: list[Any],
+    headers: tuple[str, ...],
+    row: Callable[[Any], tuple[Any, ...]],
+) -> int:
+    """Exact JSON with ``--json``, else an aligned table of one row per item."""
     if args.json:
-        _print_json([_plain(group) for group in groups])
-        return 0
-    rows = [
-        (
-            g.error_type,
-            g.command,
-            g.count,
-            _time(g.latest.at),
-            f"{g.latest.run}/{g.latest.node}",
-            _line(g.latest.message),
-        )
-        for g in groups
-    ]
-    print(table(("error", "command", "count", "latest", "where", "message"), rows))
+        _print_json([_plain(item) for item in items])
+    else:
+        print(table(headers, [row(item) for item in items]))
     return 0
+
+
+def _since(args: argparse.Namespace) -> datetime | None:
+    return parse_moment(args.since) if args.since else None
 
 
 def init_command(args: argparse.Namespace) -> int:
