@@ -32,7 +32,7 @@ from ..core.outcomes import CheckFlow, record_outcome
 from ..core.planner import Draft, decide, envelope_for
 from ..core.ports import Clock, EventStore, Executor
 from ..core.state import NO_INPUT, RunState
-from .messages import Stop, Submit, Turn, Watch, resolve, settle
+from .messages import Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
 
 log = logging.getLogger("evenflow.engine")
 
@@ -130,7 +130,7 @@ class Engine:
             except Exception as exc:  # the engine must outlive any one bad turn
                 log.exception("engine turn failed; its runs are reloaded from the log")
                 self._abandon(turn, exc)
-        self._answer_the_rest()
+        answer_the_rest(self._inbox, self._waiters)
 
     def _take(self) -> list[Any]:
         try:
@@ -385,21 +385,6 @@ class Engine:
     def _fail_waiters(self, run: str, exc: BaseException) -> None:
         for future in self._waiters.pop(run, []):
             settle(future, error=exc)
-
-    def _answer_the_rest(self) -> None:
-        """On close: nobody may wait forever on an engine that stopped."""
-        closed = EvenflowError("the orchestrator was closed before this run finished")
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Submit | Watch):
-                settle(item.future, error=closed)
-            if isinstance(item, Submit) and item.watcher is not None:
-                settle(item.watcher, error=closed)
-        for run in list(self._waiters):
-            self._fail_waiters(run, closed)
 
     def _load(self, run: str) -> RunState:
         events = self.store.read(run)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.envelope import Envelope, Outcome
-from ..core.errors import Failure, RunCancelled, RunFailed
+from ..core.errors import EvenflowError, Failure, RunCancelled, RunFailed
 from ..core.events import Event
 from ..core.state import RunState
 
@@ -67,3 +68,21 @@ def resolve(future: Future[Any], state: RunState) -> None:
     failures = [Failure.from_doc(doc) for doc in state.failures]
     kind = RunCancelled if state.status == "cancelled" else RunFailed
     settle(future, error=kind(state.run, failures))
+
+
+def answer_the_rest(inbox: queue.SimpleQueue[Any], waiters: dict[str, list[Future[Any]]]) -> None:
+    """On close: nobody may wait forever on an engine that stopped."""
+    closed = EvenflowError("the orchestrator was closed before this run finished")
+    while True:
+        try:
+            item = inbox.get_nowait()
+        except queue.Empty:
+            break
+        if isinstance(item, Submit | Watch):
+            settle(item.future, error=closed)
+        if isinstance(item, Submit) and item.watcher is not None:
+            settle(item.watcher, error=closed)
+    for futures in waiters.values():
+        for future in futures:
+            settle(future, error=closed)
+    waiters.clear()
