@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from orchestrator.core import events as ev
 
 from .documents import Documents, aggregate
+from .source import aware
 
 # Run states: "running" until a terminal event names the end.
 RUNNING: Final = "running"
@@ -110,8 +111,8 @@ class RunStatus:
             run=doc["_id"],
             flow=doc.get("flow"),
             state=doc["state"],
-            submitted_at=_aware(doc.get("submitted_at")),
-            ended_at=_aware(doc.get("ended_at")),
+            submitted_at=aware(doc.get("submitted_at")),
+            ended_at=aware(doc.get("ended_at")),
             duration_s=doc.get("duration_s"),
             nodes={state: int(doc.get("nodes", {}).get(state, 0)) for state in NODE_STATES},
             attempts=int(doc.get("attempts", 0)),
@@ -316,10 +317,3 @@ _STATUS: Final = {
     "error": 1,
     "last_seq": 1,
 }
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """mongomock and servers without tz_aware give naive UTC datetimes; a status always has a zone."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)

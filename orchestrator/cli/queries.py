@@ -250,20 +250,19 @@ def add_parsers(commands: Any, common: Any) -> None:
     )
     common(runs)
     runs.set_defaults(handler=runs_command)
-    for name, handler, what in (
-        ("status", status_command, "one run at a glance"),
-        ("audit", audit_command, "every event of one run, in order, with who and why"),
+    for name, handler, one_run, what in (
+        ("status", status_command, True, "one run at a glance"),
+        ("audit", audit_command, True, "every event of one run, in order, with who and why"),
+        ("stats", stats_command, False, "per-command calls, failures, retries and durations"),
+        ("failures", failures_command, False, "failures grouped by error type and command"),
     ):
         parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
-        parser.add_argument("run", metavar="RUN", help="the run id, as `evenflow runs` shows it")
-        common(parser)
-        parser.set_defaults(handler=handler)
-    for name, handler, what in (
-        ("stats", stats_command, "per-command calls, failures, retries and durations"),
-        ("failures", failures_command, "failures grouped by error type and command"),
-    ):
-        parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
-        parser.add_argument("--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time")
+        if one_run:
+            parser.add_argument("run", metavar="RUN", help="the run id, as `evenflow runs` shows it")
+        else:
+            parser.add_argument(
+                "--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time"
+            )
         common(parser)
         parser.set_defaults(handler=handler)
     init = commands.add_parser("init", help="create the indexes the projections need (MongoDB)")

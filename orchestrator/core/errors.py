@@ -146,10 +146,6 @@ class RunFailed(EvenflowError):
         lines = "; ".join(f.describe() for f in self.failures) or "no failure recorded"
         super().__init__(f"run {run} failed: {lines}")
 
-    @property
-    def failure(self) -> Failure | None:
-        return self.failures[0] if self.failures else None
-
 
 class RunCancelled(RunFailed):
     pass

@@ -89,7 +89,6 @@ def _dispatched(state: RunState, event: Event) -> None:
     node.move(RUNNING)
     node.attempt = _attempt(event)
     node.deadline = event.data.get("deadline")
-    node.due = None
     state.ready.pop(node.path, None)
     state.timers.pop(node.path, None)
     if node.deadline is not None:
@@ -132,9 +131,8 @@ def _ignored(state: RunState, event: Event) -> None:
 def _retry_scheduled(state: RunState, event: Event) -> None:
     node = _node(state, event)
     node.move(WAITING)
-    node.due = event.data["due"]
     state.failing.pop(node.path, None)
-    state.timers[node.path] = node.due
+    state.timers[node.path] = event.data["due"]
 
 
 def _node_failed(state: RunState, event: Event) -> None:

@@ -75,7 +75,6 @@ class NodeState:
     """Position among the parent's children."""
     attempt: int = 0
     deadline: datetime | None = None
-    due: datetime | None = None
     error: dict[str, Any] | None = None
     """The last attempt's error, as the log recorded it."""
     result: Any = None
