@@ -1,8 +1,4 @@
-"""The one contract every executor passes: each envelope gets exactly one outcome, whatever it does.
-
-Parametrised over every kind ``executor_from_url`` builds. Tests wait for
-outcomes on a condition with a deadline; nothing sleeps for a fixed time.
-"""
+"""The executor contract for the in-process kinds, and what only one local kind promises."""
 
 from __future__ import annotations
 
@@ -10,22 +6,26 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.events import utcnow
-from orchestrator.core.flows import decode_flow
-from orchestrator.core.registry import Registry
 from tests import commands
 from tests.commands import ledger_read, make_registry
+from tests.contract.executor_suite import (
+    WAIT_S,
+    ExecutorContract,
+    Harness,
+    MakeExecutor,
+    Outcomes,
+    envelope,
+    poll_until,
+    started,
+)
 from workers import (
     AsyncioExecutor,
     InlineExecutor,
@@ -42,322 +42,22 @@ URLS = {
     "threads": "threads://4",
     "processes": "processes://2",
 }
-WAIT_S = 60.0
-_nodes = itertools.count()
+_gates = itertools.count()
 
 
-# --- helpers ----------------------------------------------------------------------------
+class TestLocalExecutors(ExecutorContract):
+    @pytest.fixture(params=list(URLS))
+    def kind(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
 
-
-class Outcomes:
-    """A thread-safe ``report`` callback that tests can wait on."""
-
-    def __init__(self) -> None:
-        self.items: list[Outcome] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, outcome: Outcome) -> None:
-        with self._changed:
-            self.items.append(outcome)
-            self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float = WAIT_S) -> list[Outcome]:
-        """The first ``count`` outcomes, once they have all arrived."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.items) >= count, timeout_s):
-                raise AssertionError(f"{len(self.items)} of {count} outcomes after {timeout_s}s")
-            return list(self.items)
-
-    def of(self, envelopes: Sequence[Envelope], timeout_s: float = WAIT_S) -> list[Outcome]:
-        """One outcome per envelope, in the envelopes' order; fails on a missing or duplicate one."""
-        wanted = {envelope.attempt_id for envelope in envelopes}
-
-        def arrived() -> bool:
-            return wanted <= {outcome.attempt_id for outcome in self.items}
-
-        with self._changed:
-            if not self._changed.wait_for(arrived, timeout_s):
-                missing = wanted - {outcome.attempt_id for outcome in self.items}
-                raise AssertionError(f"no outcome after {timeout_s}s for {sorted(missing)[:5]}")
-            mine = [outcome for outcome in self.items if outcome.attempt_id in wanted]
-        assert len(mine) == len(wanted), "an envelope got more than one outcome"
-        by_id = {outcome.attempt_id: outcome for outcome in mine}
-        return [by_id[envelope.attempt_id] for envelope in envelopes]
-
-    def assert_unique(self) -> None:
-        ids = [outcome.attempt_id for outcome in self.items]
-        assert len(ids) == len(set(ids)), "some envelope got more than one outcome"
-
-
-def envelope(command: str, *args: Any, **kwargs: Any) -> Envelope:
-    return Envelope(
-        run="run-1", node=f"r.{next(_nodes)}", attempt=1, command=command, args=list(args), kwargs=kwargs
-    )
-
-
-def poll_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S, interval_s: float = 0.02) -> None:
-    """Check ``predicate`` until it holds, failing after ``timeout_s``."""
-    deadline = threading.Event()
-    timer = threading.Timer(timeout_s, deadline.set)
-    timer.start()
-    try:
-        while not predicate():
-            if deadline.wait(interval_s):
-                raise AssertionError(f"condition not met within {timeout_s}s")
-    finally:
-        timer.cancel()
-
-
-@dataclass
-class Harness:
-    kind: str
-    executor: BaseExecutor
-    outcomes: Outcomes
-
-    def run(self, *envelopes: Envelope) -> list[Outcome]:
-        self.executor.dispatch(envelopes)
-        return self.outcomes.of(envelopes)
-
-    def run_one(self, item: Envelope) -> Outcome:
-        return self.run(item)[0]
-
-
-@pytest.fixture(params=list(URLS))
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def started(url: str, registry: Registry | None = None) -> tuple[BaseExecutor, Outcomes]:
-    executor = executor_from_url(url)
-    assert isinstance(executor, BaseExecutor)
-    outcomes = Outcomes()
-    executor.start(registry or make_registry(), outcomes)
-    return executor, outcomes
-
-
-@pytest.fixture
-def harness(kind: str) -> Iterator[Harness]:
-    executor, outcomes = started(URLS[kind])
-    try:
-        yield Harness(kind, executor, outcomes)
-    finally:
-        executor.close()
-    outcomes.assert_unique()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> str:
-    return str(tmp_path / "ledger.jsonl")
-
-
-# --- the contract -----------------------------------------------------------------------
-
-
-def test_success_reports_the_result(harness: Harness) -> None:
-    item = envelope("inc", 41)
-    outcome = harness.run_one(item)
-    assert outcome.ok and outcome.result == 42
-    assert outcome.error is None and outcome.expansion is None
-    assert (outcome.run, outcome.node, outcome.attempt) == (item.run, item.node, item.attempt)
-    assert outcome.started_at is not None and outcome.finished_at is not None
-    assert outcome.started_at <= outcome.finished_at
-    assert outcome.by is not None and outcome.by.endswith(f"/{harness.kind}")
-
-
-def test_every_envelope_gets_exactly_one_outcome(harness: Harness) -> None:
-    batch = [
-        envelope("inc", 1),
-        envelope("raise_value_error"),
-        envelope("no_such_command"),
-        envelope("returns_set"),
-        envelope("async_double", 2),
-        envelope("exit_self"),
-        envelope("noop", None),
-    ]
-    outcomes = harness.run(*batch)
-    assert [outcome.ok for outcome in outcomes] == [True, False, False, False, True, False, True]
-    assert len(harness.outcomes.items) == len(batch)
-
-
-def test_an_exception_becomes_error_info(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("raise_value_error", "bad input 7"))
-    assert not outcome.ok and outcome.result is None
-    error = outcome.error
-    assert error is not None
-    assert error.type == "builtins.ValueError"
-    assert error.mro[0] == "builtins.ValueError"
-    assert {"builtins.Exception", "builtins.BaseException"} <= set(error.mro)
-    assert error.message == "bad input 7"
-    assert "raise_value_error" in error.traceback and "ValueError: bad input 7" in error.traceback
-    assert error.reason == "raised"
-
-
-def test_an_exception_that_cannot_print_itself_is_still_reported(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("raise_unprintable"))
-    assert outcome.error is not None
-    assert outcome.error.type == "tests.commands.UnprintableError"
-    assert "could not be rendered" in outcome.error.message
-
-
-def test_an_unknown_command_fails_and_runs_nothing(harness: Harness, ledger: str) -> None:
-    outcome = harness.run_one(envelope("ledgerd", 1, ledger=ledger))
-    assert outcome.error is not None
-    assert outcome.error.type == "orchestrator.core.errors.UnknownCommand"
-    assert "'ledgerd'" in outcome.error.message and "'ledgered'" in outcome.error.message
-    assert outcome.started_at is None
-    assert ledger_read(ledger) == []
-    assert harness.run_one(envelope("ledgered", 1, ledger=ledger)).result == 1
-    assert len(ledger_read(ledger)) == 1
-
-
-def test_an_unstorable_result_fails_and_the_executor_carries_on(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("returns_set"))
-    assert outcome.error is not None
-    assert outcome.error.type == "orchestrator.core.errors.PayloadError"
-    assert "'returns_set'" in outcome.error.message and "sorted list" in outcome.error.message
-    assert harness.run_one(envelope("inc", 1)).result == 2
-
-
-def test_a_returned_flow_becomes_an_expansion(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("returns_flow", 3))
-    assert outcome.ok and outcome.result is None
-    assert outcome.expansion is not None and outcome.expansion["root"] == "r"
-    assert decode_flow(outcome.expansion) == commands.returns_flow(3)
-
-
-def test_a_returned_flow_that_cannot_be_stored_fails(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("returns_bad_flow"))
-    assert outcome.error is not None
-    assert outcome.error.type == "orchestrator.core.errors.PayloadError"
-    assert "invalid flow" in outcome.error.message
-
-
-def test_async_commands_are_awaited(harness: Harness) -> None:
-    assert harness.run_one(envelope("async_double", 21)).result == 42
-
-
-def test_args_and_kwargs_arrive_intact(harness: Harness) -> None:
-    item = envelope("describe", 1, "two", [3], flag=True, nested={"a": [1.5, None]})
-    expected = {"args": [1, "two", [3]], "kwargs": {"flag": True, "nested": {"a": [1.5, None]}}}
-    assert harness.run_one(item).result == expected
-
-
-def test_callable_objects_and_partials_are_commands(harness: Harness) -> None:
-    tripled, added = harness.run(envelope("triple", 4), envelope("add_ten", 5))
-    assert (tripled.result, added.result) == (12, 15)
-
-
-@pytest.mark.parametrize("command", ["echo_context", "async_echo_context"])
-def test_the_command_sees_its_call_context(harness: Harness, command: str) -> None:
-    plain = replace(envelope(command), attempt=2)
-    keyed = replace(envelope(command), key="order-17")
-    seen_plain, seen_keyed = (outcome.result for outcome in harness.run(plain, keyed))
-    assert seen_plain == {
-        "run": plain.run,
-        "node": plain.node,
-        "attempt": 2,
-        "command": command,
-        "key": f"{plain.run}/{plain.node}",
-    }
-    assert seen_keyed is not None and seen_keyed["key"] == "order-17"
-
-
-def test_300_envelopes_in_one_dispatch_are_each_reported_once(harness: Harness) -> None:
-    batch = [envelope("noop", i) for i in range(300)]
-    outcomes = harness.run(*batch)
-    assert [outcome.result for outcome in outcomes] == list(range(300))
-    assert len(harness.outcomes.items) == 300
-
-
-def test_sys_exit_in_a_command_fails_the_attempt_not_the_executor(harness: Harness) -> None:
-    outcome = harness.run_one(envelope("exit_self"))
-    assert outcome.error is not None
-    assert (outcome.error.type, outcome.error.message) == ("builtins.SystemExit", "3")
-    assert harness.run_one(envelope("inc", 2)).result == 3
-
-
-def test_an_attempt_past_its_deadline_is_not_started(harness: Harness, ledger: str) -> None:
-    late = replace(envelope("ledgered", 1, ledger=ledger), deadline=utcnow() - timedelta(seconds=1))
-    outcome = harness.run_one(late)
-    assert outcome.error is not None
-    assert outcome.error.type == "orchestrator.core.errors.CommandTimeout"
-    assert outcome.error.reason == "timeout"
-    assert ledger_read(ledger) == []
-
-
-def test_a_failing_report_callback_costs_no_other_outcome(kind: str) -> None:
-    outcomes = Outcomes()
-    calls = itertools.count()
-
-    def report(outcome: Outcome) -> None:
-        if next(calls) == 0:
-            raise RuntimeError("the first report fails")
-        outcomes(outcome)
-
-    executor = executor_from_url(URLS[kind])
-    executor.start(make_registry(), report)
-    try:
-        executor.dispatch([envelope("noop", i) for i in range(5)])
-        assert len(outcomes.wait_for(4)) == 4
-    finally:
-        executor.close()
-
-
-def test_dispatch_needs_start_and_refuses_after_close(kind: str) -> None:
-    executor = executor_from_url(URLS[kind])
-    with pytest.raises(ConfigurationError, match="start"):
-        executor.dispatch([envelope("inc", 1)])
-    executor.start(make_registry(), Outcomes())
-    executor.close()
-    executor.close()
-    with pytest.raises(ConfigurationError, match="closed"):
-        executor.dispatch([envelope("inc", 1)])
-
-
-def test_dispatch_from_inside_report_is_allowed(kind: str) -> None:
-    """An engine may react to an outcome at once; a 500-step chain must neither deadlock nor recurse."""
-    finished = Outcomes()
-    executor = executor_from_url(URLS[kind])
-
-    def report(outcome: Outcome) -> None:
-        if outcome.ok and outcome.result < 500:
-            executor.dispatch([envelope("inc", outcome.result)])
-        else:
-            finished(outcome)
-
-    executor.start(make_registry(), report)
-    try:
-        executor.dispatch([envelope("inc", 0)])
-        assert finished.wait_for(1)[0].result == 500
-    finally:
-        executor.close()
-
-
-# --- the concurrent.futures face --------------------------------------------------------
-
-
-def test_the_concurrent_futures_face(kind: str) -> None:
-    with executor_from_url(URLS[kind]) as executor:
-        assert isinstance(executor, concurrent.futures.Executor)
-        assert executor.submit(commands.square, 7).result(timeout=WAIT_S) == 49
-        assert list(executor.map(commands.square, range(5), timeout=WAIT_S)) == [0, 1, 4, 9, 16]
-        failure = executor.submit(commands.raise_value_error, "from submit").exception(timeout=WAIT_S)
-        assert isinstance(failure, ValueError) and str(failure) == "from submit"
-    with pytest.raises(RuntimeError, match="shutdown"):
-        executor.submit(commands.square, 2)
+    @pytest.fixture
+    def make_executor(self, kind: str) -> MakeExecutor:
+        return lambda: executor_from_url(URLS[kind])
 
 
 def test_the_asyncio_face_awaits_coroutine_functions() -> None:
     with AsyncioExecutor() as executor:
         assert executor.submit(commands.async_double, 4).result(timeout=WAIT_S) == 8
-
-
-def test_submit_works_after_start_too(kind: str) -> None:
-    executor, _ = started(URLS[kind])
-    try:
-        assert executor.submit(commands.add, 2, b=3).result(timeout=WAIT_S) == 5
-    finally:
-        executor.shutdown(wait=True)
 
 
 # --- building executors -----------------------------------------------------------------
@@ -425,7 +125,7 @@ def test_bad_constructor_arguments_are_refused(build: Callable[[], BaseExecutor]
 
 @pytest.fixture
 def processes() -> Iterator[Harness]:
-    executor, outcomes = started("processes://2")
+    executor, outcomes = started(executor_from_url("processes://2"))
     try:
         yield Harness("processes", executor, outcomes)
     finally:
@@ -497,7 +197,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def gate_name() -> Iterator[str]:
     """A fresh gate for ``slow``, opened at teardown so no thread stays blocked on it."""
-    name = f"gate-{next(_nodes)}"
+    name = f"gate-{next(_gates)}"
     try:
         yield name
     finally:
@@ -506,7 +206,7 @@ def gate_name() -> Iterator[str]:
 
 @pytest.mark.parametrize("command", ["async_slow", "slow"])
 def test_asyncio_bounds_a_running_attempt_by_its_deadline(command: str, gate_name: str) -> None:
-    executor, outcomes = started("asyncio")
+    executor, outcomes = started(AsyncioExecutor())
     asyncio_harness = Harness("asyncio", executor, outcomes)
     args = [30.0] if command == "async_slow" else [30.0, gate_name]
     try:
@@ -523,7 +223,7 @@ def test_asyncio_bounds_a_running_attempt_by_its_deadline(command: str, gate_nam
 
 
 def test_inline_awaits_a_coroutine_even_inside_a_running_loop() -> None:
-    executor, outcomes = started("inline")
+    executor, outcomes = started(InlineExecutor())
 
     async def engine_step() -> None:
         executor.dispatch([envelope("async_double", 5), envelope("async_echo_context")])
