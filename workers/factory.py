@@ -55,11 +55,31 @@ def counted(cls: Callable[[int], BaseExecutor]) -> Callable[[str, str], BaseExec
     return build
 
 
+def zmq(url: str, rest: str) -> BaseExecutor:
+    """``zmq://HOST:PORT``: bind there and send calls to the remote workers that connect."""
+    from .zmq import ZmqExecutor
+
+    if not rest:
+        raise bad_url(url, "say where to listen, as zmq://HOST:PORT")
+    return ZmqExecutor(f"tcp://{rest}")
+
+
+def celery(url: str, rest: str) -> BaseExecutor:
+    """``celery://BROKER_URL``: send calls as Celery tasks through that broker."""
+    from .celery import CeleryExecutor
+
+    if "://" not in rest:
+        raise bad_url(url, "name the broker, as celery://redis://HOST:PORT/DB")
+    return CeleryExecutor(rest)
+
+
 SCHEMES: dict[str, Scheme] = {
     "inline": Scheme(plain(InlineExecutor), "inline"),
     "asyncio": Scheme(plain(AsyncioExecutor), "asyncio"),
     "threads": Scheme(counted(ThreadExecutor), "threads[://N]"),
     "processes": Scheme(counted(ProcessExecutor), "processes[://N]"),
+    "zmq": Scheme(zmq, "zmq://HOST:PORT"),
+    "celery": Scheme(celery, "celery://BROKER_URL"),
 }
 
 

@@ -13,11 +13,14 @@
     ├── RunNotFound               no run with that id
     ├── InvalidRunState           the run is in the wrong state for the request
     ├── ResultTimeout             waiting for a run's result timed out
+    ├── ProtocolError             a malformed or oversize message from a peer
+    ├── RemoteError               a command raised, elsewhere, an exception this process cannot rebuild
     ├── RunFailed                 a run ended in failure; lists every failed node
     │   └── RunCancelled          a run was cancelled
     └── CommandError              the kinds of attempt failure evenflow itself reports
         ├── CommandTimeout        an attempt passed its deadline
-        └── WorkerLost            the process running an attempt died
+        ├── WorkerLost            the process running an attempt died
+        └── NoWorker              no live worker could take a call before its deadline
 
 Errors carry structured fields, and ``retryable`` says whether a retry policy
 may try again after it (a payload or unknown-command error never heals).
@@ -163,6 +166,26 @@ class CommandTimeout(CommandError):
 
 class WorkerLost(CommandError):
     pass
+
+
+class NoWorker(CommandError):
+    pass
+
+
+class ProtocolError(EvenflowError):
+    """A peer sent something evenflow's wire format does not allow; the message is dropped."""
+
+
+class RemoteError(EvenflowError):
+    """What ``submit`` on a remote executor raises when the command's exception type is not a builtin.
+
+    ``type`` is the remote exception's qualified name, ``remote_traceback`` its traceback.
+    """
+
+    def __init__(self, type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.remote_traceback = remote_traceback
 
 
 NEVER_RETRY = (

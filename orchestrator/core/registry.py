@@ -90,6 +90,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._commands)
 
+    def name_of(self, fn: Callable[..., Any]) -> str | None:
+        """The name ``fn`` is registered under, so remote executors can send a callable by name."""
+        return next((name for name, command in self._commands.items() if command.fn == fn), None)
+
     def unsendable_reason(self, name: str) -> str | None:
         """Why ``name`` cannot be sent to a child process, or None if it can (cached)."""
         if name not in self._sendable:
