@@ -54,6 +54,7 @@ from .core.policy import RetryPolicy
 from .core.registry import Registry
 
 if TYPE_CHECKING:
+    from .client import Client
     from .orchestrator import Orchestrator, Run
 
 
@@ -63,6 +64,10 @@ def __getattr__(name: str) -> object:
         from . import orchestrator as module
 
         return getattr(module, name)
+    if name == "Client":
+        from .client import Client
+
+        return Client
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
 
 
@@ -70,6 +75,7 @@ __all__ = [
     "Call",
     "CallContext",
     "Chord",
+    "Client",
     "CommandError",
     "CommandTimeout",
     "ConcurrencyConflict",

@@ -46,7 +46,9 @@ class Orchestrator:
     """Runs flows of registered commands, logging every step to an event store.
 
     ``executor`` is the default route; ``executors`` adds named routes that
-    nodes or commands select with ``route=``. ``store`` is a URL or an
+    nodes or commands select with ``route=``. Without a ``registry`` the
+    commands live only on remote workers (a ``zmq://`` executor): names are
+    checked there, and a route names a group of workers. ``store`` is a URL or an
     ``EventStore``; without one, the durable embedded store in ``home``.
 
     With ``read_models`` (the default) the ``runs`` read model follows every
@@ -58,7 +60,7 @@ class Orchestrator:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Registry | None = None,
         *,
         executor: ExecutorSpec = DEFAULT_EXECUTOR,
         executors: Mapping[str, ExecutorSpec] | None = None,
@@ -67,12 +69,19 @@ class Orchestrator:
         clock: Clock | None = None,
         read_models: bool = True,
     ) -> None:
-        if not isinstance(registry, Registry):
-            raise ConfigurationError(f"Orchestrator needs a Registry, got {registry!r}")
-        self.registry = registry
+        if registry is not None and not isinstance(registry, Registry):
+            raise ConfigurationError(
+                f"Orchestrator needs a Registry (or None for remote workers), got {registry!r}"
+            )
+        self.registry = registry if registry is not None else Registry()
         routes = {"default": _executor(executor), **{k: _executor(v) for k, v in (executors or {}).items()}}
         self.store = _store(store, home)
-        self._checker = FlowChecker(registry, routes, lambda route: routes[route].requires_pickle)
+        self._checker = FlowChecker(
+            registry,
+            routes,
+            lambda route: routes[route].requires_pickle,
+            any_route=bool(getattr(routes["default"], "takes_any_route", False)),
+        )
         from .core.clock import SystemClock
 
         self.read_models = _runs_projector(self.store) if read_models else None
@@ -168,6 +177,18 @@ class Orchestrator:
         result: Future[Any] = Future()
         self._submit(flow, input, None, watcher=result)
         return await _wait_async(result, timeout)
+
+    def submit_future(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Future[str]:
+        """``submit`` without blocking, for a service answering many callers from one thread.
+
+        Checks ``flow`` at once (raising as ``submit`` does); the future holds the
+        run id once the submission is logged.
+        """
+        return self._submit(flow, input, name)
+
+    def result_future(self, run_id: str) -> Future[Any]:
+        """The run's result (or ``RunFailed``) as a future, without blocking."""
+        return self.engine.watch(run_id)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         return _wait(self.engine.watch(run_id), timeout, run_id)

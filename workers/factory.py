@@ -95,14 +95,22 @@ def executor_from_url(url: str) -> BaseExecutor:
 
 
 def as_executor(spec: str | Executor) -> Executor:
-    """An executor from a URL, or ``spec`` itself when it already implements the executor port."""
+    """An executor from a URL; ``spec`` itself when it implements the executor port; any other
+    ``concurrent.futures.Executor`` wrapped in a ``FuturesExecutor`` that leaves the pool to its owner.
+    """
+    from concurrent.futures import Executor as StdExecutor
+
+    from .futures import FuturesExecutor
+
     if isinstance(spec, str):
         return executor_from_url(spec)
     if isinstance(spec, Executor):
         return spec
+    if isinstance(spec, StdExecutor):
+        return FuturesExecutor(spec)
     raise ConfigurationError(
-        f"{spec!r} is not an executor: pass a URL ({valid_forms()}) or an object with "
-        "requires_pickle, start(registry, report), dispatch(envelopes) and close()"
+        f"{spec!r} is not an executor: pass a URL ({valid_forms()}), a concurrent.futures.Executor, "
+        "or an object with requires_pickle, start(registry, report), dispatch(envelopes) and close()"
     )
 
 

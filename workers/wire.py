@@ -2,37 +2,52 @@
 
 JSON rather than pickle: a peer can send only data, never code, and any
 language can speak it. The log's values (checked by ``check_payload``) are JSON
-plus bytes and UTC datetimes, carried as ``{"$bytes": base64}`` and
-``{"$date": iso}``; payload keys may not start with ``$``, so the tags are
-unambiguous. Everything read from a peer is checked here, field by field,
-before it can reach the engine or the log: a bad message raises
-``ProtocolError`` and is dropped.
+plus bytes, UTC datetimes and non-finite floats, carried as ``{"$bytes": base64}``,
+``{"$date": iso}`` and ``{"$float": "NaN" | "Infinity" | "-Infinity"}``; payload
+keys may not start with ``$``, so the tags are unambiguous. Bare ``NaN`` or
+``Infinity``, and numbers too big for a float, are not JSON and are refused.
+Everything read from a peer is checked here, field by field, before it can
+reach the engine or the log: a bad message raises ``ProtocolError`` and is dropped.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.codec import check_payload
-from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
+from orchestrator.core.envelope import MAX_MESSAGE, Envelope, ErrorInfo, Outcome, truncate_traceback
 from orchestrator.core.errors import PayloadError, ProtocolError
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Twice the log's payload limit: room for a full-size result plus its traceback and framing."""
 
 _REASONS = ("raised", "timeout", "lost")
+_NON_FINITE = ("NaN", "Infinity", "-Infinity")
 
 
 # --- tagged JSON ------------------------------------------------------------------------
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, default=_tag, separators=(",", ":"), ensure_ascii=False).encode()
+    """One message as compact UTF-8 JSON, for every value ``check_payload`` accepts.
+
+    A non-finite float or a lone surrogate (which UTF-8 cannot hold) fails the
+    fast path; only then is the value walked to tag its floats and sent as ASCII.
+    """
+    try:
+        return _encode(value, ascii_only=False)
+    except ValueError:  # allow_nan=False refused a float, or UnicodeEncodeError
+        return _encode(_tag_floats(value), ascii_only=True)
+
+
+def _encode(value: Any, *, ascii_only: bool) -> bytes:
+    text = json.dumps(value, default=_tag, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False)
+    return text.encode()
 
 
 def loads(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
@@ -40,7 +55,8 @@ def loads(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     if len(data) > max_bytes:
         raise ProtocolError(f"message of {len(data):,} bytes is over the {max_bytes:,}-byte limit")
     try:
-        return json.loads(data, object_hook=_untag, parse_constant=_no_constant)
+        text = data.decode()  # json.loads would also take UTF-16 and UTF-32, and encoded surrogates
+        return json.loads(text, object_hook=_untag, parse_constant=_no_constant, parse_float=_finite)
     except ProtocolError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -51,8 +67,21 @@ def _tag(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode()}
     if isinstance(value, datetime):
+        if value.tzinfo is None:  # naive means UTC, as in BSON; astimezone would take it as local time
+            value = value.replace(tzinfo=UTC)
         return {"$date": value.astimezone(UTC).isoformat()}
     raise TypeError(f"{type(value).__name__} is not part of evenflow's wire format")
+
+
+def _tag_floats(value: Any) -> Any:
+    """``value`` with each NaN or infinity replaced by its ``$float`` tag."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, list | tuple):
+        return [_tag_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _tag_floats(item) for key, item in value.items()}
+    return value
 
 
 def _untag(doc: dict[str, Any]) -> Any:
@@ -64,21 +93,33 @@ def _untag(doc: dict[str, Any]) -> Any:
             raise ProtocolError("$bytes must hold a base64 string")
         try:
             return base64.b64decode(value, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a ValueError for non-ASCII text
             raise ProtocolError("$bytes holds invalid base64") from None
     if key == "$date":
         if not isinstance(value, str):
             raise ProtocolError("$date must hold an ISO 8601 string")
         try:
             when = datetime.fromisoformat(value)
-        except ValueError:
-            raise ProtocolError(f"$date {value[:40]!r} is not ISO 8601") from None
-        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+            return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: an offset that leaves years 1-9999
+            raise ProtocolError(f"$date {value[:40]!r} is not an ISO 8601 time in years 1-9999") from None
+    if key == "$float":
+        if value not in _NON_FINITE:
+            raise ProtocolError(f"$float must hold one of {_NON_FINITE}")
+        return float(value)
     return doc
 
 
 def _no_constant(name: str) -> Any:
-    raise ProtocolError(f"{name} is not valid JSON")
+    raise ProtocolError(f'{name} is not valid JSON; send it as {{"$float": "{name}"}}')
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too big for a float (``1e999``) would silently become infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {text[:40]} is out of a float's range")
+    return value
 
 
 # --- envelopes --------------------------------------------------------------------------
@@ -174,11 +215,11 @@ def _error(doc: Any) -> ErrorInfo:
     reason = _field(doc, "reason", str, default="raised")
     if reason not in _REASONS:
         raise ProtocolError(f"error reason must be one of {_REASONS}")
-    return ErrorInfo(
+    return ErrorInfo(  # cut to the sizes a local error has, so no peer can bloat the log
         type=_text(doc, "type"),
-        message=_field(doc, "message", str, default=""),
+        message=_field(doc, "message", str, default="")[:MAX_MESSAGE],
         mro=tuple(mro),
-        traceback=_field(doc, "traceback", str, default=""),
+        traceback=truncate_traceback(_field(doc, "traceback", str, default="")),
         reason=reason,
     )
 

@@ -86,9 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     _common(run, default_executor="threads")
     run.set_defaults(handler=_run)
 
-    from .queries import add_parsers
+    from . import queries, remote
 
-    add_parsers(commands, _store_options)
+    remote.add_parsers(commands, _store_options, _load)
+    queries.add_parsers(commands, _store_options)
     return parser
 
 
@@ -97,7 +98,7 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
         "--executor",
         default=os.environ.get("EVENFLOW_EXECUTOR", default_executor),
         metavar="URL",
-        help="inline, asyncio, threads://N or processes://N "
+        help="inline, asyncio, threads://N, processes://N, zmq://HOST:PORT or celery://BROKER_URL "
         f"[env EVENFLOW_EXECUTOR; default {default_executor}]",
     )
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")

@@ -120,6 +120,8 @@ def _failed(state: RunState, event: Event) -> None:
     node = _current_attempt(state, event)
     state.timers.pop(node.path, None)
     node.error = dict(event.data["error"])
+    if node.error.get("reason") == "lost":
+        node.lost += 1
     node.move(FAILING)
     state.failing[node.path] = None
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from .codec import check_payload
-from .errors import InvalidFlow, InvalidOption
+from .errors import EvenflowError, InvalidFlow, InvalidOption
 from .policy import RetryPolicy
 from .registry import check_name, check_options
 
@@ -260,29 +260,57 @@ def decode_flow(doc: Mapping[str, Any]) -> Node:
     return _decode(by_path, doc["root"])
 
 
+def parse_flow(doc: Any) -> Node:
+    """A flow from JSON written by anyone (another language, a file): the log's flat form.
+
+    Only ``path``, ``kind``, ``children`` and ``command`` are required; other
+    fields take their defaults. Anything malformed is an ``InvalidFlow`` naming
+    what is wrong, never another exception.
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("nodes"), list):
+        raise InvalidFlow('a JSON flow is an object {"root": "r", "nodes": [...]}')
+    if len(doc["nodes"]) > MAX_NODES:
+        raise InvalidFlow(f"a flow has at most {MAX_NODES} nodes, this one {len(doc['nodes'])}")
+    try:
+        return decode_flow({"root": doc.get("root", ROOT), "nodes": doc["nodes"]})
+    except EvenflowError:
+        raise
+    except KeyError as exc:
+        raise InvalidFlow(
+            f"a node or field is missing: {exc}; see the JSON flow format in the README"
+        ) from None
+    except RecursionError:
+        raise InvalidFlow("the flow's children form a cycle or nest too deep") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidFlow(f"the flow document is malformed: {exc}") from None
+
+
 def _decode(by_path: Mapping[str, Mapping[str, Any]], path: str) -> Node:
     spec = by_path[path]
     kind = spec["kind"]
     if kind == "call":
         return _decode_call(spec)
     if kind == "each":
-        return Each(_decode_call(spec["template"]), spec["siblings"])
+        return Each(_decode_call(spec["template"]), _siblings(spec.get("siblings", DEFAULT_SIBLINGS)))
     children = tuple(_decode(by_path, child) for child in spec["children"])
     if kind == "sequence":
         return Sequence(children)
     if kind == "parallel":
-        return Parallel(children, spec["siblings"])
+        return Parallel(children, _siblings(spec.get("siblings", DEFAULT_SIBLINGS)))
     if kind == "chord":
         header = by_path[spec["children"][0]]
-        return Chord(tuple(_decode(by_path, c) for c in header["children"]), children[1], header["siblings"])
+        header_nodes = tuple(_decode(by_path, c) for c in header["children"])
+        return Chord(header_nodes, children[1], _siblings(header.get("siblings", DEFAULT_SIBLINGS)))
     raise InvalidFlow(f"unknown node kind {kind!r}", path=path)
 
 
 def _decode_call(spec: Mapping[str, Any]) -> Call:
+    if not isinstance(spec.get("args", []), list) or not isinstance(spec.get("kwargs", {}), dict):
+        raise InvalidFlow("a call's args must be a list and its kwargs an object", path=spec.get("path"))
     return Call(
         command=spec["command"],
-        args=tuple(spec["args"]),
-        kwargs=dict(spec["kwargs"]),
+        args=tuple(spec.get("args", ())),
+        kwargs=dict(spec.get("kwargs", {})),
         retry=RetryPolicy.from_doc(spec["retry"]) if spec.get("retry") else None,
         timeout=timedelta(seconds=spec["timeout_s"]) if spec.get("timeout_s") else None,
         route=spec.get("route"),

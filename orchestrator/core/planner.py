@@ -23,6 +23,11 @@ from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, Run
 
 _NO_RETRY = {"max_attempts": 1, "retry_on": [], "never_retry": []}
 
+LOST_REDISPATCHES = 3
+"""An attempt whose worker died (or froze) is sent again at once this many times, whatever the
+retry policy says: the command did not fail, its host did. The bound stops a command that kills
+every process it runs in."""
+
 
 @dataclass(frozen=True, slots=True)
 class Draft:
@@ -116,6 +121,14 @@ def envelope_for(state: RunState, node: NodeState) -> Envelope:
 def _retry_or_fail(state: RunState, node: NodeState, now: datetime) -> Draft:
     error = ErrorInfo.from_doc(node.error or {"type": "builtins.Exception"})
     policy = node.spec.get("retry") or _NO_RETRY
+    if node.kind == "call" and error.reason == "lost" and node.lost <= LOST_REDISPATCHES:
+        return Draft(
+            ev.RETRY_SCHEDULED,
+            node=node.path,
+            attempt=node.attempt + 1,
+            command=node.spec["command"],
+            data={"due": _millis(now), "delay_s": 0.0, "lost": True},
+        )
     if node.kind == "call" and should_retry(policy, error, node.attempt):
         delay = retry_delay(policy, node.attempt, attempt_id(state.run, node.path, node.attempt))
         return Draft(

@@ -71,14 +71,17 @@ class RetryPolicy:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> RetryPolicy:
+        """From the log's form; a field left out (a hand-written JSON flow) takes its default."""
+        default = cls()
+        initial, cap = default.initial_delay.total_seconds(), default.max_delay.total_seconds()
         return cls(
-            max_attempts=doc["max_attempts"],
-            initial_delay=timedelta(seconds=doc["initial_delay_s"]),
-            backoff=doc["backoff"],
-            max_delay=timedelta(seconds=doc["max_delay_s"]),
-            jitter=doc["jitter"],
-            retry_on=tuple(doc["retry_on"]),
-            never_retry=tuple(doc["never_retry"]),
+            max_attempts=doc.get("max_attempts", default.max_attempts),
+            initial_delay=timedelta(seconds=doc.get("initial_delay_s", initial)),
+            backoff=doc.get("backoff", default.backoff),
+            max_delay=timedelta(seconds=doc.get("max_delay_s", cap)),
+            jitter=doc.get("jitter", default.jitter),
+            retry_on=tuple(doc.get("retry_on", default.retry_on)),
+            never_retry=tuple(doc.get("never_retry", ())),
         )
 
 

@@ -45,6 +45,12 @@ class Executor(Protocol):
 
     ``requires_pickle`` tells the engine to refuse, at submission, commands that
     cannot be sent to another process.
+
+    Two optional members, for executors whose commands run on other hosts:
+    ``recorded(attempt_ids)``, called once outcomes are in the log (or
+    deliberately ignored), so remote workers can stop holding them; and
+    ``takes_any_route = True``, for a default executor that maps route names
+    onto groups of its own workers instead of onto other executors.
     """
 
     requires_pickle: bool

@@ -81,6 +81,8 @@ class NodeState:
     results: list[Any] = field(default_factory=list)
     pending: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    lost: int = 0
+    """Attempts that ended because their worker was lost, not because the command failed."""
     children: list[str] = field(default_factory=list)
     parent: str | None = None
 

@@ -19,12 +19,25 @@ NeedsPickle = Callable[[str], bool]
 
 
 class FlowChecker:
-    """Resolves and validates the commands of a flow for one orchestrator."""
+    """Resolves and validates the commands of a flow for one orchestrator.
 
-    def __init__(self, registry: Registry, routes: Collection[str], needs_pickle: NeedsPickle) -> None:
+    Without a registry (a service whose commands live on remote workers) names
+    are only checked for form; the workers that announce them decide the rest.
+    With ``any_route``, a route names a group of workers rather than an executor.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None,
+        routes: Collection[str],
+        needs_pickle: NeedsPickle,
+        *,
+        any_route: bool = False,
+    ) -> None:
         self.registry = registry
         self.routes = routes
         self.needs_pickle = needs_pickle
+        self.any_route = any_route
 
     def encode(self, flow: Node) -> dict[str, Any]:
         """The flat, checked, defaults-resolved form of ``flow``."""
@@ -39,19 +52,19 @@ class FlowChecker:
             self._resolve(spec, spec.get("path") or paths[id(spec)])
 
     def _resolve(self, spec: dict[str, Any], path: str) -> None:
-        command = self.registry.get(spec["command"], path=path)
-        if spec.get("retry") is None and command.retry is not None:
+        command = self.registry.get(spec["command"], path=path) if self.registry is not None else None
+        if command is not None and spec.get("retry") is None and command.retry is not None:
             spec["retry"] = command.retry.to_doc()
-        if spec.get("timeout_s") is None and command.timeout is not None:
+        if command is not None and spec.get("timeout_s") is None and command.timeout is not None:
             spec["timeout_s"] = command.timeout.total_seconds()
-        route = spec.get("route") or command.route
-        if route is not None and route not in self.routes:
+        route = spec.get("route") or (command.route if command is not None else None)
+        if route is not None and route not in self.routes and not self.any_route:
             raise InvalidOption(
                 f"node {path} routes {spec['command']!r} to executor {route!r}, which this orchestrator "
                 f"lacks; known: {sorted(self.routes)}. Pass executors={{{route!r}: ...}}"
             )
         spec["route"] = route
-        if self.needs_pickle(route or "default"):
-            reason = self.registry.unsendable_reason(spec["command"])
+        if command is not None and self.needs_pickle(route if route and route in self.routes else "default"):
+            reason = self.registry.unsendable_reason(spec["command"]) if self.registry else None
             if reason:
                 raise InvalidOption(f"node {path}: {reason}")

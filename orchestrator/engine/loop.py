@@ -25,7 +25,14 @@ from typing import Any
 
 from ..core import events as ev
 from ..core.envelope import Envelope, ErrorInfo, Outcome
-from ..core.errors import CorruptEvent, EvenflowError, RunNotFound, StoreUnavailable, WorkerLost
+from ..core.errors import (
+    ConfigurationError,
+    CorruptEvent,
+    EvenflowError,
+    RunNotFound,
+    StoreUnavailable,
+    WorkerLost,
+)
 from ..core.events import Event
 from ..core.evolve import evolve, fold
 from ..core.outcomes import CheckFlow, record_outcome
@@ -198,6 +205,7 @@ class Engine:
         state = self._live.get(outcome.run) or self._recent.get(outcome.run)
         if state is None:
             log.info("outcome of %s arrived for a run not in memory; ignored", outcome.attempt_id)
+            turn.outcomes.append(outcome)  # acknowledged all the same, so its worker stops resending
             return
         turn.outcomes.append(outcome)
         for draft in record_outcome(state, outcome, self._check_flow):
@@ -263,6 +271,8 @@ class Engine:
             self._failures = 0
         for route, envelopes in turn.dispatches.items():
             self._send(route, envelopes)
+        if turn.outcomes:
+            self._acknowledge([outcome.attempt_id for outcome in turn.outcomes])
         for submit in turn.submits:
             settle(submit.future, result=submit.run)
         for state in turn.finished:
@@ -278,10 +288,30 @@ class Engine:
         except Exception:
             log.exception("a hook after the append of %d events failed; read models may lag", len(batch))
 
+    def _acknowledge(self, attempt_ids: list[str]) -> None:
+        """Tell executors that keep outcomes until they are logged (remote workers) to let go of these."""
+        for route, executor in {id(e): (r, e) for r, e in self.executors.items()}.values():
+            recorded = getattr(executor, "recorded", None)
+            if recorded is None:
+                continue
+            try:
+                recorded(attempt_ids)
+            except Exception:
+                log.exception("executor %r failed to take acknowledgements", route)
+
+    def _executor(self, route: str) -> Executor:
+        """The route's executor; a route no executor is named for goes to a default that takes any."""
+        executor = self.executors.get(route)
+        if executor is None and getattr(self.executors["default"], "takes_any_route", False):
+            return self.executors["default"]
+        if executor is None:
+            raise ConfigurationError(f"no executor is named {route!r}")
+        return executor
+
     def _send(self, route: str, envelopes: list[Envelope]) -> None:
         """Hand envelopes to their executor; one that refuses them ends those attempts as lost."""
         try:
-            self.executors[route].dispatch(envelopes)
+            self._executor(route).dispatch(envelopes)
         except Exception as exc:
             log.exception("executor %r refused %d envelopes", route, len(envelopes))
             for envelope in envelopes:

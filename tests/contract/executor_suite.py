@@ -112,8 +112,16 @@ MakeExecutor = Callable[[], BaseExecutor]
 
 
 def started(executor: BaseExecutor, registry: Registry | None = None) -> tuple[BaseExecutor, Outcomes]:
+    """Start ``executor`` reporting to a fresh ``Outcomes``, acknowledging each as the engine would."""
     outcomes = Outcomes()
-    executor.start(registry or make_registry(), outcomes)
+    recorded = getattr(executor, "recorded", None)
+
+    def report(outcome: Outcome) -> None:
+        outcomes(outcome)
+        if recorded is not None:
+            recorded([outcome.attempt_id])
+
+    executor.start(registry or make_registry(), report if recorded is not None else outcomes)
     return executor, outcomes
 
 

@@ -96,13 +96,16 @@ def test_executor_from_url_rejects_bad_urls(url: str) -> None:
 
 
 def test_as_executor_takes_a_url_or_an_executor() -> None:
+    from workers import FuturesExecutor
+
     executor = InlineExecutor()
     assert as_executor(executor) is executor
     assert isinstance(as_executor("inline"), InlineExecutor)
     with pytest.raises(ConfigurationError, match="not an executor"):
         as_executor(object())  # type: ignore[arg-type]
-    with concurrent.futures.ThreadPoolExecutor(1) as plain, pytest.raises(ConfigurationError):
-        as_executor(plain)  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(1) as plain:
+        wrapped = as_executor(plain)  # type: ignore[arg-type]
+        assert isinstance(wrapped, FuturesExecutor) and wrapped.pool is plain
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orchestrator
 
 EXPECTED = {
-    "Call", "CallContext", "Chord", "CommandError", "CommandTimeout", "ConcurrencyConflict",
+    "Call", "CallContext", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
     "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "InvalidFlow",
-    "InvalidOption", "InvalidRunState", "Node", "Orchestrator", "Parallel", "PayloadError", "Registry",
+    "InvalidOption", "InvalidRunState", "Node", "NoWorker", "ProtocolError", "RemoteError", "Orchestrator", "Parallel", "PayloadError", "Registry",
     "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
     "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
     "current_call", "each", "parallel", "sequence",

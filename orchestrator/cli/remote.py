@@ -1,0 +1,188 @@
+"""``evenflow serve``, ``worker``, ``submit`` and ``keys``: the orchestrator as a service, remote
+workers, and submission from any system. pyzmq is imported only when one of these runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigurationError, RunFailed
+from ..core.registry import Registry
+from ..core.state import NO_INPUT
+
+Adder = Callable[[argparse.ArgumentParser], None]
+
+
+def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, str], Any]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the orchestrator as a service that remote workers and clients connect to",
+        description="Bind one ZeroMQ endpoint for workers (evenflow worker) and clients (evenflow submit, "
+        "Client). The service holds no command code. SIGTERM or Ctrl-C stops it cleanly.",
+    )
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", metavar="ENDPOINT", help="tcp://HOST:PORT")
+    _timing(serve)
+    serve.add_argument("--schedule-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="fail a call no worker takes within this time (default 300)")  # fmt: skip
+    serve.add_argument("--secret-key", metavar="FILE", help="the service's NAME.key_secret (turns on CURVE)")
+    serve.add_argument("--authorized", metavar="DIR", help="folder of the public keys allowed to connect")
+    store_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run the commands of a registry for a service",
+        description="Connect to a service, announce the registry's commands and run what it sends. "
+        "SIGTERM or Ctrl-C drains: running commands finish and their results are delivered.",
+    )
+    worker.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
+    worker.add_argument(
+        "--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="commands run at once (default 1)"
+    )
+    worker.add_argument("--pool", default="threads", choices=("threads", "processes", "asyncio"),
+                        help="where commands run in this worker (default threads)")  # fmt: skip
+    worker.add_argument("--queue", action="append", default=[], metavar="NAME",
+                        help="also take calls routed to this queue (repeatable)")  # fmt: skip
+    worker.add_argument("--name", metavar="NAME", help="how logs and the audit name this worker")
+    _timing(worker)
+    _client_keys(worker)
+    worker.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    worker.set_defaults(handler=lambda args: _worker(args, load))
+
+    submit = commands.add_parser(
+        "submit",
+        help="submit a JSON flow to a service",
+        description="Send FLOW (a JSON file in the log's flat form, or - for stdin; see 'JSON flows' in "
+        "the README) to a service and print the run id, or with --wait the result.",
+    )
+    submit.add_argument("flow", metavar="FLOW", help="a JSON flow file, or - for stdin")
+    submit.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
+    submit.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
+    submit.add_argument("--name", metavar="NAME", help="a name for the run")
+    submit.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
+    _client_keys(submit)
+    submit.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    submit.set_defaults(handler=_submit)
+
+    keys = commands.add_parser(
+        "keys",
+        help="make a CURVE key pair for a service, worker or client",
+        description="Write DIR/NAME.key (public: give it to the other side) and DIR/NAME.key_secret "
+        "(private: keep it on this host).",
+    )
+    keys.add_argument("directory", metavar="DIR")
+    keys.add_argument("--name", required=True, metavar="NAME")
+    keys.add_argument("--debug", action="store_true", help="show tracebacks")
+    keys.set_defaults(handler=_keys)
+
+
+def _timing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
+                        help="heartbeat interval (default 1)")  # fmt: skip
+    parser.add_argument("--liveness", type=int, default=3, metavar="N",
+                        help="missed heartbeats before a peer counts as dead (default 3)")  # fmt: skip
+
+
+def _client_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-key", metavar="FILE", help="this peer's NAME.key_secret (turns on CURVE)")
+    parser.add_argument("--server-key", metavar="FILE", help="the service's public NAME.key")
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT ask for a clean stop (drain, flush, exit 0) instead of killing mid-append."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from workers.zmq.security import server_keys
+
+    from ..service import Service
+
+    service = Service(
+        args.bind,
+        store=args.store,
+        home=args.home,
+        keys=server_keys(args.secret_key, args.authorized),
+        heartbeat_s=args.heartbeat,
+        liveness=args.liveness,
+        schedule_timeout_s=args.schedule_timeout,
+    )
+    stop = threading.Event()
+    _on_signals(stop.set)
+    print(f"evenflow: serving on {service.endpoint}", flush=True)
+    service.serve(stop)
+    return 0
+
+
+def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
+    from workers.zmq import Worker
+    from workers.zmq.security import client_keys
+
+    worker = Worker(
+        args.connect,
+        load(args.registry, Registry, "a Registry"),
+        concurrency=args.concurrency,
+        pool=args.pool,
+        queues=tuple(args.queue),
+        name=args.name,
+        heartbeat_s=args.heartbeat,
+        liveness=args.liveness,
+        keys=client_keys(args.secret_key, args.server_key),
+    )
+    _on_signals(worker.stop)
+    print(f"evenflow: worker {worker.name} connecting to {args.connect}", flush=True)
+    worker.run()
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from ..client import Client
+
+    flow = _read_flow(args.flow)
+    value = NO_INPUT if args.input is None else _parse(args.input, "--input")
+    with Client(args.connect, secret_key=args.secret_key, server_key=args.server_key) as client:
+        run = client.submit(flow, input=value, name=args.name)
+        if not args.wait:
+            print(run)
+            return 0
+        try:
+            result = client.result(run, args.timeout)
+        except RunFailed as exc:
+            print(json.dumps({"run": run, "status": "failed", "error": str(exc)}))
+            raise
+        print(json.dumps({"run": run, "status": "succeeded", "result": result}, default=str))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from workers.zmq.security import make_keypair
+
+    public, secret = make_keypair(args.directory, args.name)
+    print(f"public key (give to the other side): {public}\nsecret key (keep here): {secret}")
+    return 0
+
+
+def _read_flow(spec: str) -> Any:
+    try:
+        text = sys.stdin.read() if spec == "-" else Path(spec).read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the flow {spec}: {exc.strerror}") from None
+    return _parse(text, f"the flow {spec}")
+
+
+def _parse(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{what} is not JSON: {exc}") from None

@@ -1,0 +1,128 @@
+"""``Client``: submit flows to an ``evenflow serve`` service from a process without the command code.
+
+    with Client("tcp://127.0.0.1:5555") as client:
+        client.run(parallel(call("billing.charge", 42), call("mail.send", "x@y")))
+
+Flows travel as JSON in the log's flat form, so a node built here with
+``call``/``parallel``/... and a document written by hand (or by another
+language) are the same thing to the service. A submission is sent once (a
+resend could start a second run); waiting for a result asks again every few
+seconds, so a service restart does not leave a waiter hanging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from .core import errors
+from .core.errors import ConfigurationError, EvenflowError, Failure, ResultTimeout, RunCancelled, RunFailed
+from .core.flows import Node, encode_flow
+from .core.state import NO_INPUT
+
+FlowSpec = Node | Mapping[str, Any]
+"""A flow built with ``call``/``parallel``/..., or its JSON document."""
+
+ASK_AGAIN_S = 5.0
+"""How long a result waiter listens before asking again (the service may have restarted)."""
+
+
+class Client:
+    """A connection to one service; safe to share between threads."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        secret_key: str | os.PathLike[str] | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """``secret_key`` (this client's ``NAME.key_secret``) and ``server_key`` (the service's
+        ``NAME.key``) turn on CURVE; ``timeout`` bounds how long a submission waits for its answer."""
+        from workers.zmq.connection import Connection
+        from workers.zmq.security import client_keys
+
+        keys = client_keys(
+            None if secret_key is None else str(secret_key), None if server_key is None else str(server_key)
+        )
+        self.timeout = timeout
+        self._connection = Connection(endpoint, keys=keys)
+
+    def submit(self, flow: FlowSpec, *, input: Any = NO_INPUT, name: str | None = None) -> str:
+        """Send ``flow``; returns the run id once the service has logged the submission."""
+        req = self._connection.send("submit", **_submission(flow, input, name, wait=False))
+        return str(self._answer(req, self.timeout)["run"])
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait for the run's result; ``RunFailed`` (naming each failed node) if it failed."""
+        left = float("inf") if timeout is None else timeout
+        req = None
+        while left > 0:
+            req = self._connection.send("watch", req, run=run_id)
+            slice_s = min(ASK_AGAIN_S, left)
+            reply = self._connection.wait(req, slice_s)
+            if reply is not None:
+                return _outcome(reply)
+            left -= slice_s
+        raise ResultTimeout(f"run {run_id} did not finish within {timeout}s")
+
+    def run(self, flow: FlowSpec, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
+        """Submit ``flow`` and wait for its result."""
+        return self.result(self.submit(flow, input=input), timeout)
+
+    def _answer(self, req: str, timeout: float) -> dict[str, Any]:
+        reply = self._connection.wait(req, timeout)
+        if reply is None:
+            raise ConfigurationError(
+                f"no answer from {self._connection.endpoint} within {timeout:g}s; is `evenflow serve` "
+                "running there, and do the CURVE keys match?"
+            )
+        if not reply.get("ok"):
+            raise _error(reply)
+        return reply
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _submission(flow: FlowSpec, value: Any, name: str | None, *, wait: bool) -> dict[str, Any]:
+    doc = encode_flow(flow) if isinstance(flow, Node) else dict(flow)
+    body: dict[str, Any] = {"flow": doc, "name": name, "wait": wait}
+    if value is not NO_INPUT:
+        body["input"] = value
+    return body
+
+
+def _outcome(reply: Mapping[str, Any]) -> Any:
+    if reply.get("ok"):
+        return reply.get("result")
+    failures = reply.get("failures")
+    if isinstance(failures, list):
+        run = str(reply.get("run"))
+        found = [Failure.from_doc(doc) for doc in failures if isinstance(doc, dict)]
+        raise (RunCancelled if reply.get("status") == "cancelled" else RunFailed)(run, found)
+    raise _error(reply)
+
+
+def _error(reply: Mapping[str, Any]) -> EvenflowError:
+    """The service's error as the same evenflow exception type, by name; else ``EvenflowError``."""
+    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    kind = getattr(errors, str(error.get("type")), None)
+    message = str(error.get("message", "the service refused the request"))
+    if not (isinstance(kind, type) and issubclass(kind, EvenflowError)):
+        return EvenflowError(message)
+    rebuilt = kind.__new__(kind)  # the service's message as it stands; constructors would reword it
+    Exception.__init__(rebuilt, message)
+    return rebuilt

@@ -1,0 +1,158 @@
+"""``evenflow serve``: the orchestrator as a network service that holds none of the command code.
+
+Workers (``evenflow worker``) and clients (``Client``, ``evenflow submit``)
+connect to one ZeroMQ endpoint. Flows arrive as JSON in the log's own flat
+form; command names are checked by the workers that announce them, so the
+service needs no registry. Requests are answered from the hub's thread
+without blocking it: each reply is sent when its engine future completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from .core.codec import check_payload
+from .core.errors import EvenflowError, InvalidOption, RunCancelled, RunFailed
+from .core.flows import parse_flow
+from .core.state import NO_INPUT
+from .orchestrator import Orchestrator
+
+if TYPE_CHECKING:
+    from workers.zmq.protocol import Request
+    from workers.zmq.security import ServerKeys
+
+log = logging.getLogger("evenflow.service")
+
+
+class Service:
+    """An orchestrator bound to ``bind``, dispatching to remote workers and serving clients."""
+
+    def __init__(
+        self,
+        bind: str,
+        *,
+        store: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+        keys: ServerKeys | None = None,
+        heartbeat_s: float = 1.0,
+        liveness: int = 3,
+        schedule_timeout_s: float = 300.0,
+    ) -> None:
+        from workers.zmq import ZmqExecutor
+
+        self.executor = ZmqExecutor(
+            bind,
+            heartbeat_s=heartbeat_s,
+            liveness=liveness,
+            schedule_timeout_s=schedule_timeout_s,
+            keys=keys,
+            on_request=self._request,
+        )
+        try:
+            self.orchestrator = Orchestrator(None, executor=self.executor, store=store, home=home)
+        except BaseException:
+            self.executor.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return self.executor.endpoint
+
+    def start(self) -> Service:
+        self.orchestrator.start()
+        return self
+
+    def serve(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set (by SIGTERM or SIGINT in ``evenflow serve``), then close."""
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.orchestrator.close()  # closes the executor too, once the engine has stopped
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests, on the hub's thread ------------------------------------------------------
+
+    def _request(self, peer: bytes, request: Request) -> None:
+        try:
+            if request.type == "submit":
+                self._submit(peer, request.req, request.body)
+            elif request.type == "watch":
+                self._watch(peer, request.req, _run_id(request.body))
+        except Exception as exc:  # every request gets an answer; ours name the problem
+            if not isinstance(exc, EvenflowError):
+                log.exception("a %s request failed unexpectedly", request.type)
+            self._reply(peer, request.req, ok=False, error=_error(exc))
+
+    def _submit(self, peer: bytes, req: str, body: Mapping[str, Any]) -> None:
+        flow = parse_flow(body.get("flow"))
+        value = body.get("input", NO_INPUT)
+        if value is not NO_INPUT:
+            check_payload(value, "input")
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidOption(f"a run's name must be a string, got {type(name).__name__}")
+        submitted = self.orchestrator.submit_future(flow, input=value, name=name)
+
+        def answer(future: Future[str]) -> None:
+            error = future.exception()
+            if error is not None:
+                self._reply(peer, req, ok=False, stage="submitted", error=_error(error))
+                return
+            run = future.result()
+            self._reply(peer, req, ok=True, stage="submitted", run=run)
+            if body.get("wait"):
+                self._watch(peer, req, run)
+
+        submitted.add_done_callback(answer)
+
+    def _watch(self, peer: bytes, req: str, run: str) -> None:
+        def answer(future: Future[Any]) -> None:
+            error = future.exception()
+            finished: dict[str, Any] = {"stage": "finished", "run": run}
+            if error is None:
+                self._reply(peer, req, ok=True, status="succeeded", result=future.result(), **finished)
+            elif isinstance(error, RunFailed):
+                finished["status"] = "cancelled" if isinstance(error, RunCancelled) else "failed"
+                finished["failures"] = [dataclasses.asdict(failure) for failure in error.failures]
+                self._reply(peer, req, ok=False, error=_error(error), **finished)
+            else:
+                self._reply(peer, req, ok=False, error=_error(error), **finished)
+
+        self.orchestrator.result_future(run).add_done_callback(answer)
+
+    def _reply(self, peer: bytes, req: str, **body: Any) -> None:
+        from workers.zmq import protocol
+
+        try:
+            frame = protocol.reply(req, **body)
+        except (TypeError, ValueError) as exc:  # a value the wire cannot carry: say so, small
+            frame = protocol.reply(req, ok=False, error={"type": "PayloadError", "message": str(exc)[:500]})
+        self.executor.hub.reply(peer, frame)
+
+
+def _run_id(body: Mapping[str, Any]) -> str:
+    run = body.get("run")
+    if not isinstance(run, str) or not 0 < len(run) <= 200:
+        raise InvalidOption("watch needs the run id as a string")
+    return run
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, EvenflowError):
+        return {"type": type(exc).__name__, "message": str(exc)[:4_000]}
+    return {"type": "EvenflowError", "message": f"the service failed: {type(exc).__name__}: {exc}"[:4_000]}

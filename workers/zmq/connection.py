@@ -1,0 +1,68 @@
+"""A client's connection to the service: requests out, replies matched back by request id.
+
+One DEALER socket, used under a lock so a ``Client`` may be shared by threads.
+Replies for other requests that arrive while one is awaited are kept for
+their own waiter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import zmq
+
+from orchestrator.core.errors import ProtocolError
+
+from ..wire import MAX_MESSAGE_BYTES, loads
+from . import protocol
+from .security import ClientKeys
+
+
+class Connection:
+    def __init__(self, endpoint: str, *, keys: ClientKeys | None = None) -> None:
+        self.endpoint = endpoint
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        if keys is not None:
+            keys.apply(self._socket)
+        self._socket.connect(endpoint)
+        self._lock = threading.Lock()
+        self._early: dict[str, list[dict[str, Any]]] = {}
+
+    def send(self, kind: str, req: str | None = None, **body: Any) -> str:
+        """Send one request; returns its id, which its replies carry."""
+        req = req or uuid.uuid4().hex
+        with self._lock:
+            self._socket.send(protocol.request(kind, req, **body))
+        return req
+
+    def wait(self, req: str, timeout: float) -> dict[str, Any] | None:
+        """The next reply to ``req``, or None if none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                kept = self._early.get(req)
+                if kept:
+                    return kept.pop(0)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if self._socket.poll(int(min(left, 0.1) * 1000) + 1, zmq.POLLIN):
+                    self._take()
+
+    def _take(self) -> None:
+        try:
+            doc = loads(self._socket.recv(zmq.NOBLOCK))
+        except (zmq.Again, ProtocolError):
+            return
+        if isinstance(doc, dict) and doc.get("t") == "reply" and isinstance(doc.get("req"), str):
+            self._early.setdefault(doc["req"], []).append(doc)
+
+    def close(self) -> None:
+        self._socket.close(0)
+        self._context.term()

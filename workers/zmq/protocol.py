@@ -1,0 +1,230 @@
+"""The messages between the service, its workers and its clients, and the checks on each.
+
+Every message is one ZeroMQ frame holding one JSON object (``workers.wire``)
+with its type in ``"t"``. Workers and clients talk to the service's ROUTER
+socket from DEALER sockets; the ROUTER prefixes each message with the peer's
+routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
+
+    worker -> service   hello  {name, commands, queues, slots, session}
+                        hb     {}                      (also while commands run)
+                        done   {outcomes: [...]}       (kept until acked)
+                        bye    {}
+    service -> worker   welcome {heartbeat_s, liveness}
+                        call    {envelopes: [...]}     (never more than the free slots)
+                        ack     {ids: [...]}           (these outcomes are in the log)
+                        hb      {}
+                        reset   {why}                  (say hello again, resend what is unacked)
+    client -> service   submit  {req, flow, input?, name?, wait}
+                        watch   {req, run}
+    service -> client   reply   {req, ok, run?, status?, result?, error?}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.envelope import Envelope, Outcome
+from orchestrator.core.errors import ProtocolError
+from orchestrator.core.registry import NAME_PATTERN
+
+from ..wire import (
+    MAX_MESSAGE_BYTES,
+    dumps,
+    envelope_from_doc,
+    envelope_to_doc,
+    loads,
+    outcome_from_doc,
+    outcome_to_doc,
+)
+
+VERSION = 1
+MAX_BATCH = 1_000
+MAX_COMMANDS = 10_000
+MAX_SLOTS = 10_000
+CLIENT_TYPES = frozenset({"submit", "watch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    name: str
+    commands: frozenset[str]
+    queues: frozenset[str]
+    slots: int
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    outcomes: list[Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A message with no body that matters: hb, bye."""
+
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a client asks: ``type`` is ``submit`` or ``watch``; the body is checked by the service."""
+
+    type: str
+    req: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    heartbeat_s: float
+    liveness: int
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    envelopes: list[Envelope]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    why: str
+
+
+FromPeer = Hello | Done | Signal | Request
+FromService = Welcome | Calls | Ack | Reset | Signal
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def hello(name: str, commands: list[str], queues: list[str], slots: int, session: str) -> bytes:
+    doc = {"t": "hello", "v": VERSION, "name": name, "commands": commands, "queues": queues}
+    return dumps({**doc, "slots": slots, "session": session})
+
+
+def done(outcomes: list[dict[str, Any]]) -> bytes:
+    """``outcomes`` already as documents: workers keep them that way until acknowledged."""
+    return dumps({"t": "done", "outcomes": outcomes})
+
+
+def outcome_doc(outcome: Outcome) -> dict[str, Any]:
+    return outcome_to_doc(outcome)
+
+
+def signal(kind: str) -> bytes:
+    return dumps({"t": kind})
+
+
+def welcome(heartbeat_s: float, liveness: int) -> bytes:
+    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness})
+
+
+def calls(envelopes: list[Envelope]) -> bytes:
+    return dumps({"t": "call", "envelopes": [envelope_to_doc(envelope) for envelope in envelopes]})
+
+
+def ack(ids: list[str]) -> bytes:
+    return dumps({"t": "ack", "ids": ids})
+
+
+def reset(why: str) -> bytes:
+    return dumps({"t": "reset", "why": why})
+
+
+def request(kind: str, req: str, **body: Any) -> bytes:
+    return dumps({"t": kind, "req": req, **body})
+
+
+def reply(req: str, **body: Any) -> bytes:
+    return dumps({"t": "reply", "req": req, **body})
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def from_peer(frame: bytes) -> FromPeer:
+    """A worker's or client's message, checked; ProtocolError for anything else."""
+    doc = _object(frame)
+    kind = doc.get("t")
+    if kind == "hello":
+        if doc.get("v") != VERSION:
+            raise ProtocolError(f"hello speaks version {doc.get('v')!r}; this service speaks {VERSION}")
+        return Hello(
+            name=_text(doc, "name"),
+            commands=_names(doc, "commands"),
+            queues=_names(doc, "queues"),
+            slots=_bounded(doc, "slots", MAX_SLOTS),
+            session=_text(doc, "session"),
+        )
+    if kind == "done":
+        return Done([outcome_from_doc(item) for item in _list(doc, "outcomes", MAX_BATCH)])
+    if kind in ("hb", "bye"):
+        return Signal(kind)
+    if kind in CLIENT_TYPES:
+        return Request(kind, _text(doc, "req"), doc)
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def from_service(frame: bytes) -> FromService:
+    """The service's message, checked: a worker trusts no more than the service does."""
+    doc = _object(frame)
+    kind = doc.get("t")
+    if kind == "call":
+        return Calls([envelope_from_doc(item) for item in _list(doc, "envelopes", MAX_BATCH)])
+    if kind == "ack":
+        ids = _list(doc, "ids", 100 * MAX_BATCH)
+        if not all(isinstance(item, str) for item in ids):
+            raise ProtocolError("ack ids must be strings")
+        return Ack(ids)
+    if kind == "welcome":
+        heartbeat = doc.get("heartbeat_s")
+        if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
+            raise ProtocolError("welcome heartbeat_s must be a number of seconds in (0, 3600]")
+        return Welcome(float(heartbeat), _bounded(doc, "liveness", 1_000))
+    if kind == "reset":
+        return Reset(str(doc.get("why", ""))[:200])
+    if kind == "hb":
+        return Signal(kind)
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def _object(frame: bytes) -> dict[str, Any]:
+    doc = loads(frame, max_bytes=MAX_MESSAGE_BYTES)
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"a message is a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _text(doc: Mapping[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= 200:
+        raise ProtocolError(f"field {name!r} must be a string of 1 to 200 characters")
+    return value
+
+
+def _list(doc: Mapping[str, Any], name: str, limit: int) -> list[Any]:
+    value = doc.get(name)
+    if not isinstance(value, list) or len(value) > limit:
+        raise ProtocolError(f"field {name!r} must be a list of at most {limit} items")
+    return value
+
+
+def _names(doc: Mapping[str, Any], name: str) -> frozenset[str]:
+    items = _list(doc, name, MAX_COMMANDS)
+    if not all(isinstance(item, str) and NAME_PATTERN.match(item) for item in items):
+        raise ProtocolError(f"field {name!r} must list valid command or queue names")
+    return frozenset(items)
+
+
+def _bounded(doc: Mapping[str, Any], name: str, limit: int) -> int:
+    value = doc.get(name)
+    if type(value) is not int or not 1 <= value <= limit:
+        raise ProtocolError(f"field {name!r} must be a whole number from 1 to {limit}")
+    return value

@@ -1,0 +1,31 @@
+"""A pipe that wakes a thread blocked in a ZeroMQ poll when another thread has work for it.
+
+ZeroMQ sockets belong to one thread; other threads queue their work and write
+a byte here, and the poll (which takes plain file descriptors too) returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+class Waker:
+    def __init__(self) -> None:
+        self.fd, self._write = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write, False)
+
+    def wake(self) -> None:
+        """From any thread; a full pipe means a wake-up is already pending, so nothing is lost."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write, b"x")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 4096):
+                pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._write)

@@ -1,0 +1,271 @@
+"""A worker host: connects to the service, says which commands it has, runs what it is sent.
+
+It runs only names in its own registry (an unknown name fails its attempt with
+``UnknownCommand`` and nothing executes) through a local evenflow executor
+(threads, processes or asyncio), so the socket's thread stays free to
+heartbeat while commands run: a long command never makes its worker look dead.
+
+Every outcome is kept until the service acknowledges that it is in the log,
+and sent again after a reconnect; an attempt sent twice (the service restarted
+and re-dispatched it) is not run twice here: a running one is skipped, a
+finished one has its kept outcome resent. If the service goes silent for
+``heartbeat_s * liveness`` the worker drops its socket and connects afresh.
+On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye`` so no new calls
+come, lets running commands finish, and waits (bounded) for their acks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket as stdsocket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import zmq
+
+from orchestrator.core.envelope import Envelope, Outcome
+from orchestrator.core.errors import ConfigurationError, ProtocolError
+from orchestrator.core.registry import Registry
+
+from ..base import BaseExecutor, worker_id
+from ..factory import executor_from_url
+from ..wire import MAX_MESSAGE_BYTES
+from . import protocol
+from .protocol import Ack, Calls, Reset, Welcome
+from .security import ClientKeys
+from .waker import Waker
+
+log = logging.getLogger("evenflow.zmq.worker")
+
+POOLS = ("threads", "processes", "asyncio")
+
+
+class Worker:
+    def __init__(
+        self,
+        connect: str,
+        registry: Registry,
+        *,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        pool: str = "threads",
+        queues: tuple[str, ...] = (),
+        name: str | None = None,
+        heartbeat_s: float = 1.0,
+        liveness: int = 3,
+        keys: ClientKeys | None = None,
+        drain_timeout_s: float = 30.0,
+    ) -> None:
+        if pool not in POOLS:
+            raise ConfigurationError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
+        if type(concurrency) is not int or not 1 <= concurrency <= protocol.MAX_SLOTS // 2:
+            raise ConfigurationError(
+                f"concurrency must be a whole number from 1 to 5000, got {concurrency!r}"
+            )
+        if not len(registry):
+            raise ConfigurationError("the worker's registry is empty: register the commands it should run")
+        self.connect = connect
+        self.registry = registry
+        self.concurrency = concurrency
+        self.slots = concurrency + (concurrency if prefetch is None else max(0, prefetch))
+        self.pool = pool
+        self.queues = tuple(queues)
+        self.name = name or f"{stdsocket.gethostname()}:{os.getpid()}"
+        self.heartbeat_s = heartbeat_s
+        self.liveness = liveness
+        self.drain_timeout_s = drain_timeout_s
+        self.by = worker_id("zmq")
+        self.stats: dict[str, int] = {"calls": 0, "reconnects": 0, "resent": 0, "skipped_duplicates": 0}
+        self._keys = keys
+        self._session = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._waker = Waker()
+        self._running: set[str] = set()
+        self._unacked: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._heard = time.monotonic()
+        self._executor = self._local_executor()
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run`` to drain and return; safe from a signal handler or another thread."""
+        self._stop.set()
+        self._waker.wake()
+
+    def run(self) -> None:
+        """Serve until ``stop()``; then finish running commands and wait (bounded) for their acks."""
+        self._executor.start(self.registry, self._report)
+        try:
+            self._connect()
+            self._serve(self._stop.is_set)
+            self._drain()
+        finally:
+            self._executor.close()
+            if self._socket is not None:
+                self._socket.close(0)
+            self._context.term()
+            self._waker.close()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _local_executor(self) -> BaseExecutor:
+        url = "asyncio" if self.pool == "asyncio" else f"{self.pool}://{self.concurrency}"
+        return executor_from_url(url)
+
+    def _serve(self, finished: Callable[[], bool], *, deadline: float | None = None) -> None:
+        next_beat = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self._waker.fd, zmq.POLLIN)
+        polled: zmq.Socket[bytes] | None = None
+        while not finished() and (deadline is None or time.monotonic() < deadline):
+            if polled is not self._socket:  # a reconnect replaced the socket
+                if polled is not None:
+                    poller.unregister(polled)
+                polled = self._socket
+                poller.register(polled, zmq.POLLIN)
+            ready = dict(poller.poll(max(0, int((next_beat - time.monotonic()) * 1000))))
+            if polled in ready:
+                self._receive()
+            if self._waker.fd in ready:
+                self._waker.clear()
+            self._send_results()
+            now = time.monotonic()
+            if now >= next_beat:
+                self._send(protocol.signal("hb"))
+                next_beat = now + self.heartbeat_s
+            if now - self._heard > self.heartbeat_s * self.liveness:
+                quiet = self.connected.is_set()  # say it once per outage, not at every retry
+                (log.warning if quiet else log.debug)(
+                    "the service at %s went silent; reconnecting", self.connect
+                )
+                self.stats["reconnects"] += 1
+                self._connect()
+
+    def _drain(self) -> None:
+        """Stop taking calls, let running ones finish, wait for their acks; all within the drain timeout."""
+        self._send(protocol.signal("bye"))
+        self._serve(
+            lambda: not (self._running or self._unacked), deadline=time.monotonic() + self.drain_timeout_s
+        )
+        if self._running or self._unacked:
+            log.warning(
+                "stopped with %d commands running and %d outcomes unacknowledged; the service "
+                "re-dispatches them",
+                len(self._running),
+                len(self._unacked),
+            )
+
+    def _connect(self) -> None:
+        """A fresh DEALER: say hello, then resend every outcome not yet acknowledged."""
+        if self._socket is not None:
+            self._socket.close(0)
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2_000)
+        if self._keys is not None:
+            self._keys.apply(sock)
+        try:
+            sock.connect(self.connect)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise ConfigurationError(
+                f"cannot connect to {self.connect}: {exc}; use tcp://HOST:PORT"
+            ) from None
+        self._socket = sock
+        self._heard = time.monotonic()
+        self.connected.clear()
+        self._hello()
+
+    def _hello(self) -> None:
+        commands, queues = self.registry.names(), list(self.queues)
+        self._send(protocol.hello(self.name, commands, queues, self.slots, self._session))
+        self._resend()
+
+    def _resend(self) -> None:
+        items = list(self._unacked.values())
+        for start in range(0, len(items), protocol.MAX_BATCH):
+            self._send(protocol.done(items[start : start + protocol.MAX_BATCH]))
+        self.stats["resent"] += len(items)
+
+    def _receive(self) -> None:
+        assert self._socket is not None
+        for _ in range(1_000):
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._heard = time.monotonic()
+            try:
+                message = protocol.from_service(frame)
+            except ProtocolError as exc:
+                log.warning("dropped a malformed message from the service: %s", exc)
+                continue
+            self._handle(message)
+
+    def _handle(self, message: protocol.FromService) -> None:
+        if isinstance(message, Calls):
+            self._run(message.envelopes)
+        elif isinstance(message, Ack):
+            for attempt_id in message.ids:
+                self._unacked.pop(attempt_id, None)
+        elif isinstance(message, Welcome):
+            self.connected.set()
+        elif isinstance(message, Reset):
+            log.info("the service asked for a fresh hello (%s)", message.why)
+            self._hello()
+
+    def _run(self, envelopes: list[Envelope]) -> None:
+        fresh: list[Envelope] = []
+        for envelope in envelopes:
+            attempt = envelope.attempt_id
+            if attempt in self._running:
+                self.stats["skipped_duplicates"] += 1
+            elif attempt in self._unacked:
+                self.stats["skipped_duplicates"] += 1
+                self._send(protocol.done([self._unacked[attempt]]))
+            else:
+                self._running.add(attempt)
+                fresh.append(envelope)
+        self.stats["calls"] += len(fresh)
+        if fresh:
+            self._executor.dispatch(fresh)
+
+    def _report(self, outcome: Outcome) -> None:
+        """From the local executor's threads: hand the outcome to the socket's thread."""
+        self._results.put(outcome)
+        self._waker.wake()
+
+    def _send_results(self) -> None:
+        batch: list[dict[str, Any]] = []
+        for _ in range(protocol.MAX_BATCH):
+            try:
+                outcome = self._results.get_nowait()
+            except queue.Empty:
+                break
+            self._running.discard(outcome.attempt_id)
+            doc = protocol.outcome_doc(replace(outcome, by=self.by))
+            self._unacked[outcome.attempt_id] = doc
+            batch.append(doc)
+        if batch:
+            self._send(protocol.done(batch))
+            if not self._results.empty():
+                self._waker.wake()
+
+    def _send(self, frame: bytes) -> None:
+        assert self._socket is not None
+        with contextlib.suppress(zmq.Again):  # not connected: outcomes stay unacked, go again after hello
+            self._socket.send(frame, zmq.NOBLOCK)
