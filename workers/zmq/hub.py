@@ -28,7 +28,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from orchestrator.core.envelope import EndReason, Envelope, ErrorInfo, Outcome
-from orchestrator.core.errors import ConfigurationError, NoWorker, ProtocolError, WorkerLost
+from orchestrator.core.errors import ConfigurationError, NoWorker, ProtocolError, UnknownCommand, WorkerLost
 
 from ..wire import MAX_MESSAGE_BYTES
 from . import protocol
@@ -366,20 +366,30 @@ class Hub:
         self._expire(now)
 
     def _expire(self, now: float) -> None:
+        """Fail calls that waited past the schedule timeout: ``UnknownCommand`` if no live worker
+        has the name (a typo, or a deploy that dropped it), ``NoWorker`` if those that have it
+        were all busy or in other queues."""
+        known: set[str] = set()
+        for peer in self._peers.values():
+            known |= peer.commands
         for key in list(self._pending):
             waiting = self._pending[key]
             while waiting and now - waiting[0][1] > self.schedule_timeout_s:
                 envelope, _ = waiting.popleft()
-                where = f" in queue {envelope.route!r}" if envelope.route not in (None, "default") else ""
-                exc = NoWorker(
-                    f"no worker with command {envelope.command!r}{where} took attempt {envelope.attempt_id} "
-                    f"within {self.schedule_timeout_s:g}s; start one (evenflow worker --registry ...) "
-                    "or raise the schedule timeout"
-                )
                 self.stats["unscheduled"] += 1
-                self._lose(envelope, exc, reason="raised")
+                self._lose(envelope, self._unscheduled(envelope, known), reason="raised")
             if not waiting:
                 del self._pending[key]
+
+    def _unscheduled(self, envelope: Envelope, known: set[str]) -> Exception:
+        if envelope.command not in known:
+            return UnknownCommand(envelope.command, sorted(known), path=envelope.node)
+        where = f" in queue {envelope.route!r}" if envelope.route not in (None, "default") else ""
+        return NoWorker(
+            f"no worker with command {envelope.command!r}{where} took attempt {envelope.attempt_id} "
+            f"within {self.schedule_timeout_s:g}s; start more workers (evenflow worker --registry ...) "
+            "or raise the schedule timeout"
+        )
 
     def _forget(self, peer: Peer, why: str) -> None:
         """Drop a worker; each call it held ends as lost, for the engine to send again."""

@@ -1,0 +1,45 @@
+"""The executor contract for ``zmq://``: a real worker process on 127.0.0.1 runs every command.
+
+A name no worker has is not sent anywhere: it waits out the schedule timeout
+(1 s here) and fails as ``UnknownCommand``, so the contract's unknown-command
+case holds with nothing executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.commands import make_registry
+from tests.contract.executor_suite import ExecutorContract, MakeExecutor
+from tests.support.zmq_cluster import wait_for_workers, worker
+from workers.base import BaseExecutor
+from workers.zmq import ZmqExecutor
+
+pytestmark = pytest.mark.slow
+
+
+class TestZmqExecutor(ExecutorContract):
+    @pytest.fixture
+    def kind(self) -> str:
+        return "zmq"
+
+    @pytest.fixture
+    def make_executor(self, tmp_path: Path) -> Iterator[MakeExecutor]:
+        """Each executor binds a fresh port and gets its own worker process (two slots)."""
+        with ExitStack() as stack:
+
+            def make() -> BaseExecutor:
+                executor = ZmqExecutor(
+                    "tcp://127.0.0.1:0", registry=make_registry(), heartbeat_s=0.2, schedule_timeout_s=1.0
+                )
+                stack.callback(executor.close)
+                stack.enter_context(worker(executor.endpoint, tmp_path, concurrency=2))
+                executor.hub.start()
+                wait_for_workers(executor, 1)
+                return executor
+
+            yield make
