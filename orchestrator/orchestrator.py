@@ -15,6 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Executor as StdExecutor
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evenflow.orchestrator")
 
-ExecutorSpec = str | Executor
+ExecutorSpec = str | Executor | StdExecutor
+"""A URL (``threads://8``, ``zmq://HOST:PORT``), an evenflow executor, any ``concurrent.futures.Executor``."""
 DEFAULT_EXECUTOR = "threads"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import Executor as StdExecutor
 from dataclasses import dataclass
 
 from orchestrator.core.errors import ConfigurationError
@@ -94,12 +95,10 @@ def executor_from_url(url: str) -> BaseExecutor:
     return kind.build(url, rest)
 
 
-def as_executor(spec: str | Executor) -> Executor:
+def as_executor(spec: str | Executor | StdExecutor) -> Executor:
     """An executor from a URL; ``spec`` itself when it implements the executor port; any other
     ``concurrent.futures.Executor`` wrapped in a ``FuturesExecutor`` that leaves the pool to its owner.
     """
-    from concurrent.futures import Executor as StdExecutor
-
     from .futures import FuturesExecutor
 
     if isinstance(spec, str):

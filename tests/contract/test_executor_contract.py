@@ -104,7 +104,7 @@ def test_as_executor_takes_a_url_or_an_executor() -> None:
     with pytest.raises(ConfigurationError, match="not an executor"):
         as_executor(object())  # type: ignore[arg-type]
     with concurrent.futures.ThreadPoolExecutor(1) as plain:
-        wrapped = as_executor(plain)  # type: ignore[arg-type]
+        wrapped = as_executor(plain)
         assert isinstance(wrapped, FuturesExecutor) and wrapped.pool is plain
 
 

@@ -98,7 +98,7 @@ def test_only_a_plain_concurrent_futures_executor_is_wrapped(pool: object) -> No
 
 def test_as_executor_wraps_a_plain_pool_and_leaves_it_to_its_owner() -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        executor = as_executor(pool)  # type: ignore[arg-type]
+        executor = as_executor(pool)
         assert isinstance(executor, FuturesExecutor) and executor.pool is pool and not executor.owns
         executor.start(make_registry(), lambda outcome: None)
         executor.close()
@@ -213,7 +213,7 @@ def plain_pool(request: pytest.FixtureRequest) -> Iterator[Pool]:
 
 
 def test_an_orchestrator_runs_flows_on_a_plain_pool(plain_pool: Pool) -> None:
-    with Orchestrator(make_registry(), executor=plain_pool, store="memory://") as orch:  # type: ignore[arg-type]
+    with Orchestrator(make_registry(), executor=plain_pool, store="memory://") as orch:
         flow = sequence(call("inc", 1), parallel(call("square"), call("triple")), call("total"))
         assert orch.run(flow, timeout=60) == 10
         assert orch.run(chord([call("square", i) for i in range(10)], call("total")), timeout=60) == 285
@@ -226,6 +226,6 @@ def test_an_orchestrator_runs_flows_on_a_plain_pool(plain_pool: Pool) -> None:
 
 def test_a_plain_pool_keeps_running_after_the_orchestrator_closes() -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        with Orchestrator(make_registry(), executor=pool, store="memory://") as orch:  # type: ignore[arg-type]
+        with Orchestrator(make_registry(), executor=pool, store="memory://") as orch:
             assert orch.run(call("inc", 1), timeout=60) == 2
         assert pool.submit(commands.inc, 2).result(timeout=WAIT_S) == 3
