@@ -1,6 +1,7 @@
 """Run W1-W5 on evenflow's executors and stores, and on a raw process pool, and print a table.
 
 .venv/bin/python -m bench.run [--executors inline,threads,processes] [--stores embedded,mongomock]
+                              [--remote zmq,celery,evenflow-celery]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from orchestrator import Orchestrator
 
+from .remote import measure
 from .workloads import W1_N, W3_N, Results, evenflow, raw_pool, registry
 
 EXECUTORS = {"inline": "inline", "threads": "threads://2", "processes": "processes://2"}
@@ -20,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--executors", default="inline,threads,processes")
     parser.add_argument("--stores", default="embedded,mongomock")
+    parser.add_argument("--remote", default="zmq,celery,evenflow-celery", help="systems across processes")
     args = parser.parse_args()
     rows: list[tuple[str, Results]] = []
     with ProcessPoolExecutor(2) as pool:
@@ -28,7 +31,9 @@ def main() -> None:
     for store in args.stores.split(","):
         for name in args.executors.split(","):
             rows.append((f"evenflow {name} / {store}", _measure(EXECUTORS[name], store)))
-    _print(rows)
+    remote = measure([name for name in args.remote.split(",") if name])
+    _print(rows + remote)
+    _compare(remote)
 
 
 def _measure(executor: str, store: str) -> Results:
@@ -56,6 +61,19 @@ def _print(rows: list[tuple[str, Results]]) -> None:
             w3 = raw.seconds["W3"] / r.seconds["W3"] * 100
             print(f"{name}: W1 {w1:.0f}% and W3 {w3:.0f}% of the raw pool's throughput, "
                   f"W5 p50 {r.p50 / raw.p50:.1f}x the raw pool's")  # fmt: skip
+
+
+def _compare(rows: list[tuple[str, Results]]) -> None:
+    """The issue's targets: zmq >= 5x Celery's throughput on W1 and W3, W5 p50 <= a third of Celery's."""
+    found = dict(rows)
+    zmq = next((r for name, r in found.items() if "zmq" in name), None)
+    celery = next((r for name, r in found.items() if name.startswith("Celery")), None)
+    if zmq is None or celery is None:
+        return
+    w1 = celery.seconds["W1"] / zmq.seconds["W1"]
+    w3 = celery.seconds["W3"] / zmq.seconds["W3"]
+    print(f"evenflow zmq vs Celery: W1 {w1:.1f}x and W3 {w3:.1f}x Celery's throughput, "
+          f"W5 p50 {zmq.p50 / celery.p50:.2f} of Celery's")  # fmt: skip
 
 
 if __name__ == "__main__":

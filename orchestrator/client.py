@@ -43,13 +43,14 @@ class Client:
         """``secret_key`` (this client's ``NAME.key_secret``) and ``server_key`` (the service's
         ``NAME.key``) turn on CURVE; ``timeout`` bounds how long a submission waits for its answer."""
         from workers.zmq.connection import Connection
+        from workers.zmq.endpoints import check_endpoint
         from workers.zmq.security import client_keys
 
         keys = client_keys(
             None if secret_key is None else str(secret_key), None if server_key is None else str(server_key)
         )
         self.timeout = timeout
-        self._connection = Connection(endpoint, keys=keys)
+        self._connection = Connection(check_endpoint(endpoint, binding=False), keys=keys)
 
     def submit(self, flow: FlowSpec, *, input: Any = NO_INPUT, name: str | None = None) -> str:
         """Send ``flow``; returns the run id once the service has logged the submission."""

@@ -45,9 +45,10 @@ class Service:
         schedule_timeout_s: float = 300.0,
     ) -> None:
         from workers.zmq import ZmqExecutor
+        from workers.zmq.endpoints import check_endpoint
 
         self.executor = ZmqExecutor(
-            bind,
+            check_endpoint(bind, binding=True),
             heartbeat_s=heartbeat_s,
             liveness=liveness,
             schedule_timeout_s=schedule_timeout_s,

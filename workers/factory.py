@@ -59,10 +59,11 @@ def counted(cls: Callable[[int], BaseExecutor]) -> Callable[[str, str], BaseExec
 def zmq(url: str, rest: str) -> BaseExecutor:
     """``zmq://HOST:PORT``: bind there and send calls to the remote workers that connect."""
     from .zmq import ZmqExecutor
+    from .zmq.endpoints import check_endpoint
 
     if not rest:
         raise bad_url(url, "say where to listen, as zmq://HOST:PORT")
-    return ZmqExecutor(f"tcp://{rest}")
+    return ZmqExecutor(check_endpoint(f"tcp://{rest}", binding=True))
 
 
 def celery(url: str, rest: str) -> BaseExecutor:

@@ -157,7 +157,10 @@ def _load(spec: str, kind: type, what: str) -> Any:
     sys.path.insert(0, os.getcwd())
     value = getattr(importlib.import_module(module_name), attribute)
     if not isinstance(value, kind) and callable(value):
-        value = value()
+        try:
+            value = value()
+        except TypeError as exc:
+            raise ConfigurationError(f"{spec} is not {what}, nor a function that makes one: {exc}") from None
     if not isinstance(value, kind):
         raise ConfigurationError(f"{spec} is {type(value).__name__}, not {what}")
     return value

@@ -69,7 +69,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     submit.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
     submit.add_argument("--name", metavar="NAME", help="a name for the run")
     submit.add_argument("--wait", action="store_true", help="wait for the run and print its result")
-    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="seconds to wait for the service (default 30) or the run")  # fmt: skip
     _client_keys(submit)
     submit.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     submit.set_defaults(handler=_submit)
@@ -127,10 +128,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
     from workers.zmq import Worker
+    from workers.zmq.endpoints import check_endpoint
     from workers.zmq.security import client_keys
 
     worker = Worker(
-        args.connect,
+        check_endpoint(args.connect, binding=False),
         load(args.registry, Registry, "a Registry"),
         concurrency=args.concurrency,
         pool=args.pool,
@@ -149,9 +151,10 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
 def _submit(args: argparse.Namespace) -> int:
     from ..client import Client
 
-    flow = _read_flow(args.flow)
-    value = NO_INPUT if args.input is None else _parse(args.input, "--input")
-    with Client(args.connect, secret_key=args.secret_key, server_key=args.server_key) as client:
+    keys = {"secret_key": args.secret_key, "server_key": args.server_key}
+    with Client(args.connect, timeout=args.timeout or 30.0, **keys) as client:
+        flow = _read_flow(args.flow)
+        value = NO_INPUT if args.input is None else _parse(args.input, "--input")
         run = client.submit(flow, input=value, name=args.name)
         if not args.wait:
             print(run)

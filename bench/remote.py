@@ -1,0 +1,128 @@
+"""W1-W5 across processes: evenflow's zmq executor (the service with 2 worker processes on
+loopback, every event durable on the embedded store) and Celery 5 with Redis and ``--concurrency 2``,
+measured in the same run. Needs redis-server (Debian package) for Celery; skipped without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from orchestrator import Orchestrator, call
+
+from .workloads import W1_N, W2_N, W3_N, W4_N, W5_N, Results, evenflow, registry, timed
+
+REPO = Path(__file__).resolve().parents[1]
+READY_S = 60.0
+
+
+def zmq(home: str) -> Results:
+    """The service in this process and two ``evenflow worker`` processes of one slot each."""
+    from tests.support.zmq_cluster import wait_for_workers, worker
+    from workers.zmq import ZmqExecutor
+
+    executor = ZmqExecutor("tcp://127.0.0.1:0")
+    with ExitStack() as stack, Orchestrator(registry(), executor=executor, home=home) as orch:
+        for _ in range(2):
+            stack.enter_context(worker(executor.endpoint, Path(home), registry="bench.workloads:registry"))
+        wait_for_workers(executor, 2, READY_S)
+        orch.run(call("noop", 0))  # warm up
+        return evenflow(orch)
+
+
+def evenflow_celery(home: str, redis: str) -> Results:
+    """evenflow driving Celery as one more executor: its log, its retries, Celery carrying attempts."""
+    from tests.support.celery_worker import celery_worker
+
+    with celery_worker(redis, "evenflow-bench", Path(home), registry="bench.workloads:registry") as _:
+        from workers.celery import CeleryExecutor
+
+        executor = CeleryExecutor(redis, queue="evenflow-bench")
+        with Orchestrator(registry(), executor=executor, home=home) as orch:
+            orch.run(call("noop", 0))
+            return evenflow(orch)
+
+
+def celery(redis: str) -> Results:
+    """Celery's own canvas: group, chain, chord, and its own retry."""
+    from celery import chain, chord, group
+
+    from . import celery_app as tasks
+
+    results = Results()
+    timed(results, "W1", lambda: group(tasks.noop.s(i) for i in range(W1_N)).apply_async().get(),
+          list(range(W1_N)))  # fmt: skip
+    steps = chain(tasks.inc.s(0), *[tasks.inc.s() for _ in range(W2_N - 1)])
+    timed(results, "W2", lambda: steps.apply_async().get(), W2_N)
+    squares = chord(tasks.square.s(i) for i in range(W3_N))
+    timed(results, "W3", lambda: squares(tasks.total.s()).get(), sum(i * i for i in range(W3_N)))
+    timed(results, "W4", lambda: group(tasks.fail_twice.s(i) for i in range(W4_N)).apply_async().get(),
+          list(range(W4_N)))  # fmt: skip
+    for i in range(W5_N):
+        start = time.perf_counter()
+        tasks.noop.delay(i).get()
+        results.latencies_ms.append((time.perf_counter() - start) * 1000)
+    return results
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    from tests.support.redis_server import redis_server as server
+
+    with server(workdir) as url:
+        yield url
+
+
+@contextmanager
+def celery_baseline_worker(redis: str, workdir: Path) -> Iterator[None]:
+    """``celery -A bench.celery_app worker --concurrency 2`` (prefork), ready when it answers a ping."""
+    env = {**os.environ, "EVENFLOW_BENCH_REDIS": redis, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--concurrency", "2"]
+    command += ["--pool", "prefork", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"]
+    log = (workdir / "celery-bench.log").open("wb")
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    try:
+        os.environ["EVENFLOW_BENCH_REDIS"] = redis
+        from . import celery_app
+
+        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = redis
+        from tests.support.redis_server import wait_until
+
+        wait_until(lambda: bool(celery_app.app.control.ping(timeout=0.5)), READY_S, "celery worker ready")
+        celery_app.noop.delay(0).get(timeout=READY_S)
+        yield
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait(30)
+        log.close()
+
+
+def measure(systems: list[str]) -> list[tuple[str, Results]]:
+    rows: list[tuple[str, Results]] = []
+    with tempfile.TemporaryDirectory(prefix="evenflow-bench-remote-") as workdir:
+        if "zmq" in systems:
+            home = Path(workdir, "zmq")
+            home.mkdir()
+            rows.append(("evenflow zmq, 2 worker processes / embedded", zmq(str(home))))
+        if not {"celery", "evenflow-celery"} & set(systems):
+            return rows
+        if shutil.which("redis-server") is None:
+            print("redis-server is not installed: Celery not measured (apt-get install redis-server)")
+            return rows
+        with redis_server(Path(workdir)) as redis:
+            if "celery" in systems:
+                with celery_baseline_worker(redis, Path(workdir)):
+                    rows.append(("Celery 5 + Redis, --concurrency 2, canvas", celery(redis)))
+            if "evenflow-celery" in systems:
+                home = Path(workdir, "celery")
+                home.mkdir()
+                rows.append(("evenflow celery executor / embedded", evenflow_celery(str(home), redis)))
+    return rows
