@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,3 +182,23 @@ def test_help_needs_no_zmq_import() -> None:
 
 
 del signal  # imported for readers: the fixtures send SIGTERM/SIGKILL through Proc
+
+
+def test_the_readme_json_flow_and_client_run_on_a_demo_worker(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    flow = json.loads(re.findall(r"```json\n(.*?)```", readme, flags=re.S)[0])
+    client_block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "Client(" in b)
+    endpoint = free_endpoint()
+    with (
+        service(endpoint, tmp_path / "home", tmp_path),
+        worker(endpoint, tmp_path, registry="orchestrator.cli.demo:registry", concurrency=4),
+        Client(endpoint) as client,
+    ):
+        assert client.run(flow, timeout=60) == 80
+        script = tmp_path / "client.py"
+        script.write_text(client_block.replace("tcp://127.0.0.1:5555", endpoint))
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=REPO
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[30, 50]"
