@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from orchestrator import Orchestrator, call
 
@@ -38,12 +40,12 @@ def zmq(home: str) -> Results:
 
 
 def evenflow_celery(home: str, redis: str) -> Results:
-    """evenflow driving Celery as one more executor: its log, its retries, Celery carrying attempts."""
-    from tests.support.celery_worker import celery_worker
+    """evenflow driving Celery as one more executor: its log and retries, Celery carrying attempts."""
+    from workers.celery import CeleryExecutor
+    from workers.celery.app import make_app
 
-    with celery_worker(redis, "evenflow-bench", Path(home), registry="bench.workloads:registry") as _:
-        from workers.celery import CeleryExecutor
-
+    env = {"EVENFLOW_REGISTRY": "bench.workloads:registry", "EVENFLOW_BROKER": redis}
+    with celery_process("workers.celery.app", ["-Q", "evenflow-bench"], env, Path(home), make_app(redis)):
         executor = CeleryExecutor(redis, queue="evenflow-bench")
         with Orchestrator(registry(), executor=executor, home=home) as orch:
             orch.run(call("noop", 0))
@@ -81,26 +83,23 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def celery_baseline_worker(redis: str, workdir: Path) -> Iterator[None]:
-    """``celery -A bench.celery_app worker --concurrency 2`` (prefork), ready when it answers a ping."""
-    env = {**os.environ, "EVENFLOW_BENCH_REDIS": redis, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--concurrency", "2"]
-    command += ["--pool", "prefork", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"]
-    log = (workdir / "celery-bench.log").open("wb")
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+def celery_process(
+    app: str, extra: list[str], env: dict[str, str], workdir: Path, control: Any
+) -> Iterator[None]:
+    """``celery -A app worker --concurrency 2`` (prefork), ready once it answers ``control``'s ping."""
+    from tests.support.redis_server import wait_until
+
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "--concurrency", "2", "--pool", "prefork"]
+    command += ["--without-gossip", "--without-mingle", "--loglevel", "WARNING", *extra]
+    log = (workdir / f"{app}.log").open("wb")
+    environment = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=environment, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     try:
-        os.environ["EVENFLOW_BENCH_REDIS"] = redis
-        from . import celery_app
-
-        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = redis
-        from tests.support.redis_server import wait_until
-
-        wait_until(lambda: bool(celery_app.app.control.ping(timeout=0.5)), READY_S, "celery worker ready")
-        celery_app.noop.delay(0).get(timeout=READY_S)
+        wait_until(lambda: bool(control.control.ping(timeout=0.5)), READY_S, f"{app} worker ready")
         yield
     finally:
-        os.killpg(process.pid, 9)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
         log.close()
 
@@ -119,7 +118,13 @@ def measure(systems: list[str]) -> list[tuple[str, Results]]:
             return rows
         with redis_server(Path(workdir)) as redis:
             if "celery" in systems:
-                with celery_baseline_worker(redis, Path(workdir)):
+                os.environ["EVENFLOW_BENCH_REDIS"] = redis
+                from . import celery_app
+
+                celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = redis
+                env = {"EVENFLOW_BENCH_REDIS": redis}
+                with celery_process("bench.celery_app", [], env, Path(workdir), celery_app.app):
+                    celery_app.noop.delay(0).get(timeout=READY_S)  # warm up
                     rows.append(("Celery 5 + Redis, --concurrency 2, canvas", celery(redis)))
             if "evenflow-celery" in systems:
                 home = Path(workdir, "celery")
