@@ -18,6 +18,7 @@ from orchestrator import (
     RetryPolicy,
     RunFailed,
     UnknownCommand,
+    WorkerLost,
     call,
     chord,
     current_call,
@@ -26,7 +27,8 @@ from orchestrator import (
     sequence,
 )
 from orchestrator.core import events as ev
-from orchestrator.core.envelope import Envelope, Outcome
+from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
+from orchestrator.core.planner import LOST_REDISPATCHES
 from orchestrator.core.registry import Registry as RegistryType
 from orchestrator.store.memory import MemoryStore
 from workers.threads import ThreadExecutor
@@ -249,3 +251,48 @@ def test_duplicate_outcomes_are_recorded_and_ignored(store: MemoryStore) -> None
 def test_outcome_type_is_plain_data() -> None:
     outcome = Outcome("r", "n", 1, True, result=[1])
     assert outcome.attempt_id == "r/n#1"
+
+
+class Losing:
+    """A chaos executor: the first ``lose`` attempts of every node end ``lost``, as if their worker died."""
+
+    requires_pickle = False
+
+    def __init__(self, lose: int) -> None:
+        self.lose = lose
+        self.inner = ThreadExecutor(2)
+        self.report: Any = None
+
+    def start(self, registry: RegistryType, report: Any) -> None:
+        self.report = report
+        self.inner.start(registry, report)
+
+    def dispatch(self, envelopes: Sequence[Envelope]) -> None:
+        run = [e for e in envelopes if e.attempt > self.lose]
+        for envelope in envelopes:
+            if envelope.attempt <= self.lose:
+                error = ErrorInfo.from_exception(WorkerLost("the worker vanished"), reason="lost")
+                self.report(Outcome.failed(envelope, error))
+        self.inner.dispatch(run)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("lose", [1, 3])
+def test_lost_attempts_are_sent_again_whatever_the_retry_policy(store: MemoryStore, lose: int) -> None:
+    with Orchestrator(make_registry(), executor=Losing(lose), store=store) as orch:
+        run = orch.submit(parallel(call("inc", 1), call("square", 3).options(retry=RetryPolicy.no_retry())))
+        assert run.result(timeout=30) == [2, 9]
+        events = orch.events(run.id)
+        retries = [e for e in events if e.type == ev.RETRY_SCHEDULED]
+        assert len(retries) == 2 * lose and all(e.data["lost"] and e.data["delay_s"] == 0 for e in retries)
+
+
+def test_a_command_that_loses_every_worker_fails_after_bounded_attempts(store: MemoryStore) -> None:
+    with Orchestrator(make_registry(), executor=Losing(100), store=store) as orch:
+        run = orch.submit(call("inc", 1))
+        with pytest.raises(RunFailed, match="lost") as failed:
+            run.result(timeout=30)
+        assert failed.value.failures[0].attempt == LOST_REDISPATCHES + 1
+        assert failed.value.failures[0].type == "orchestrator.core.errors.WorkerLost"
