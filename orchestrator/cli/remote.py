@@ -48,6 +48,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     worker.add_argument(
         "--concurrency", type=int, default=1, metavar="N", help="commands run at once (default 1)"
     )
+    worker.add_argument("--prefetch", type=int, default=None, metavar="N",
+                        help="calls held beyond those running (default 8 per --concurrency)")  # fmt: skip
     worker.add_argument("--pool", default="threads", choices=("threads", "processes", "asyncio"),
                         help="where commands run in this worker (default threads)")  # fmt: skip
     worker.add_argument("--queue", action="append", default=[], metavar="NAME",
@@ -135,6 +137,7 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
         check_endpoint(args.connect, binding=False),
         load(args.registry, Registry, "a Registry"),
         concurrency=args.concurrency,
+        prefetch=args.prefetch,
         pool=args.pool,
         queues=tuple(args.queue),
         name=args.name,

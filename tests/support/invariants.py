@@ -1,7 +1,7 @@
 """The "nothing lost" invariants of ../shared/RELIABILITY.md, checked on a run's log and an external ledger.
 
     L1  seq is exactly 1..N and the events fold
-    L4  the run reached a terminal event
+    L4  the run reached one terminal event; only late outcomes (outcome.ignored) may follow it
     L5  every ledgered node ran at least once; at most one outcome accepted per attempt
         and per node; every other outcome of an attempt is recorded as outcome.ignored
     L9  every execution in the ledger belongs to an attempt whose dispatch is logged
@@ -30,12 +30,17 @@ class Tally:
     ignored: int
 
 
-def check(run: str, events: Sequence[Event], ledger: Sequence[LedgerEntry], *, ledgered_nodes: int = 0) -> Tally:
+def check(
+    run: str, events: Sequence[Event], ledger: Sequence[LedgerEntry], *, ledgered_nodes: int = 0
+) -> Tally:
     """Assert L1, L4, L5 and L9 for ``run``; ``ledgered_nodes`` is how many of its nodes write the ledger."""
     seqs = [event.seq for event in events]
     assert seqs == list(range(1, len(events) + 1)), f"L1: seq of {run} is not 1..N: {seqs[:20]}"
     state = fold(run, list(events))
-    assert events and events[-1].type in ev.RUN_TERMINAL, f"L4: {run} has no terminal event"
+    ends = [i for i, event in enumerate(events) if event.type in ev.RUN_TERMINAL]
+    assert len(ends) == 1, f"L4: {run} has {len(ends)} terminal events, not one"
+    after = {event.type for event in events[ends[0] + 1 :]}
+    assert after <= {ev.OUTCOME_IGNORED}, f"L4: {run} goes on after its terminal event: {sorted(after)}"
     assert state.finished, f"L4: {run} folds to an unfinished state"
 
     accepted = Counter((e.node, e.attempt) for e in events if e.type in ACCEPTED)
@@ -46,9 +51,13 @@ def check(run: str, events: Sequence[Event], ledger: Sequence[LedgerEntry], *, l
     dispatched = {(e.node, e.attempt) for e in events if e.type == ev.COMMAND_DISPATCHED}
     mine = [entry for entry in ledger if entry.run == run]
     executed = {(entry.node, entry.attempt) for entry in mine}
-    assert executed <= dispatched, f"L9: executions without a logged dispatch: {sorted(executed - dispatched)[:5]}"
+    assert executed <= dispatched, (
+        f"L9: executions without a logged dispatch: {sorted(executed - dispatched)[:5]}"
+    )
     if ledgered_nodes:
         ran = {entry.node for entry in mine}
-        assert len(ran) == ledgered_nodes, f"L5: {ledgered_nodes - len(ran)} ledgered nodes of {run} never ran"
+        assert len(ran) == ledgered_nodes, (
+            f"L5: {ledgered_nodes - len(ran)} ledgered nodes of {run} never ran"
+        )
     ignored = sum(1 for e in events if e.type == ev.OUTCOME_IGNORED)
     return Tally(executions=len(mine), dispatches=len(dispatched), ignored=ignored)

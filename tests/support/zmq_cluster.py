@@ -45,10 +45,17 @@ def send_mail(address: str, ledger: str | None = None) -> str:
     return f"sent to {address}"
 
 
-def ledgered_wait(ledger: str, gate: str, value: Any = None) -> Any:
-    """Ledger this execution, then wait for the file ``gate``: a command a test can interrupt mid-run."""
+def ledgered_wait(ledger: str, gate: str, value: Any = None, finished: str = "") -> Any:
+    """Ledger this execution, then wait for the file ``gate``: a command a test can interrupt mid-run.
+
+    ``finished`` names a file created just before returning, so a test knows the
+    command is over while its outcome may still be on its way (or held by its worker).
+    """
     commands.ledgered(ledger=ledger)
-    return commands.wait_for_file(gate, value, seconds=120.0)
+    result = commands.wait_for_file(gate, value, seconds=120.0)
+    if finished:
+        Path(finished).touch()
+    return result
 
 
 def ledgered_slow(ledger: str, value: Any = None, seconds: float = 0.002) -> Any:

@@ -112,6 +112,8 @@ class Hub:
         self._peers: dict[bytes, Peer] = {}
         self._pending: dict[tuple[str, str | None], deque[tuple[Envelope, float]]] = defaultdict(deque)
         self._reporters: dict[str, bytes] = {}
+        self._resets: dict[bytes, float] = {}
+        """Unknown peers asked to say hello, and when: at most one reset each per liveness window."""
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._waker = Waker()
         self._closing = threading.Event()
@@ -252,8 +254,7 @@ class Hub:
             return
         known = self._peers.get(peer)
         if known is None:
-            self.stats["reset"] += 1
-            self._send(peer, protocol.reset("this service does not know you; say hello again"))
+            self._unknown(peer, now)
             return
         known.last_seen = now
         if isinstance(message, Done):
@@ -262,7 +263,23 @@ class Hub:
             known.draining = True
             log.info("worker %s is draining; it gets no new calls", known.name)
 
+    def _unknown(self, peer: bytes, now: float) -> None:
+        """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once.
+
+        One reset per liveness window: a worker that wakes from a freeze with
+        several messages under way would otherwise get a reset for each, and
+        resend every kept outcome once per reset. If this reset is lost, the
+        worker hears nothing, counts the service as silent and reconnects.
+        """
+        self.stats["unknown"] += 1
+        if now - self._resets.get(peer, -float("inf")) < self.heartbeat_s * self.liveness:
+            return
+        self._resets[peer] = now
+        self.stats["reset"] += 1
+        self._send(peer, protocol.reset("this service does not know you; say hello again"))
+
     def _hello(self, peer: bytes, hello: Hello, now: float) -> None:
+        self._resets.pop(peer, None)
         known = self._peers.get(peer)
         calls = known.calls if known is not None else {}
         self._peers[peer] = Peer(peer, hello.name, hello.commands, hello.queues, hello.slots, now, calls)
@@ -358,6 +375,7 @@ class Hub:
     def _tick(self) -> None:
         now = time.monotonic()
         silent_after = self.heartbeat_s * self.liveness
+        self._resets = {peer: at for peer, at in self._resets.items() if now - at < silent_after}
         for peer in list(self._peers.values()):
             if now - peer.last_seen > silent_after:
                 self._forget(peer, f"went silent for {now - peer.last_seen:.1f}s (over {silent_after:g}s)")

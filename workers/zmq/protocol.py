@@ -152,7 +152,7 @@ def reply(req: str, **body: Any) -> bytes:
 def from_peer(frame: bytes) -> FromPeer:
     """A worker's or client's message, checked; ProtocolError for anything else."""
     doc = _object(frame)
-    kind = doc.get("t")
+    kind = _kind(doc)
     if kind == "hello":
         if doc.get("v") != VERSION:
             raise ProtocolError(f"hello speaks version {doc.get('v')!r}; this service speaks {VERSION}")
@@ -175,7 +175,7 @@ def from_peer(frame: bytes) -> FromPeer:
 def from_service(frame: bytes) -> FromService:
     """The service's message, checked: a worker trusts no more than the service does."""
     doc = _object(frame)
-    kind = doc.get("t")
+    kind = _kind(doc)
     if kind == "call":
         return Calls([envelope_from_doc(item) for item in _list(doc, "envelopes", MAX_BATCH)])
     if kind == "ack":
@@ -202,6 +202,14 @@ def _object(frame: bytes) -> dict[str, Any]:
     return doc
 
 
+def _kind(doc: Mapping[str, Any]) -> str:
+    """The message type, checked before anything compares it (a list there is not even hashable)."""
+    kind = doc.get("t")
+    if not isinstance(kind, str):
+        raise ProtocolError(f"field 't' must name the message type, not {type(kind).__name__}")
+    return kind
+
+
 def _text(doc: Mapping[str, Any], name: str) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not 0 < len(value) <= 200:
@@ -218,7 +226,7 @@ def _list(doc: Mapping[str, Any], name: str, limit: int) -> list[Any]:
 
 def _names(doc: Mapping[str, Any], name: str) -> frozenset[str]:
     items = _list(doc, name, MAX_COMMANDS)
-    if not all(isinstance(item, str) and NAME_PATTERN.match(item) for item in items):
+    if not all(isinstance(item, str) and NAME_PATTERN.fullmatch(item) for item in items):  # "$" allows "\n"
         raise ProtocolError(f"field {name!r} must list valid command or queue names")
     return frozenset(items)
 

@@ -1,0 +1,177 @@
+"""Raw ZeroMQ peers for fault tests: a DEALER that sends whatever frames it is given.
+
+The service must treat every peer as hostile until it says a valid hello (and,
+with CURVE on, until it passes the handshake). ``RawPeer`` speaks no protocol
+of its own: tests hand it junk, forged outcomes or bad hellos and watch what
+the service does, through its own monitor (was it hung up on?) and the replies
+it gets. ``junk_frames`` and ``bad_hellos`` are the catalogue of bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
+
+from orchestrator.core.envelope import Outcome
+from workers.wire import MAX_MESSAGE_BYTES
+from workers.zmq import protocol
+
+
+class RawPeer:
+    """One DEALER connected to ``endpoint``, optionally a CURVE client with the given key files."""
+
+    def __init__(
+        self, endpoint: str, *, secret_file: Path | None = None, server_file: Path | None = None
+    ) -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.socket = self._context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RECONNECT_IVL, 50)
+        if secret_file is not None and server_file is not None:
+            public, secret = zmq.auth.load_certificate(str(secret_file))
+            server, _ = zmq.auth.load_certificate(str(server_file))
+            self.socket.curve_publickey = public
+            self.socket.curve_secretkey = secret or b""
+            self.socket.curve_serverkey = server
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.events: list[int] = []
+        self.socket.connect(endpoint)
+
+    def send(self, *frames: bytes) -> None:
+        """One message of ``frames`` (the ROUTER adds our routing id in front)."""
+        self.socket.send_multipart(list(frames))
+
+    def connected(self, timeout_s: float = 10.0) -> bool:
+        return self._saw(zmq.EVENT_CONNECTED, timeout_s)
+
+    def hung_up(self, timeout_s: float = 10.0) -> bool:
+        """Whether the other side closed the connection within ``timeout_s``."""
+        return self._saw(zmq.EVENT_DISCONNECTED, timeout_s)
+
+    def replies(self, timeout_s: float = 2.0, *, until: int = 1_000) -> list[dict[str, Any]]:
+        """The JSON messages received within ``timeout_s`` (stops early after ``until`` of them)."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(found) < until and (left := deadline - time.monotonic()) > 0:
+            if self.socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+                found.append(json.loads(self.socket.recv()))
+        return found
+
+    def _saw(self, event: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while event not in self.events and (left := deadline - time.monotonic()) > 0:
+            if self._monitor.poll(int(left * 1000) + 1, zmq.POLLIN):
+                self.events.append(recv_monitor_message(self._monitor)["event"])
+        return event in self.events
+
+    def close(self) -> None:
+        self.socket.disable_monitor()
+        self._monitor.close(0)
+        self.socket.close(0)
+        self._context.term()
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def junk_frames(seed: int, count: int = 40) -> Iterator[bytes]:
+    """Single frames the service must drop as malformed: random bytes, then JSON of the wrong shape."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+    yield b""
+    yield b"\xff\xfe{}"  # not UTF-8
+    yield '{"t": "hb"}'.encode("utf-16")  # JSON, but not UTF-8
+    yield b'{"t": "hb", "x": NaN}'
+    yield b"[" * 100_000 + b"]" * 100_000  # nesting the decoder gives up on
+    yield b'{"t": "done", "x": 1e999}'
+    shapes: list[Any] = [
+        [],
+        "hello",
+        42,
+        None,
+        {},
+        {"t": None},
+        {"t": "nope"},
+        {"t": ["hello"]},
+        {"t": "done"},
+        {"t": "done", "outcomes": "all of them"},
+        {"t": "done", "outcomes": [{"run": "r"}]},
+        {"t": "done", "outcomes": [None]},
+        {"t": "done", "outcomes": [{}] * (protocol.MAX_BATCH + 1)},
+        {"t": "submit"},
+        {"t": "watch", "req": ""},
+        {"t": "watch", "req": 7},
+        {"t": "call", "envelopes": []},  # a service's message, not a peer's
+        {"t": "done", "outcomes": [{"$bytes": "not base64!"}]},
+    ]
+    for doc in shapes:
+        yield json.dumps(doc).encode()
+
+
+def bad_hellos() -> Iterator[bytes]:
+    """Hellos with one field wrong: the service must not take the peer as a worker."""
+    good: dict[str, Any] = {
+        "t": "hello",
+        "v": protocol.VERSION,
+        "name": "intruder",
+        "commands": ["ledgered_wait"],
+        "queues": [],
+        "slots": 4,
+        "session": "s",
+    }
+    spoiled: list[dict[str, Any]] = [
+        {"v": protocol.VERSION + 1},
+        {"v": None},
+        {"name": ""},
+        {"name": "x" * 201},
+        {"name": 5},
+        {"commands": "ledgered_wait"},
+        {"commands": ["not a name!"]},
+        {"commands": ["ledgered_wait\n"]},
+        {"commands": [f"c{i}" for i in range(protocol.MAX_COMMANDS + 1)]},
+        {"queues": [None]},
+        {"slots": 0},
+        {"slots": -1},
+        {"slots": protocol.MAX_SLOTS + 1},
+        {"slots": "4"},
+        {"slots": 4.0},
+        {"slots": True},
+        {"session": ""},
+        {"session": None},
+    ]
+    for change in spoiled:
+        yield json.dumps({**good, **change}).encode()
+    yield json.dumps({key: value for key, value in good.items() if key != "session"}).encode()
+
+
+def oversize_frame() -> bytes:
+    """One byte over the limit: ZeroMQ itself (``MAXMSGSIZE``) must hang up on the sender."""
+    return b"{" + b" " * MAX_MESSAGE_BYTES
+
+
+FORGER = "intruder"
+"""The ``by`` of every forged outcome, so a test can look for it in the log."""
+
+
+def forged_done(run: str, node: str, attempt: int, result: Any = "forged") -> bytes:
+    """A well-formed ``done`` claiming the attempt succeeded with ``result``, by ``FORGER``."""
+    now = datetime.now(UTC)
+    outcome = Outcome(run, node, attempt, ok=True, result=result, started_at=now, finished_at=now, by=FORGER)
+    return protocol.done([protocol.outcome_doc(outcome)])
