@@ -115,7 +115,7 @@ class Registry:
 
 
 def check_name(name: object) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidOption(
             f"command name {name!r} is not valid: use 1-200 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or '_'"

@@ -86,7 +86,10 @@ def test_every_message_crosses_unchanged() -> None:
         "run",
     )
     assert protocol.from_service(protocol.welcome(0.2, 3)) == Welcome(0.2, 3)
-    assert protocol.from_service(protocol.calls([envelope])) == Calls([envelope])
+    assert protocol.from_service(protocol.calls([envelope])) == Calls([envelope], [])
+    assert protocol.from_service(protocol.calls([envelope], ["run/r.1#1"])) == Calls(
+        [envelope], ["run/r.1#1"]
+    )
     assert protocol.from_service(protocol.ack(["a", "b"])) == Ack(["a", "b"])
     assert protocol.from_service(protocol.reset("why")) == Reset("why")
     assert protocol.from_service(protocol.signal("hb")) == Signal("hb")

@@ -32,6 +32,7 @@ from orchestrator.core.errors import ConfigurationError, NoWorker, ProtocolError
 
 from ..wire import MAX_MESSAGE_BYTES
 from . import protocol
+from .endpoints import check_endpoint
 from .protocol import Done, Hello, Request, Signal
 from .security import ServerKeys
 from .waker import Waker
@@ -40,6 +41,9 @@ log = logging.getLogger("evenflow.zmq.hub")
 
 OnOutcome = Callable[[Outcome, bytes], None]
 OnRequest = Callable[[bytes, Request], None]
+
+ACK_DELAY_S = 0.02
+"""How long an acknowledgement may wait for a call to ride on: a send is costly, a short wait is not."""
 
 _REFUSED_HANDSHAKES = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -61,6 +65,9 @@ class Peer:
     calls: dict[str, Envelope] = field(default_factory=dict)
     draining: bool = False
     """Said ``bye``: finishing what it holds, taking nothing new."""
+    owed: list[str] = field(default_factory=list)
+    """Acknowledgements not yet sent: they ride on the next call, or go alone after ``ACK_DELAY_S``."""
+    owed_since: float = 0.0
 
     @property
     def free(self) -> int:
@@ -100,7 +107,7 @@ class Hub:
                 f"heartbeat_s ({heartbeat_s!r}) and schedule_timeout_s ({schedule_timeout_s!r}) must be "
                 f"positive and liveness ({liveness!r}) a whole number >= 1"
             )
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint, binding=True)
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.schedule_timeout_s = schedule_timeout_s
@@ -219,9 +226,11 @@ class Hub:
                 if self._waker.fd in ready:
                     self._waker.clear()
                 self._drain_inbox()
-                if time.monotonic() >= next_tick:
+                now = time.monotonic()
+                if now >= next_tick:
                     self._tick()
-                    next_tick = time.monotonic() + self.heartbeat_s / 2
+                    next_tick = now + self.heartbeat_s / 2
+                next_tick = min(next_tick, self._flush_acks(now))
             except Exception:  # the service must outlive any one message
                 log.exception("the zmq hub hit an unexpected error; it goes on")
 
@@ -358,19 +367,37 @@ class Hub:
             self._send_calls(peer.id, batch)
 
     def _send_calls(self, peer: bytes, envelopes: list[Envelope]) -> None:
+        known = self._peers.get(peer)
+        acks: list[str] = []
+        if known is not None:
+            acks, known.owed = known.owed, []
         for start in range(0, len(envelopes), protocol.MAX_BATCH):
-            if not self._send(peer, protocol.calls(envelopes[start : start + protocol.MAX_BATCH])):
+            batch = envelopes[start : start + protocol.MAX_BATCH]
+            if not self._send(peer, protocol.calls(batch, acks if start == 0 else None)):
                 return
 
     def _ack(self, attempt_ids: list[str]) -> None:
-        by_peer: dict[bytes, list[str]] = defaultdict(list)
+        """Owe each outcome's acknowledgement to the worker that sent it."""
+        now = time.monotonic()
         for attempt_id in attempt_ids:
-            peer = self._reporters.pop(attempt_id, None)
+            peer = self._peers.get(self._reporters.pop(attempt_id, b""))
             if peer is not None:
-                by_peer[peer].append(attempt_id)
-        for peer, ids in by_peer.items():
-            if peer in self._peers:
-                self._send(peer, protocol.ack(ids))
+                if not peer.owed:
+                    peer.owed_since = now
+                peer.owed.append(attempt_id)
+
+    def _flush_acks(self, now: float) -> float:
+        """Send acknowledgements that waited ``ACK_DELAY_S`` for a call; returns when the next are due."""
+        due = float("inf")
+        for peer in list(self._peers.values()):
+            if not peer.owed:
+                continue
+            if now - peer.owed_since >= ACK_DELAY_S:
+                ids, peer.owed = peer.owed, []
+                self._send(peer.id, protocol.ack(ids))
+            else:
+                due = min(due, peer.owed_since + ACK_DELAY_S)
+        return due
 
     def _tick(self) -> None:
         now = time.monotonic()

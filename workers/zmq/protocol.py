@@ -10,8 +10,9 @@ routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
                         done   {outcomes: [...]}       (kept until acked)
                         bye    {}
     service -> worker   welcome {heartbeat_s, liveness}
-                        call    {envelopes: [...]}     (never more than the free slots)
-                        ack     {ids: [...]}           (these outcomes are in the log)
+                        call    {envelopes: [...], acks?}  (never more than the free slots)
+                        ack     {ids: [...]}           (these outcomes are in the log; when no
+                                                        call is going that way to carry them)
                         hb      {}
                         reset   {why}                  (say hello again, resend what is unacked)
     client -> service   submit  {req, flow, input?, name?, wait}
@@ -85,6 +86,8 @@ class Welcome:
 @dataclass(frozen=True, slots=True)
 class Calls:
     envelopes: list[Envelope]
+    acks: list[str]
+    """Acknowledgements owed to the worker, carried with the calls instead of in messages of their own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,9 @@ def welcome(heartbeat_s: float, liveness: int) -> bytes:
     return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness})
 
 
-def calls(envelopes: list[Envelope]) -> bytes:
-    return dumps({"t": "call", "envelopes": [envelope_to_doc(envelope) for envelope in envelopes]})
+def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:
+    doc = {"t": "call", "envelopes": [envelope_to_doc(envelope) for envelope in envelopes]}
+    return dumps({**doc, "acks": acks} if acks else doc)
 
 
 def ack(ids: list[str]) -> bytes:
@@ -154,7 +158,7 @@ def from_peer(frame: bytes) -> FromPeer:
     doc = _object(frame)
     kind = _kind(doc)
     if kind == "hello":
-        if doc.get("v") != VERSION:
+        if type(doc.get("v")) is not int or doc.get("v") != VERSION:
             raise ProtocolError(f"hello speaks version {doc.get('v')!r}; this service speaks {VERSION}")
         return Hello(
             name=_text(doc, "name"),
@@ -177,12 +181,10 @@ def from_service(frame: bytes) -> FromService:
     doc = _object(frame)
     kind = _kind(doc)
     if kind == "call":
-        return Calls([envelope_from_doc(item) for item in _list(doc, "envelopes", MAX_BATCH)])
+        envelopes = [envelope_from_doc(item) for item in _list(doc, "envelopes", MAX_BATCH)]
+        return Calls(envelopes, _ids(doc, "acks") if "acks" in doc else [])
     if kind == "ack":
-        ids = _list(doc, "ids", 100 * MAX_BATCH)
-        if not all(isinstance(item, str) for item in ids):
-            raise ProtocolError("ack ids must be strings")
-        return Ack(ids)
+        return Ack(_ids(doc, "ids"))
     if kind == "welcome":
         heartbeat = doc.get("heartbeat_s")
         if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
@@ -222,6 +224,13 @@ def _list(doc: Mapping[str, Any], name: str, limit: int) -> list[Any]:
     if not isinstance(value, list) or len(value) > limit:
         raise ProtocolError(f"field {name!r} must be a list of at most {limit} items")
     return value
+
+
+def _ids(doc: Mapping[str, Any], name: str) -> list[str]:
+    ids = _list(doc, name, 100 * MAX_BATCH)
+    if not all(isinstance(item, str) for item in ids):
+        raise ProtocolError(f"{name} must be attempt ids (strings)")
+    return ids
 
 
 def _names(doc: Mapping[str, Any], name: str) -> frozenset[str]:

@@ -39,6 +39,7 @@ from ..base import BaseExecutor, worker_id
 from ..factory import executor_from_url
 from ..wire import MAX_MESSAGE_BYTES
 from . import protocol
+from .endpoints import check_endpoint
 from .protocol import Ack, Calls, Reset, Welcome
 from .security import ClientKeys
 from .waker import Waker
@@ -46,6 +47,9 @@ from .waker import Waker
 log = logging.getLogger("evenflow.zmq.worker")
 
 POOLS = ("threads", "processes", "asyncio")
+PREFETCH_PER_SLOT = 8
+"""Calls held ready per running slot by default: enough that a fast command never waits for the
+next call to cross the network, few enough that a dead worker costs little to re-dispatch."""
 
 
 class Worker:
@@ -72,10 +76,10 @@ class Worker:
             )
         if not len(registry):
             raise ConfigurationError("the worker's registry is empty: register the commands it should run")
-        self.connect = connect
+        self.connect = check_endpoint(connect, binding=False)
         self.registry = registry
         self.concurrency = concurrency
-        self.slots = concurrency + (concurrency if prefetch is None else max(0, prefetch))
+        self.slots = concurrency + (PREFETCH_PER_SLOT * concurrency if prefetch is None else max(0, prefetch))
         self.pool = pool
         self.queues = tuple(queues)
         self.name = name or f"{stdsocket.gethostname()}:{os.getpid()}"
@@ -95,6 +99,7 @@ class Worker:
         self._socket: zmq.Socket[bytes] | None = None
         self._heard = time.monotonic()
         self._executor = self._local_executor()
+        self._draining = False
         self.connected = threading.Event()
 
     def stop(self) -> None:
@@ -153,6 +158,7 @@ class Worker:
 
     def _drain(self) -> None:
         """Stop taking calls, let running ones finish, wait for their acks; all within the drain timeout."""
+        self._draining = True
         self._send(protocol.signal("bye"))
         self._serve(
             lambda: not (self._running or self._unacked), deadline=time.monotonic() + self.drain_timeout_s
@@ -193,6 +199,8 @@ class Worker:
     def _hello(self) -> None:
         commands, queues = self.registry.names(), list(self.queues)
         self._send(protocol.hello(self.name, commands, queues, self.slots, self._session))
+        if self._draining:  # a service that met us afresh must know we take nothing new
+            self._send(protocol.signal("bye"))
         self._resend()
 
     def _resend(self) -> None:
@@ -218,6 +226,8 @@ class Worker:
 
     def _handle(self, message: protocol.FromService) -> None:
         if isinstance(message, Calls):
+            for attempt_id in message.acks:
+                self._unacked.pop(attempt_id, None)
             self._run(message.envelopes)
         elif isinstance(message, Ack):
             for attempt_id in message.ids:
