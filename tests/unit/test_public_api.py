@@ -7,7 +7,8 @@ import orchestrator
 EXPECTED = {
     "Call", "CallContext", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
     "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "InvalidFlow",
-    "InvalidOption", "InvalidRunState", "Node", "NoWorker", "ProtocolError", "RemoteError", "Orchestrator", "Parallel", "PayloadError", "Registry",
+    "InvalidOption", "InvalidRunState", "Node", "NoWorker", "Orchestrator", "Parallel", "PayloadError",
+    "ProtocolError", "Registry", "RemoteError",
     "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
     "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
     "current_call", "each", "parallel", "sequence",
