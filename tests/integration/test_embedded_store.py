@@ -72,11 +72,11 @@ for line in sys.stdin:
             last += 10
             print("committed", last, flush=True)
     elif command == "fork":
-        child = os.fork()
-        if child == 0:
+        # The child answers, not the parent: by then its after-fork hooks have run.
+        if os.fork() == 0:
+            print("forked", os.getpid(), flush=True)
             while True:
                 signal.pause()
-        print("forked", child, flush=True)
 """
 
 # A fresh process that opens a store and prints what it finds, or the error it gets.
