@@ -52,10 +52,27 @@ class Client:
         self.timeout = timeout
         self._connection = Connection(check_endpoint(endpoint, binding=False), keys=keys)
 
-    def submit(self, flow: FlowSpec, *, input: Any = NO_INPUT, name: str | None = None) -> str:
-        """Send ``flow``; returns the run id once the service has logged the submission."""
-        req = self._connection.send("submit", **_submission(flow, input, name, wait=False))
+    def submit(
+        self, flow: FlowSpec, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+    ) -> str:
+        """Send ``flow``; returns the run id once the service has logged the submission.
+
+        With a ``key`` the submission is idempotent: sending it again (say, after a
+        timeout that left you unsure) returns the same run.
+        """
+        body = _submission(flow, input, name, wait=False)
+        if key is not None:
+            body["key"] = key
+        req = self._connection.send("submit", **body)
         return str(self._answer(req, self.timeout)["run"])
+
+    def cancel(self, run_id: str) -> None:
+        """Have the service log ``run.cancelled``; nothing of the run is dispatched after it."""
+        self._answer(self._connection.send("cancel", run=run_id), self.timeout)
+
+    def retry(self, run_id: str) -> str:
+        """Continue a failed or cancelled run as a new run keeping its successful results; its id."""
+        return str(self._answer(self._connection.send("retry", run=run_id), self.timeout)["run"])
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for the run's result; ``RunFailed`` (naming each failed node) if it failed."""

@@ -27,6 +27,7 @@ from .core.errors import ConfigurationError, ResultTimeout
 from .core.events import Event
 from .core.evolve import fold
 from .core.flows import Node
+from .core.keys import digest, run_for_key
 from .core.ports import Clock, EventStore, Executor
 from .core.registry import Registry
 from .core.state import NO_INPUT, RunState
@@ -138,9 +139,16 @@ class Orchestrator:
         if behind:
             log.info("the runs read model caught up %d runs with the log", len(behind))
 
-    def close(self) -> None:
+    def close(self, *, drain_s: float = 0.0) -> None:
+        """Stop: log what is waiting, then close executors and the store.
+
+        With ``drain_s`` (what SIGTERM asks of ``evenflow`` commands), first take
+        no new submissions and dispatch nothing new, and wait up to that long for
+        the attempts in flight to report, so their outcomes are logged now rather
+        than sent again after a restart.
+        """
         if self._started:
-            self.engine.close()
+            self.engine.close(drain_s=drain_s)
             self._started = False
         self.store.close()
 
@@ -162,31 +170,71 @@ class Orchestrator:
 
     # --- submitting and waiting ------------------------------------------------------------
 
-    def submit(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Run:
-        """Check ``flow``, log its submission durably, and return a handle to the run."""
-        return Run(self, _wait(self._submit(flow, input, name), None))
+    def submit(
+        self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+    ) -> Run:
+        """Check ``flow``, log its submission durably, and return a handle to the run.
 
-    async def submit_async(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Run:
-        return Run(self, await asyncio.wrap_future(self._submit(flow, input, name)))
+        With a ``key``, submitting the same flow, input and name again (from any
+        process, even concurrently) returns the run the key already names; a
+        different payload under the key raises ``IdempotencyConflict``.
+        """
+        return Run(self, _wait(self._submit(flow, input, name, key=key), None))
 
-    def run(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
+    async def submit_async(
+        self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+    ) -> Run:
+        return Run(self, await asyncio.wrap_future(self._submit(flow, input, name, key=key)))
+
+    def run(
+        self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None, key: str | None = None
+    ) -> Any:
         """Submit ``flow`` and wait for its result; a failed run raises ``RunFailed``."""
         result: Future[Any] = Future()
-        self._submit(flow, input, None, watcher=result)
+        self._submit(flow, input, None, watcher=result, key=key)
         return _wait(result, timeout)
 
-    async def run_async(self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
+    async def run_async(
+        self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None, key: str | None = None
+    ) -> Any:
         result: Future[Any] = Future()
-        self._submit(flow, input, None, watcher=result)
+        self._submit(flow, input, None, watcher=result, key=key)
         return await _wait_async(result, timeout)
 
-    def submit_future(self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None) -> Future[str]:
+    def submit_future(
+        self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+    ) -> Future[str]:
         """``submit`` without blocking, for a service answering many callers from one thread.
 
         Checks ``flow`` at once (raising as ``submit`` does); the future holds the
         run id once the submission is logged.
         """
-        return self._submit(flow, input, name)
+        return self._submit(flow, input, name, key=key)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request", timeout: float | None = 30.0) -> None:
+        """Log ``run.cancelled``: nothing of the run is dispatched after it, and the run ends cancelled.
+
+        Attempts already running finish on their own; their outcomes are logged as
+        ignored. Cancelling a cancelled run does nothing; a finished one raises
+        ``InvalidRunState``, an unknown one ``RunNotFound``.
+        """
+        self.start()
+        _wait(self.engine.cancel(run_id, reason), timeout, run_id)
+
+    def retry(self, run_id: str) -> Run:
+        """Continue a failed or cancelled run as a new run that keeps every result that succeeded.
+
+        Retrying the same run again returns the same new run (it is keyed on the
+        old one). Raises ``InvalidRunState`` for a running or succeeded run.
+        """
+        from .core.retry_run import retry_submission
+
+        self.start()
+        run, data = retry_submission(run_id, self._events_of(run_id))
+        input = data.pop("input", NO_INPUT)
+        flow, name, key, digest = data.pop("flow"), data.pop("name"), data.pop("key"), data.pop("digest")
+        submitted = self.engine.submit(run, flow, input=input, name=name, key=key, digest=digest, more=data)
+        return Run(self, _wait(submitted, None))
 
     def result_future(self, run_id: str) -> Future[Any]:
         """The run's result (or ``RunFailed``) as a future, without blocking."""
@@ -197,25 +245,38 @@ class Orchestrator:
 
     def state(self, run_id: str) -> RunState:
         """The run as its log stands now, folded afresh."""
+        return fold(run_id, self._events_of(run_id))
+
+    def _events_of(self, run_id: str) -> list[Event]:
         from .core.errors import RunNotFound
 
         events = self.events(run_id)
         if not events:
             raise RunNotFound(run_id)
-        return fold(run_id, events)
+        return events
 
     def events(self, run_id: str) -> list[Event]:
         return self.store.read(run_id)
 
     def _submit(
-        self, flow: Node, input: Any, name: str | None, *, watcher: Future[Any] | None = None
+        self,
+        flow: Node,
+        input: Any,
+        name: str | None,
+        *,
+        watcher: Future[Any] | None = None,
+        key: str | None = None,
     ) -> Future[str]:
         doc = self._checker.encode(flow)
         if input is not NO_INPUT:
             check_payload(input, "input")
             input = copy.deepcopy(input)  # the caller may go on changing its own object
+        run = uuid.uuid4().hex if key is None else run_for_key(key)
+        fingerprint = None if key is None else digest(doc, input, name)
         self.start()
-        return self.engine.submit(uuid.uuid4().hex, doc, input=input, name=name, watcher=watcher)
+        return self.engine.submit(
+            run, doc, input=input, name=name, watcher=watcher, key=key, digest=fingerprint
+        )
 
 
 class Run:
@@ -234,6 +295,12 @@ class Run:
     def status(self) -> str:
         """``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         return self._orchestrator.state(self.id).status
+
+    def cancel(self, reason: str = "cancelled by request") -> None:
+        self._orchestrator.cancel(self.id, reason)
+
+    def retry(self) -> Run:
+        return self._orchestrator.retry(self.id)
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"

@@ -69,16 +69,16 @@ class Service:
         self.orchestrator.start()
         return self
 
-    def serve(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set (by SIGTERM or SIGINT in ``evenflow serve``), then close."""
+    def serve(self, stop: threading.Event, *, drain_s: float = 0.0) -> None:
+        """Serve until ``stop`` is set (by SIGTERM or SIGINT in ``evenflow serve``), then drain and close."""
         self.start()
         try:
             stop.wait()
         finally:
-            self.close()
+            self.close(drain_s=drain_s)
 
-    def close(self) -> None:
-        self.orchestrator.close()  # closes the executor too, once the engine has stopped
+    def close(self, *, drain_s: float = 0.0) -> None:
+        self.orchestrator.close(drain_s=drain_s)  # closes the executor too, once the engine has stopped
 
     def __enter__(self) -> Service:
         return self.start()
@@ -94,6 +94,8 @@ class Service:
                 self._submit(peer, request.req, request.body)
             elif request.type == "watch":
                 self._watch(peer, request.req, _run_id(request.body))
+            elif request.type in ("cancel", "retry"):
+                self._control(peer, request.req, request.type, _run_id(request.body))
         except Exception as exc:  # every request gets an answer; ours name the problem
             if not isinstance(exc, EvenflowError):
                 log.exception("a %s request failed unexpectedly", request.type)
@@ -104,10 +106,11 @@ class Service:
         value = body.get("input", NO_INPUT)
         if value is not NO_INPUT:
             check_payload(value, "input")
-        name = body.get("name")
-        if name is not None and not isinstance(name, str):
-            raise InvalidOption(f"a run's name must be a string, got {type(name).__name__}")
-        submitted = self.orchestrator.submit_future(flow, input=value, name=name)
+        name, key = body.get("name"), body.get("key")
+        for field, given in (("name", name), ("key", key)):
+            if given is not None and not isinstance(given, str):
+                raise InvalidOption(f"a run's {field} must be a string, got {type(given).__name__}")
+        submitted = self.orchestrator.submit_future(flow, input=value, name=name, key=key)
 
         def answer(future: Future[str]) -> None:
             error = future.exception()
@@ -135,6 +138,21 @@ class Service:
                 self._reply(peer, req, ok=False, error=_error(error), **finished)
 
         self.orchestrator.result_future(run).add_done_callback(answer)
+
+    def _control(self, peer: bytes, req: str, kind: str, run: str) -> None:
+        """Cancel or retry off the hub's thread: both wait for an append."""
+
+        def act() -> None:
+            try:
+                if kind == "cancel":
+                    self.orchestrator.cancel(run)
+                    self._reply(peer, req, ok=True, run=run)
+                else:
+                    self._reply(peer, req, ok=True, run=self.orchestrator.retry(run).id)
+            except Exception as exc:
+                self._reply(peer, req, ok=False, error=_error(exc))
+
+        threading.Thread(target=act, name=f"evenflow-{kind}", daemon=True).start()
 
     def _reply(self, peer: bytes, req: str, **body: Any) -> None:
         from workers.zmq import protocol

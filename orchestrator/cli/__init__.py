@@ -12,7 +12,9 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -25,6 +27,14 @@ EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread: every ``with`` unwinds, so the orchestrator logs and closes."""
+
+
+def _terminate(*_: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -32,9 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # serve and worker put their own drains in place
     try:
         code: int = args.handler(args)
         return code
+    except Terminated:
+        print("evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running", file=sys.stderr)
+        return 0
     except RunFailed as exc:
         if args.debug:
             raise
@@ -86,10 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(run, default_executor="threads")
     run.set_defaults(handler=_run)
 
-    from . import queries, remote
+    from . import control, queries, remote
 
     remote.add_parsers(commands, _store_options, _load)
     queries.add_parsers(commands, _store_options)
+    control.add_parsers(
+        commands, _store_options, _load, lambda parser: _common(parser, default_executor="threads")
+    )
     return parser
 
 

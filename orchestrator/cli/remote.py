@@ -30,6 +30,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     _timing(serve)
     serve.add_argument("--schedule-timeout", type=float, default=300.0, metavar="SECONDS",
                        help="fail a call no worker takes within this time (default 300)")  # fmt: skip
+    serve.add_argument("--drain", type=float, default=10.0, metavar="SECONDS",
+                       help="on SIGTERM, wait this long for calls in flight (default 10)")  # fmt: skip
     serve.add_argument("--secret-key", metavar="FILE", help="the service's NAME.key_secret (turns on CURVE)")
     serve.add_argument("--authorized", metavar="DIR", help="folder of the public keys allowed to connect")
     store_options(serve)
@@ -124,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_signals(stop.set)
     print(f"evenflow: serving on {service.endpoint}", flush=True)
-    service.serve(stop)
+    service.serve(stop, drain_s=args.drain)
     return 0
 
 

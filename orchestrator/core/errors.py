@@ -12,6 +12,7 @@
     ├── CorruptEvent              a stored event does not decode
     ├── RunNotFound               no run with that id
     ├── InvalidRunState           the run is in the wrong state for the request
+    ├── IdempotencyConflict       a submission key already names a run with another payload
     ├── ResultTimeout             waiting for a run's result timed out
     ├── ProtocolError             a malformed or oversize message from a peer
     ├── RemoteError               a command raised, elsewhere, an exception this process cannot rebuild
@@ -20,6 +21,7 @@
     └── CommandError              the kinds of attempt failure evenflow itself reports
         ├── CommandTimeout        an attempt passed its deadline
         ├── WorkerLost            the process running an attempt died
+        ├── Interrupted           the orchestrator stopped while an attempt was in flight
         └── NoWorker              no live worker could take a call before its deadline
 
 Errors carry structured fields, and ``retryable`` says whether a retry policy
@@ -108,6 +110,18 @@ class InvalidRunState(EvenflowError):
     pass
 
 
+class IdempotencyConflict(EvenflowError):
+    """The key was used before for a different flow, input or name: submitting is not idempotent here."""
+
+    def __init__(self, key: str, run: str) -> None:
+        super().__init__(
+            f"submission key {key!r} already names run {run} with a different flow, input or name; "
+            "reuse a key only to submit the same thing again, or choose a new key"
+        )
+        self.key = key
+        self.run = run
+
+
 class ResultTimeout(EvenflowError, TimeoutError):
     pass
 
@@ -172,6 +186,10 @@ class NoWorker(CommandError):
     pass
 
 
+class Interrupted(CommandError):
+    """Logged on restart for an attempt the log shows in flight: it is sent again as a new attempt."""
+
+
 class ProtocolError(EvenflowError):
     """A peer sent something evenflow's wire format does not allow; the message is dropped."""
 
@@ -187,6 +205,8 @@ class RemoteError(EvenflowError):
         self.type = type
         self.remote_traceback = remote_traceback
 
+
+INTERRUPTED = "orchestrator.core.errors.Interrupted"
 
 NEVER_RETRY = (
     "orchestrator.core.errors.UnknownCommand",

@@ -30,6 +30,8 @@ COMMAND_SUCCEEDED = "command.succeeded"
 COMMAND_EXPANDED = "command.expanded"
 COMMAND_FAILED = "command.failed"
 OUTCOME_IGNORED = "outcome.ignored"
+# Who drives the run
+OWNER_CHANGED = "owner.changed"
 # Decisions about a node
 RETRY_SCHEDULED = "retry.scheduled"
 NODE_FAILED = "node.failed"
@@ -49,6 +51,7 @@ KNOWN_TYPES = frozenset(
         OUTCOME_IGNORED,
         RETRY_SCHEDULED,
         NODE_FAILED,
+        OWNER_CHANGED,
     }
 )
 

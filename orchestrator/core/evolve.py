@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import events as ev
-from .errors import CorruptEvent
+from .errors import INTERRUPTED, CorruptEvent
 from .events import Event
 from .flows import reroot
 from .state import (
@@ -63,7 +63,10 @@ def _submitted(state: RunState, event: Event) -> None:
         raise CorruptEvent(f"run {state.run} is submitted twice (event {event.id})")
     data = event.data
     state.flow = data["flow"]
-    state.name, state.key = data.get("name"), data.get("key")
+    state.name, state.key, state.digest = data.get("name"), data.get("key"), data.get("digest")
+    state.retry_of = data.get("retry_of")
+    state.kept = {path: result for path, result in data.get("kept") or ()}
+    state.owner = event.by
     state.submitted_at, state.status = event.at, RUN_RUNNING
     _add_nodes(state, data["flow"]["nodes"])
     _activate(state, data["flow"]["root"], data.get("input", NO_INPUT))
@@ -121,9 +124,17 @@ def _failed(state: RunState, event: Event) -> None:
     state.timers.pop(node.path, None)
     node.error = dict(event.data["error"])
     if node.error.get("reason") == "lost":
-        node.lost += 1
+        if node.error.get("type") == INTERRUPTED:
+            node.interrupted += 1
+        else:
+            node.lost += 1
     node.move(FAILING)
     state.failing[node.path] = None
+
+
+def _owner_changed(state: RunState, event: Event) -> None:
+    """Another orchestrator took the run over; the previous owner's next append to it conflicts."""
+    state.owner = event.data["owner"]
 
 
 def _ignored(state: RunState, event: Event) -> None:
@@ -152,7 +163,9 @@ def _activate(state: RunState, path: str, value: Any) -> None:
     node = state.nodes[path]
     node.input = value
     kind = node.kind
-    if kind == "call":
+    if kind == "call" and path in state.kept:  # it succeeded in the run this one retries
+        _complete(state, node, state.kept[path])
+    elif kind == "call":
         node.move(READY)
         state.ready[path] = None
     elif kind in ("sequence", "chord"):
@@ -312,6 +325,7 @@ _HANDLERS: dict[str, Callable[[RunState, Event], None]] = {
     ev.COMMAND_EXPANDED: _expanded,
     ev.COMMAND_FAILED: _failed,
     ev.OUTCOME_IGNORED: _ignored,
+    ev.OWNER_CHANGED: _owner_changed,
     ev.RETRY_SCHEDULED: _retry_scheduled,
     ev.NODE_FAILED: _node_failed,
 }

@@ -17,12 +17,15 @@ from typing import Any
 from . import events as ev
 from .codec import check_payload
 from .envelope import Envelope, ErrorInfo, attempt_id
-from .errors import CommandTimeout, PayloadError
+from .errors import INTERRUPTED, CommandTimeout, PayloadError
 from .policy import retry_delay, should_retry
 from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, RunState
 
 _NO_RETRY = {"max_attempts": 1, "retry_on": [], "never_retry": []}
 
+RESTART_REDISPATCHES = 10
+"""Attempts interrupted by orchestrator restarts are sent again this many times: enough for crash
+loops of the orchestrator itself to end in a failed node rather than go on for ever."""
 LOST_REDISPATCHES = 3
 """An attempt whose worker died (or froze) is sent again at once this many times, whatever the
 retry policy says: the command did not fail, its host did. The bound stops a command that kills
@@ -121,7 +124,7 @@ def envelope_for(state: RunState, node: NodeState) -> Envelope:
 def _retry_or_fail(state: RunState, node: NodeState, now: datetime) -> Draft:
     error = ErrorInfo.from_doc(node.error or {"type": "builtins.Exception"})
     policy = node.spec.get("retry") or _NO_RETRY
-    if node.kind == "call" and error.reason == "lost" and node.lost <= LOST_REDISPATCHES:
+    if node.kind == "call" and error.reason == "lost" and _may_redispatch(node, error):
         return Draft(
             ev.RETRY_SCHEDULED,
             node=node.path,
@@ -139,6 +142,12 @@ def _retry_or_fail(state: RunState, node: NodeState, now: datetime) -> Draft:
             data={"due": _millis(now + delay), "delay_s": round(delay.total_seconds(), 3)},
         )
     return _give_up(node, error)
+
+
+def _may_redispatch(node: NodeState, error: ErrorInfo) -> bool:
+    if error.type == INTERRUPTED:
+        return node.interrupted <= RESTART_REDISPATCHES
+    return node.lost <= LOST_REDISPATCHES
 
 
 def _give_up(node: NodeState, error: ErrorInfo) -> Draft:

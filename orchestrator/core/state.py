@@ -44,7 +44,7 @@ TRANSITIONS: Final = frozenset(
     {
         (IDLE, READY),
         (IDLE, ACTIVE),
-        (IDLE, SUCCEEDED),  # an empty group
+        (IDLE, SUCCEEDED),  # an empty group, or a call whose result a retried run kept
         (IDLE, FAILING),  # a map whose input is not a list
         (READY, RUNNING),
         (RUNNING, SUCCEEDED),
@@ -83,6 +83,8 @@ class NodeState:
     failures: list[dict[str, Any]] = field(default_factory=list)
     lost: int = 0
     """Attempts that ended because their worker was lost, not because the command failed."""
+    interrupted: int = 0
+    """Attempts that were in flight when the orchestrator stopped."""
     children: list[str] = field(default_factory=list)
     parent: str | None = None
 
@@ -107,6 +109,14 @@ class RunState:
     finished_at: datetime | None = None
     name: str | None = None
     key: str | None = None
+    digest: str | None = None
+    """Fingerprint of what was submitted under ``key``: a second submission must match it."""
+    retry_of: str | None = None
+    """The failed or cancelled run this one continues."""
+    kept: dict[str, Any] = field(default_factory=dict)
+    """Results of call nodes that succeeded in ``retry_of``, by path: used instead of running them."""
+    owner: str | None = None
+    """The orchestrator driving the run: who submitted it, or who last took it over."""
     result: Any = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -24,11 +25,15 @@ from datetime import datetime
 from typing import Any
 
 from ..core import events as ev
+from ..core.crashpoints import crash_point
 from ..core.envelope import Envelope, ErrorInfo, Outcome
 from ..core.errors import (
     ConfigurationError,
     CorruptEvent,
     EvenflowError,
+    IdempotencyConflict,
+    Interrupted,
+    InvalidRunState,
     RunNotFound,
     StoreUnavailable,
     WorkerLost,
@@ -39,7 +44,7 @@ from ..core.outcomes import CheckFlow, record_outcome
 from ..core.planner import Draft, decide, envelope_for
 from ..core.ports import Clock, EventStore, Executor
 from ..core.state import NO_INPUT, RunState
-from .messages import Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
+from .messages import Cancel, Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
 
 log = logging.getLogger("evenflow.engine")
 
@@ -85,6 +90,8 @@ class Engine:
         """Submissions whose append failed: offered again if the log turns out not to hold them."""
         self._failures = 0
         self._stopping = False
+        self._drain_until: float | None = None
+        """While draining (a monotonic deadline): outcomes are logged, nothing new is decided."""
         self._thread = threading.Thread(target=self._loop, name="evenflow-engine", daemon=True)
 
     # --- the outside world -----------------------------------------------------------------
@@ -92,7 +99,7 @@ class Engine:
     def start(self, registry: Any) -> None:
         for executor in self.executors.values():
             executor.start(registry, self._inbox.put)
-        self._reload(self.store.unfinished_runs())
+        self._resume(self.store.unfinished_runs())
         self._thread.start()
 
     def submit(
@@ -103,14 +110,28 @@ class Engine:
         input: Any = NO_INPUT,
         name: str | None = None,
         watcher: Future[Any] | None = None,
+        key: str | None = None,
+        digest: str | None = None,
+        more: Mapping[str, Any] | None = None,
     ) -> Future[str]:
         """Append ``run.submitted``; the future resolves once it is durable.
 
         A ``watcher`` given here gets the run's result, as from ``watch``, without
-        a second trip through the inbox (what ``Orchestrator.run`` wants).
+        a second trip through the inbox (what ``Orchestrator.run`` wants). Under a
+        ``key`` (``run`` derived from it), a run already holding the same
+        ``digest`` is answered instead; another digest is an ``IdempotencyConflict``.
         """
         future: Future[str] = Future()
-        self._inbox.put(Submit(run, flow, input, name, future, watcher))
+        submit = Submit(
+            run, flow, input, name, future, watcher, key=key, digest=digest, more=dict(more or {})
+        )
+        self._inbox.put(submit)
+        return future
+
+    def cancel(self, run: str, reason: str) -> Future[None]:
+        """Append ``run.cancelled``; from then on nothing of the run is dispatched."""
+        future: Future[None] = Future()
+        self._inbox.put(Cancel(run, reason, future))
         return future
 
     def watch(self, run: str) -> Future[Any]:
@@ -119,10 +140,12 @@ class Engine:
         self._inbox.put(Watch(run, future))
         return future
 
-    def close(self, timeout: float | None = 30.0) -> None:
+    def close(self, timeout: float | None = 30.0, *, drain_s: float = 0.0) -> None:
+        """Stop after logging what is waiting; with ``drain_s``, first wait that long at most for the
+        outcomes of attempts in flight (dispatching nothing new), so a restart has less to send again."""
         if self._thread.is_alive():
-            self._inbox.put(Stop())
-            self._thread.join(timeout)
+            self._inbox.put(Stop(drain_s))
+            self._thread.join(None if timeout is None else timeout + drain_s)
         for executor in self.executors.values():
             executor.close()
 
@@ -137,6 +160,12 @@ class Engine:
             except Exception as exc:  # the engine must outlive any one bad turn
                 log.exception("engine turn failed; its runs are reloaded from the log")
                 self._abandon(turn, exc)
+            if self._drain_until is not None and (
+                not self._inflight or time.monotonic() >= self._drain_until
+            ):
+                self._stopping = True
+        if self._inflight:
+            log.info("stopped with %d attempts in flight; a restart sends them again", len(self._inflight))
         answer_the_rest(self._inbox, self._waiters)
 
     def _take(self) -> list[Any]:
@@ -153,6 +182,8 @@ class Engine:
 
     def _wait_s(self) -> float | None:
         """How long the inbox may keep us waiting: until the next timer, or not at all."""
+        if self._drain_until is not None:
+            return max(0.0, min(0.05, self._drain_until - time.monotonic()))
         if self._dirty:
             return 0.0
         due = [when for state in self._live.values() if (when := state.next_due()) is not None]
@@ -170,32 +201,89 @@ class Engine:
                 self._on_submit(item, turn)
             elif isinstance(item, Watch):
                 self._on_watch(item)
+            elif isinstance(item, Cancel):
+                self._on_cancel(item, turn)
             elif isinstance(item, Stop):
-                self._stopping = True
+                self._stop(item)
         now = self.clock.now()
-        for state in list(self._live.values()):
+        for state in list(self._live.values()) if self._drain_until is None else ():
             due = state.next_due()
             if state.run in turn.touched or state.run in self._dirty or (due is not None and due <= now):
                 self._advance(state, now, turn)
         self._dirty.clear()
         self._commit(turn)
 
+    def _stop(self, item: Stop) -> None:
+        if item.drain_s > 0 and self._inflight:
+            log.info(
+                "draining: waiting up to %gs for %d attempts in flight", item.drain_s, len(self._inflight)
+            )
+            self._drain_until = time.monotonic() + item.drain_s
+        else:
+            self._stopping = True
+
     def _on_submit(self, item: Submit, turn: Turn) -> None:
-        if item.run in self._live or item.run in self._recent:
-            error = EvenflowError(f"run {item.run} already exists")
-            settle(item.future, error=error)
-            if item.watcher is not None:
-                settle(item.watcher, error=error)
+        if self._drain_until is not None:
+            self._refuse(
+                item, EvenflowError("the orchestrator is stopping; submit to another or after restart")
+            )
+            return
+        existing = self._live.get(item.run) or self._recent.get(item.run)
+        if existing is None and item.key is not None:
+            try:
+                existing = self._load(item.run)
+            except RunNotFound:
+                pass
+            except Exception as exc:
+                self._refuse(item, exc)
+                return
+        if existing is not None:
+            self._answer_existing(item, existing)
             return
         state = RunState(item.run)
-        data: dict[str, Any] = {"flow": item.flow, "name": item.name}
-        if item.input is not NO_INPUT:
-            data["input"] = item.input
         self._live[item.run] = state
         if item.watcher is not None:
             self._waiters[item.run].append(item.watcher)
-        self._apply(state, Draft(ev.RUN_SUBMITTED, data=data), turn, causation=None)
+        self._apply(state, Draft(ev.RUN_SUBMITTED, data=item.data()), turn, causation=None)
         turn.submits.append(item)
+
+    def _answer_existing(self, item: Submit, state: RunState) -> None:
+        """A run with this id is logged: the same keyed submission gets it, anything else an error."""
+        if item.key is None:
+            self._refuse(item, EvenflowError(f"run {item.run} already exists"))
+        elif state.digest != item.digest:
+            self._refuse(item, IdempotencyConflict(item.key, item.run))
+        else:
+            settle(item.future, result=item.run)
+            if item.watcher is not None:
+                self._watch(state, item.watcher)
+
+    def _refuse(self, item: Submit, error: BaseException) -> None:
+        settle(item.future, error=error)
+        if item.watcher is not None:
+            settle(item.watcher, error=error)
+
+    def _on_cancel(self, item: Cancel, turn: Turn) -> None:
+        state = self._live.get(item.run) or self._recent.get(item.run)
+        if state is None:
+            try:
+                state = self._load(item.run)
+            except Exception as exc:
+                settle(item.future, error=exc)
+                return
+        if state.status == "cancelled":  # cancelling twice (or again after an unsure append) is fine
+            settle(item.future)
+            return
+        if state.finished:
+            settle(
+                item.future,
+                error=InvalidRunState(
+                    f"run {item.run} already {state.status}; only a running run can be cancelled"
+                ),
+            )
+            return
+        self._apply(state, Draft(ev.RUN_CANCELLED, data={"reason": item.reason}), turn, causation=None)
+        turn.cancels.append(item)
 
     def _on_outcome(self, outcome: Outcome, turn: Turn) -> None:
         if outcome.run in self._stale:
@@ -208,6 +296,7 @@ class Engine:
             turn.outcomes.append(outcome)  # acknowledged all the same, so its worker stops resending
             return
         turn.outcomes.append(outcome)
+        crash_point("after-outcome-before-append")
         for draft in record_outcome(state, outcome, self._check_flow):
             self._apply(state, draft, turn, causation=outcome.attempt_id)
 
@@ -219,10 +308,16 @@ class Engine:
             except Exception as exc:
                 settle(item.future, error=exc)
                 return
-        if state is not None and state.finished:
-            resolve(item.future, state)
+        if state is not None:
+            self._watch(state, item.future)
         else:
             self._waiters[item.run].append(item.future)
+
+    def _watch(self, state: RunState, future: Future[Any]) -> None:
+        if state.finished:
+            resolve(future, state)
+        else:
+            self._waiters[state.run].append(future)
 
     def _advance(self, state: RunState, now: datetime, turn: Turn) -> None:
         """Decide and apply until the run has nothing more to decide right now."""
@@ -269,12 +364,22 @@ class Engine:
                 self._append_failed(turn, exc)
                 return
             self._failures = 0
+        crash_point("after-append-before-dispatch")
+        cancelled = {cancel.run for cancel in turn.cancels}
         for route, envelopes in turn.dispatches.items():
-            self._send(route, envelopes)
+            if cancelled:  # decided earlier in this turn, but the cancellation is logged now
+                envelopes = [envelope for envelope in envelopes if envelope.run not in cancelled]
+            if envelopes:
+                self._send(route, envelopes)
         if turn.outcomes:
+            crash_point("after-append-before-ack")
             self._acknowledge([outcome.attempt_id for outcome in turn.outcomes])
+        if turn.submits:
+            crash_point("after-submit-append-before-answer")
         for submit in turn.submits:
             settle(submit.future, result=submit.run)
+        for cancel in turn.cancels:
+            settle(cancel.future)
         for state in turn.finished:
             self._finished(state)
         if batch and self._on_append is not None:
@@ -338,12 +443,16 @@ class Engine:
         self._inflight.update(outcome.attempt_id for outcome in turn.outcomes)
         self._unsure.update((submit.run, submit) for submit in turn.submits)
         self._reload(list(turn.touched))
-        for outcome in turn.outcomes:
-            self._inbox.put(outcome)
+        for item in [*turn.outcomes, *turn.cancels]:
+            self._inbox.put(item)
         for submit in turn.submits:
-            if submit.run in self._live or submit.run in self._recent:  # it landed after all
+            landed = self._live.get(submit.run) or self._recent.get(submit.run)
+            if landed is not None:  # it landed after all, or another writer's run holds the id
                 self._unsure.pop(submit.run, None)
-                settle(submit.future, result=submit.run)
+                if landed.digest == submit.digest:
+                    settle(submit.future, result=submit.run)
+                else:
+                    self._refuse(submit, IdempotencyConflict(submit.key or "", submit.run))
         threading.Event().wait(self._backoff_s())
 
     def _abandon(self, turn: Turn, exc: Exception) -> None:
@@ -353,8 +462,10 @@ class Engine:
             if submit.run not in self._live:
                 self._fail_waiters(submit.run, exc)
                 settle(submit.future, error=exc)
+        for cancel in turn.cancels:
+            settle(cancel.future, error=exc)
 
-    def _reload(self, runs: list[str]) -> None:
+    def _reload(self, runs: list[str], *, resend: bool = True) -> None:
         """Fold runs again from the log; resend attempts that are logged but not in flight here."""
         for run in runs:
             self._live.pop(run, None)
@@ -376,10 +487,35 @@ class Engine:
                 continue
             self._live[run] = state
             self._dirty.add(run)
-            for node in state.running():
+            for node in state.running() if resend else ():
                 envelope = envelope_for(state, node)
                 if envelope.attempt_id not in self._inflight:
                     self._send(envelope.route or "default", [envelope])
+
+    def _resume(self, runs: list[str]) -> None:
+        """On start, before the loop: attempts the log shows in flight died with the previous process.
+
+        Each is ended as ``Interrupted`` (reason ``lost``), so the planner sends it again as a new
+        attempt, and a late result of the old one is recognised as late. Retry timers keep their
+        logged due times: the fold restores them.
+        """
+        self._reload(runs, resend=False)
+        turn = Turn()
+        for state in list(self._live.values()):
+            for node in state.running():
+                exc = Interrupted(f"the orchestrator stopped while attempt {node.attempt} was in flight")
+                error = ErrorInfo.from_exception(exc, reason="lost")
+                draft = Draft(
+                    ev.COMMAND_FAILED,
+                    node.path,
+                    node.attempt,
+                    node.spec["command"],
+                    {"error": error.to_doc()},
+                )
+                self._apply(state, draft, turn, causation=None)
+        if turn.events:
+            log.info("resuming %d runs; %d attempts were in flight", len(self._live), len(turn.batch()))
+        self._commit(turn)
 
     def _not_in_log(self, run: str, exc: RunNotFound) -> None:
         """A submission whose append failed without landing is offered again, a few times."""

@@ -11,7 +11,7 @@ from typing import Any
 from ..core.envelope import Envelope, Outcome
 from ..core.errors import EvenflowError, Failure, RunCancelled, RunFailed
 from ..core.events import Event
-from ..core.state import RunState
+from ..core.state import NO_INPUT, RunState
 
 
 @dataclass(slots=True)
@@ -23,6 +23,25 @@ class Submit:
     future: Future[str]
     watcher: Future[Any] | None = None
     tries: int = 1
+    key: str | None = None
+    digest: str | None = None
+    more: dict[str, Any] = field(default_factory=dict)
+    """Further ``run.submitted`` data: what a retried run keeps from the one it continues."""
+
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"flow": self.flow, "name": self.name, **self.more}
+        if self.input is not NO_INPUT:
+            data["input"] = self.input
+        if self.key is not None:
+            data.update(key=self.key, digest=self.digest)
+        return data
+
+
+@dataclass(slots=True)
+class Cancel:
+    run: str
+    reason: str
+    future: Future[None]
 
 
 @dataclass(slots=True)
@@ -31,8 +50,10 @@ class Watch:
     future: Future[Any]
 
 
+@dataclass(slots=True)
 class Stop:
-    pass
+    drain_s: float = 0.0
+    """How long to keep logging the outcomes of attempts in flight, dispatching nothing new."""
 
 
 @dataclass(slots=True)
@@ -45,6 +66,7 @@ class Turn:
     touched: dict[str, RunState] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     submits: list[Submit] = field(default_factory=list)
+    cancels: list[Cancel] = field(default_factory=list)
 
     def batch(self) -> list[Event]:
         return [event for events in self.events.values() for event in events]
@@ -78,7 +100,7 @@ def answer_the_rest(inbox: queue.SimpleQueue[Any], waiters: dict[str, list[Futur
             item = inbox.get_nowait()
         except queue.Empty:
             break
-        if isinstance(item, Submit | Watch):
+        if isinstance(item, Submit | Watch | Cancel):
             settle(item.future, error=closed)
         if isinstance(item, Submit) and item.watcher is not None:
             settle(item.watcher, error=closed)

@@ -30,6 +30,7 @@ import bson
 from bson.errors import InvalidDocument
 
 from orchestrator.core import events as ev
+from orchestrator.core.crashpoints import crash_point
 from orchestrator.core.errors import (
     ConcurrencyConflict,
     CorruptEvent,
@@ -79,6 +80,8 @@ class EmbeddedStore:
         self._mirrored_rowid = 0
         self._seen_rowid = 0
         self._owner = None if read_only else OwnerLock.acquire(self.home)
+        if self._owner is not None:
+            crash_point("after-lease-acquired")  # the owner lock is the embedded store's lease
         try:
             self._db = self._open_reader() if read_only else self._open_writer()
             self._seen_rowid = self._max_rowid()
@@ -234,6 +237,7 @@ class EmbeddedStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(_INSERT, rows)
+            crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:

@@ -27,6 +27,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from orchestrator.core import events as ev
+from orchestrator.core.crashpoints import armed, crash_point
 from orchestrator.core.errors import CorruptEvent, PayloadError, StoreUnavailable
 from orchestrator.core.events import Event
 
@@ -119,6 +120,9 @@ class MongoStore:
         docs = [ev.to_doc(event) for event in events]
         try:
             with self._guard(f"appending {len(docs)} events", "some may have landed: re-read the runs"):
+                if armed("mid-batch") and len(docs) > 1:  # die with half of the batch written
+                    self.events.insert_many(docs[: len(docs) // 2], ordered=True)
+                    crash_point("mid-batch")
                 self.events.insert_many(docs, ordered=True)
         except BulkWriteError as exc:
             return self._first_duplicate(exc, events)

@@ -6,9 +6,9 @@ import orchestrator
 
 EXPECTED = {
     "Call", "CallContext", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
-    "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "InvalidFlow",
-    "InvalidOption", "InvalidRunState", "Node", "NoWorker", "Orchestrator", "Parallel", "PayloadError",
-    "ProtocolError", "Registry", "RemoteError",
+    "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "IdempotencyConflict",
+    "InvalidFlow", "InvalidOption", "InvalidRunState", "Node", "NoWorker", "Orchestrator", "Parallel",
+    "PayloadError", "ProtocolError", "Registry", "RemoteError",
     "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
     "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
     "current_call", "each", "parallel", "sequence",

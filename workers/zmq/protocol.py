@@ -44,7 +44,7 @@ VERSION = 1
 MAX_BATCH = 1_000
 MAX_COMMANDS = 10_000
 MAX_SLOTS = 10_000
-CLIENT_TYPES = frozenset({"submit", "watch"})
+CLIENT_TYPES = frozenset({"submit", "watch", "cancel", "retry"})
 
 
 @dataclass(frozen=True, slots=True)

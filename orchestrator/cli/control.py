@@ -1,0 +1,164 @@
+"""``evenflow cancel``, ``retry`` and ``resume``: acting on runs that are already in the log.
+
+Without ``--connect`` they write to the store directly, which works while no
+orchestrator owns it (the embedded store) or alongside running ones (MongoDB:
+the owner's next append conflicts and it folds the run again). With
+``--connect`` they ask a running ``evenflow serve`` to do it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..core.errors import EvenflowError, RunFailed, StoreLocked
+from ..core.registry import Registry
+
+Adder = Callable[[argparse.ArgumentParser], None]
+Loader = Callable[[str, type, str], Any]
+
+
+def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder) -> None:
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a running run",
+        description="Log run.cancelled: nothing of the run is dispatched after it. Commands already "
+        "running finish; their results are logged as ignored.",
+    )
+    cancel.add_argument("run", metavar="RUN")
+    cancel.add_argument("--reason", default="cancelled by request", help="recorded in the log")
+    _service(cancel)
+    store_options(cancel)
+    cancel.set_defaults(handler=_cancel)
+
+    retry = commands.add_parser(
+        "retry",
+        help="continue a failed or cancelled run, keeping what succeeded",
+        description="Log a new run with the same flow and input that keeps the results of every call "
+        "that succeeded, and print its id. Retrying the same run again gives the same new run. With "
+        "--registry, run it here until it ends; otherwise `evenflow resume` or a service runs it.",
+    )
+    retry.add_argument("run", metavar="RUN")
+    retry.add_argument(
+        "--registry", metavar="MODULE:REGISTRY", help="run the new run here with these commands"
+    )
+    _service(retry)
+    common(retry)
+    retry.set_defaults(handler=lambda args: _retry(args, load))
+
+    resume = commands.add_parser(
+        "resume",
+        help="finish the runs a stopped or crashed orchestrator left unfinished",
+        description="Start an orchestrator on the store: it folds every unfinished run from the log, "
+        "sends again what was in flight (as new attempts), keeps retry timers at their logged times, and "
+        "waits for each run. Exits 0 when all succeeded, 1 when any failed.",
+    )
+    resume.add_argument(
+        "--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function"
+    )
+    common(resume)
+    resume.set_defaults(handler=lambda args: _resume(args, load))
+
+
+def _service(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--connect", metavar="ENDPOINT", help="ask this `evenflow serve` instead of the store"
+    )
+    parser.add_argument("--secret-key", metavar="FILE", help="this client's NAME.key_secret (CURVE)")
+    parser.add_argument("--server-key", metavar="FILE", help="the service's public NAME.key")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ..client import Client
+
+    return Client(args.connect, secret_key=args.secret_key, server_key=args.server_key)
+
+
+def _writable_store(args: argparse.Namespace) -> Any:
+    from ..store import open_store
+
+    try:
+        return open_store(args.store, home=args.home)
+    except StoreLocked as exc:
+        raise EvenflowError(
+            f"process {exc.pid} owns the embedded store in {args.home or 'the default home'}; if it is "
+            "`evenflow serve`, pass --connect ENDPOINT to act through it, or stop it first"
+        ) from None
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    if args.connect:
+        with _client(args) as client:
+            client.cancel(args.run)
+        print(f"cancelled {args.run}")
+        return 0
+    from ..control import cancel_run
+
+    store = _writable_store(args)
+    try:
+        fresh = cancel_run(store, args.run, args.reason)
+    finally:
+        store.close()
+    print(f"cancelled {args.run}" if fresh else f"{args.run} was cancelled already")
+    return 0
+
+
+def _retry(args: argparse.Namespace, load: Loader) -> int:
+    if args.connect:
+        with _client(args) as client:
+            new = client.retry(args.run)
+            print(new)
+            if args.registry is None:
+                return 0
+            print(json.dumps({"run": new, "result": client.result(new, args.timeout)}, default=str))
+        return 0
+    if args.registry is None:
+        from ..control import retry_run
+
+        store = _writable_store(args)
+        try:
+            print(retry_run(store, args.run))
+        finally:
+            store.close()
+        return 0
+    from ..orchestrator import Orchestrator
+    from .report import print_run
+
+    registry = load(args.registry, Registry, "a Registry")
+    with Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch:
+        run = orch.retry(args.run)
+        try:
+            run.result(args.timeout)
+        finally:
+            print_run(orch, run.id, as_json=args.json)
+    return 0
+
+
+def _resume(args: argparse.Namespace, load: Loader) -> int:
+    from ..orchestrator import Orchestrator
+    from .render import table
+
+    registry = load(args.registry, Registry, "a Registry")
+    orch = Orchestrator(registry, executor=args.executor, store=args.store, home=args.home)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        pending = orch.store.unfinished_runs()  # before start, which takes them all up
+    except BaseException:
+        orch.close()
+        raise
+    with orch:
+        for run in pending:
+            with contextlib.suppress(RunFailed):
+                orch.result(run, args.timeout)
+            state = orch.state(run)
+            rows.append((run, state.name or "", state.status))
+    if args.json:
+        print(json.dumps([{"run": run, "name": name, "status": status} for run, name, status in rows]))
+    elif rows:
+        print(table(("run", "name", "status"), rows))
+    else:
+        print("nothing to resume: every run in the store has ended")
+    return 0 if all(status == "succeeded" for *_, status in rows) else 1
