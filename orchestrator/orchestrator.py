@@ -28,11 +28,12 @@ from .core.events import Event
 from .core.evolve import fold
 from .core.flows import Node
 from .core.keys import digest, run_for_key
-from .core.ports import Clock, EventStore, Executor
+from .core.ports import Clock, EventStore, Executor, LeaseStore
 from .core.registry import Registry
 from .core.state import NO_INPUT, RunState
 from .core.submission import FlowChecker
 from .engine import Engine
+from .engine.ownership import LEASE_S, Leases
 
 if TYPE_CHECKING:
     from projections.documents import Documents
@@ -54,6 +55,9 @@ class Orchestrator:
     checked there, and a route names a group of workers. ``store`` is a URL or an
     ``EventStore``; without one, the durable embedded store in ``home``.
 
+    On MongoDB several orchestrators can share the log: each drives the runs it
+    submitted, and takes over those of one whose lease (``lease_s``) lapsed.
+
     With ``read_models`` (the default) the ``runs`` read model follows every
     append (``runs_collection``): beside the log on a MongoDB or mongomock store,
     caught up with the log at start; in a private in-memory collection
@@ -71,6 +75,7 @@ class Orchestrator:
         home: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
         read_models: bool = True,
+        lease_s: float = LEASE_S,
     ) -> None:
         if registry is not None and not isinstance(registry, Registry):
             raise ConfigurationError(
@@ -88,13 +93,18 @@ class Orchestrator:
         from .core.clock import SystemClock
 
         self.read_models = _runs_projector(self.store) if read_models else None
+        self.by = f"orchestrator:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        leases = None
+        if isinstance(self.store, LeaseStore) and not getattr(self.store, "read_only", False):
+            leases = Leases(self.store, self.by, lease_s=lease_s)
         self.engine = Engine(
             self.store,
             routes,
             clock=clock or SystemClock(),
-            by=f"orchestrator:{socket.gethostname()}:{os.getpid()}",
+            by=self.by,
             check_flow=self._checker.check,
             on_append=self.read_models.apply if self.read_models is not None else None,
+            leases=leases,
         )
         self._started = False
         self._starting = threading.Lock()

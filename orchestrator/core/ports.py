@@ -62,6 +62,21 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Where orchestrators sharing a store say they are alive (MongoDB); a store without it has one owner.
+
+    ``renew_lease`` bumps the owner's beat; ``read_leases`` gives every owner's
+    ``(beat, released)``; ``release_lease`` frees the owner's runs at once.
+    """
+
+    def renew_lease(self, owner: str) -> None: ...
+
+    def read_leases(self) -> dict[str, tuple[int, bool]]: ...
+
+    def release_lease(self, owner: str) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """Wall-clock time in UTC, millisecond precision (what the log records)."""

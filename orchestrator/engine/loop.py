@@ -45,6 +45,7 @@ from ..core.planner import Draft, decide, envelope_for
 from ..core.ports import Clock, EventStore, Executor
 from ..core.state import NO_INPUT, RunState
 from .messages import Cancel, Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
+from .ownership import Leases
 
 log = logging.getLogger("evenflow.engine")
 
@@ -70,6 +71,7 @@ class Engine:
         by: str,
         check_flow: CheckFlow | None = None,
         on_append: AppendHook | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
         self._on_append = on_append
@@ -88,6 +90,10 @@ class Engine:
         """Runs whose log could not be read, with the outcomes that arrived meanwhile."""
         self._unsure: dict[str, Submit] = {}
         """Submissions whose append failed: offered again if the log turns out not to hold them."""
+        self._leases = leases
+        """Set when several orchestrators may share the store; without it every run here is ours."""
+        self._foreign: dict[str, str | None] = {}
+        """Unfinished runs another orchestrator drives, with their owner."""
         self._failures = 0
         self._stopping = False
         self._drain_until: float | None = None
@@ -99,7 +105,9 @@ class Engine:
     def start(self, registry: Any) -> None:
         for executor in self.executors.values():
             executor.start(registry, self._inbox.put)
-        self._resume(self.store.unfinished_runs())
+        if self._leases is not None:
+            self._leases.tick()
+        self._take_over(self.store.unfinished_runs())
         self._thread.start()
 
     def submit(
@@ -146,6 +154,11 @@ class Engine:
         if self._thread.is_alive():
             self._inbox.put(Stop(drain_s))
             self._thread.join(None if timeout is None else timeout + drain_s)
+        if self._leases is not None and not self._thread.is_alive():
+            try:  # our runs are free for others at once, not after a lease period
+                self._leases.release()
+            except Exception:
+                log.warning("could not release the lease; others take the runs over when it expires")
         for executor in self.executors.values():
             executor.close()
 
@@ -156,6 +169,7 @@ class Engine:
             turn = Turn()
             try:
                 self._retry_stale()
+                self._patrol()
                 self._turn(self._take(), turn)
             except Exception as exc:  # the engine must outlive any one bad turn
                 log.exception("engine turn failed; its runs are reloaded from the log")
@@ -186,6 +200,12 @@ class Engine:
             return max(0.0, min(0.05, self._drain_until - time.monotonic()))
         if self._dirty:
             return 0.0
+        if self._leases is not None:
+            wait = self._timer_wait_s()
+            return self._leases.wait_s() if wait is None else min(wait, self._leases.wait_s())
+        return self._timer_wait_s()
+
+    def _timer_wait_s(self) -> float | None:
         due = [when for state in self._live.values() if (when := state.next_due()) is not None]
         wait = max(0.0, (min(due) - self.clock.now()).total_seconds()) if due else None
         if self._stale:
@@ -291,8 +311,8 @@ class Engine:
             return
         self._inflight.discard(outcome.attempt_id)
         state = self._live.get(outcome.run) or self._recent.get(outcome.run)
-        if state is None:
-            log.info("outcome of %s arrived for a run not in memory; ignored", outcome.attempt_id)
+        if state is None or not self._owns(state):  # only a run's owner writes to it
+            log.info("outcome of %s arrived for a run not driven here; ignored", outcome.attempt_id)
             turn.outcomes.append(outcome)  # acknowledged all the same, so its worker stops resending
             return
         turn.outcomes.append(outcome)
@@ -446,7 +466,7 @@ class Engine:
         for item in [*turn.outcomes, *turn.cancels]:
             self._inbox.put(item)
         for submit in turn.submits:
-            landed = self._live.get(submit.run) or self._recent.get(submit.run)
+            landed = self._live.get(submit.run) or self._recent.get(submit.run) or self._peek(submit.run)
             if landed is not None:  # it landed after all, or another writer's run holds the id
                 self._unsure.pop(submit.run, None)
                 if landed.digest == submit.digest:
@@ -465,8 +485,13 @@ class Engine:
         for cancel in turn.cancels:
             settle(cancel.future, error=exc)
 
-    def _reload(self, runs: list[str], *, resend: bool = True) -> None:
-        """Fold runs again from the log; resend attempts that are logged but not in flight here."""
+    def _reload(self, runs: list[str], *, resend: bool = True, adopt: bool = False) -> list[RunState]:
+        """Fold runs again from the log; resend attempts that are logged but not in flight here.
+
+        Runs another orchestrator drives are left to it, unless ``adopt`` and its
+        lease has lapsed. Returns the runs this engine now drives.
+        """
+        driven: list[RunState] = []
         for run in runs:
             self._live.pop(run, None)
             try:
@@ -483,25 +508,40 @@ class Engine:
                 self._stale.setdefault(run, [])
                 continue
             if state.finished:
+                self._foreign.pop(run, None)
                 self._finished(state)
                 continue
+            if not self._owns(state) and not (adopt and self._leases and self._leases.takeable(state.owner)):
+                self._foreign[run] = state.owner
+                continue
+            self._foreign.pop(run, None)
             self._live[run] = state
             self._dirty.add(run)
+            driven.append(state)
             for node in state.running() if resend else ():
                 envelope = envelope_for(state, node)
                 if envelope.attempt_id not in self._inflight:
                     self._send(envelope.route or "default", [envelope])
+        return driven
 
-    def _resume(self, runs: list[str]) -> None:
-        """On start, before the loop: attempts the log shows in flight died with the previous process.
+    def _owns(self, state: RunState) -> bool:
+        return self._leases is None or state.owner == self.by
 
-        Each is ended as ``Interrupted`` (reason ``lost``), so the planner sends it again as a new
-        attempt, and a late result of the old one is recognised as late. Retry timers keep their
-        logged due times: the fold restores them.
+    def _take_over(self, runs: list[str]) -> None:
+        """Drive these runs from now on: at start, and when their owner's lease lapses.
+
+        Ownership is logged first (``owner.changed``, with leases), fencing out a
+        former owner that is only paused. Then each attempt the log shows in
+        flight is ended as ``Interrupted`` (reason ``lost``): its process is gone,
+        or it answers an orchestrator that no longer drives the run. The planner
+        sends it again as a new attempt, and a late result of the old one is
+        recognised as late. Retry timers keep their logged due times.
         """
-        self._reload(runs, resend=False)
         turn = Turn()
-        for state in list(self._live.values()):
+        for state in self._reload(runs, resend=False, adopt=True):
+            if not self._owns(state):
+                draft = Draft(ev.OWNER_CHANGED, data={"owner": self.by, "previous": state.owner})
+                self._apply(state, draft, turn, causation=None)
             for node in state.running():
                 exc = Interrupted(f"the orchestrator stopped while attempt {node.attempt} was in flight")
                 error = ErrorInfo.from_exception(exc, reason="lost")
@@ -514,8 +554,32 @@ class Engine:
                 )
                 self._apply(state, draft, turn, causation=None)
         if turn.events:
-            log.info("resuming %d runs; %d attempts were in flight", len(self._live), len(turn.batch()))
+            log.info("took over runs: %d events of ownership and interrupted attempts", len(turn.batch()))
         self._commit(turn)
+
+    def _patrol(self) -> None:
+        """Every renew period: renew our lease, take runs whose owner's lapsed, follow watched runs."""
+        if self._leases is None or not self._leases.due() or self._drain_until is not None:
+            return
+        try:
+            self._leases.tick()
+            unfinished = [run for run in self.store.unfinished_runs() if run not in self._live]
+        except Exception as exc:
+            log.warning("could not renew the lease or list unfinished runs (%r); will try again", exc)
+            return
+        known = set(unfinished)
+        self._foreign = {run: owner for run, owner in self._foreign.items() if run in known}
+        free = [
+            run
+            for run in unfinished
+            if run not in self._stale
+            and (run not in self._foreign or self._leases.takeable(self._foreign[run]))
+        ]
+        if free:
+            self._take_over(free)
+        followed = [run for run in self._waiters if run not in self._live and run not in self._recent]
+        for run in [run for run in followed if run not in known and run not in self._unsure]:
+            self._reload([run])  # another orchestrator finished it: answer its watchers from the log
 
     def _not_in_log(self, run: str, exc: RunNotFound) -> None:
         """A submission whose append failed without landing is offered again, a few times."""
@@ -551,6 +615,15 @@ class Engine:
     def _fail_waiters(self, run: str, exc: BaseException) -> None:
         for future in self._waiters.pop(run, []):
             settle(future, error=exc)
+
+    def _peek(self, run: str) -> RunState | None:
+        """A run another orchestrator drives, as the log has it now (None if it cannot be read)."""
+        if run not in self._foreign:
+            return None
+        try:
+            return self._load(run)
+        except Exception:
+            return None
 
     def _load(self, run: str) -> RunState:
         events = self.store.read(run)

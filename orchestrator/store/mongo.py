@@ -37,6 +37,8 @@ LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
 """Once an append returns, a majority has journaled it; never wait forever."""
 
 DEFAULT_DATABASE = "evenflow"
+LEASES = "leases"
+"""One document per orchestrator sharing the log: ``{_id: owner, beat, released, at}``."""
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
 DUPLICATE_KEY = 11000
 CORRUPT_FIELD = "corrupt"
@@ -82,6 +84,9 @@ class MongoStore:
         if self._server:
             collection = collection.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
         self.events = collection
+        self.leases = collection.database[LEASES]
+        if self._server:
+            self.leases = self.leases.with_options(write_concern=write_concern)
         self.read_only = read_only
         self._client = client
         self._label = label
@@ -109,6 +114,22 @@ class MongoStore:
             submitted = self.events.find({"type": ev.RUN_SUBMITTED}, {"run": 1, "at": 1, "_id": 0})
             started = {doc["run"]: doc.get("at") for doc in submitted if doc["run"] not in finished}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
+
+    # --- leases (see orchestrator.engine.ownership) ---------------------------------------
+
+    def renew_lease(self, owner: str) -> None:
+        change = {"$inc": {"beat": 1}, "$set": {"released": False, "at": ev.utcnow()}}
+        with self._lock, self._guard(f"renewing the lease of {owner}"):
+            self.leases.update_one({"_id": owner}, change, upsert=True)
+
+    def read_leases(self) -> dict[str, tuple[int, bool]]:
+        with self._lock, self._guard("reading the leases"):
+            docs = list(self.leases.find({}, {"beat": 1, "released": 1}))
+        return {str(doc["_id"]): (int(doc.get("beat", 0)), bool(doc.get("released"))) for doc in docs}
+
+    def release_lease(self, owner: str) -> None:
+        with self._lock, self._guard(f"releasing the lease of {owner}"):
+            self.leases.update_one({"_id": owner}, {"$set": {"released": True, "at": ev.utcnow()}})
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,209 @@
+"""Cancel, retry-from-failure and idempotency keys, through the Python API on real stores."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import (
+    IdempotencyConflict,
+    InvalidRunState,
+    Orchestrator,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    call,
+    chord,
+    each,
+    parallel,
+    sequence,
+)
+from orchestrator.core import events as ev
+from orchestrator.core.events import Event
+from tests.commands import ledger_read, make_registry
+
+DEADLINE_S = 30.0
+
+
+def fails_until(marker: str, value: Any = None) -> Any:
+    """Fails while ``marker`` does not exist: a step that a fix (the marker) makes pass."""
+    if not os.path.exists(marker):
+        raise ConnectionError(f"{marker} is missing")
+    return value
+
+
+def registry() -> Any:
+    commands = make_registry()
+    commands.register("fails_until", fails_until)
+    return commands
+
+
+def poll(condition: Any, seconds: float = DEADLINE_S) -> None:
+    waiting = threading.Event()
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        waiting.wait(0.01)
+    raise AssertionError(f"condition not met within {seconds}s")
+
+
+@pytest.fixture
+def orch(tmp_path: Path) -> Iterator[Orchestrator]:
+    with Orchestrator(registry(), executor="threads://4", home=tmp_path / "home") as started:
+        yield started
+
+
+def types_after(events: list[Event], kind: str) -> list[str]:
+    first = next(i for i, event in enumerate(events) if event.type == kind)
+    return [event.type for event in events[first + 1 :]]
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+
+def test_a_cancelled_run_dispatches_nothing_more_and_ends_cancelled(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    run = orch.submit(sequence(call("wait_for_file", str(gate), 1), call("inc"), call("inc")))
+    poll(lambda: any(e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)))
+
+    run.cancel("no longer needed")
+    with pytest.raises(RunCancelled):
+        run.result(DEADLINE_S)
+    gate.touch()  # the running step finishes; its outcome is recorded and ignored
+    poll(lambda: any(e.type == ev.OUTCOME_IGNORED for e in orch.events(run.id)))
+
+    events = orch.events(run.id)
+    assert run.status() == "cancelled"
+    assert types_after(events, ev.RUN_CANCELLED) == [ev.OUTCOME_IGNORED]
+    assert next(e for e in events if e.type == ev.RUN_CANCELLED).data["reason"] == "no longer needed"
+    assert sum(e.type == ev.COMMAND_DISPATCHED for e in events) == 1
+
+
+def test_cancel_is_idempotent_and_refuses_ended_or_unknown_runs(orch: Orchestrator, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    blocked = orch.submit(call("wait_for_file", str(gate)))
+    orch.cancel(blocked.id)
+    orch.cancel(blocked.id)  # a second cancel changes nothing
+    done = orch.submit(call("inc", 1))
+    assert done.result(DEADLINE_S) == 2
+
+    with pytest.raises(InvalidRunState, match="already succeeded"):
+        orch.cancel(done.id)
+    with pytest.raises(RunNotFound):
+        orch.cancel("0" * 32)
+    assert [e.type for e in orch.events(blocked.id)].count(ev.RUN_CANCELLED) == 1
+    gate.touch()
+
+
+# --- retry from failure -------------------------------------------------------------------------
+
+
+def test_retry_keeps_what_succeeded_and_runs_only_what_failed(orch: Orchestrator, tmp_path: Path) -> None:
+    ledger, marker = str(tmp_path / "ledger.jsonl"), str(tmp_path / "fixed")
+    flow = chord(
+        [
+            call("ledgered", 1, ledger=ledger),
+            call("fails_until", marker, 10),
+            call("ledgered", 100, ledger=ledger),
+        ],
+        call("total"),
+    )
+    failed = orch.submit(flow)
+    with pytest.raises(RunFailed):
+        failed.result(DEADLINE_S)
+    assert len(ledger_read(ledger)) == 2
+
+    Path(marker).touch()
+    retried = orch.retry(failed.id)
+
+    assert retried.result(DEADLINE_S) == 111
+    assert retried.id != failed.id
+    assert len(ledger_read(ledger)) == 2  # the two calls that had succeeded did not run again
+    assert orch.retry(failed.id).id == retried.id  # retrying the same run again: the same new run
+    assert failed.status() == "failed"  # the old run's log is left as it ended
+    submitted = orch.events(retried.id)[0].data
+    assert submitted["retry_of"] == failed.id
+    dispatched = {e.node for e in orch.events(retried.id) if e.type == ev.COMMAND_DISPATCHED}
+    assert dispatched == {"r.0.1", "r.1"}
+
+
+def test_retry_of_a_map_keeps_the_items_that_succeeded(orch: Orchestrator, tmp_path: Path) -> None:
+    marker = str(tmp_path / "fixed")
+    flow = sequence(call("noop", [1, 2, 3]), each("inc"), call("total"))
+    assert orch.run(flow, timeout=DEADLINE_S) == 9  # control: the flow itself is right
+
+    failing = sequence(
+        call("noop", [1, 2]), parallel(each("inc"), call("fails_until", marker, [0]).si()), call("noop")
+    )
+    failed = orch.submit(failing)
+    with pytest.raises(RunFailed):
+        failed.result(DEADLINE_S)
+    Path(marker).touch()
+    retried = orch.retry(failed.id)
+
+    assert retried.result(DEADLINE_S) == [[2, 3], [0]]
+    dispatched = sorted(e.node for e in orch.events(retried.id) if e.type == ev.COMMAND_DISPATCHED)
+    assert dispatched == ["r.1.1", "r.2"]
+
+
+def test_retry_refuses_running_and_succeeded_runs(orch: Orchestrator, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    running = orch.submit(call("wait_for_file", str(gate), 1))
+    with pytest.raises(InvalidRunState, match="still running"):
+        orch.retry(running.id)
+    gate.touch()
+    assert running.result(DEADLINE_S) == 1
+    with pytest.raises(InvalidRunState, match="nothing to retry"):
+        orch.retry(running.id)
+    with pytest.raises(RunNotFound):
+        orch.retry("f" * 32)
+
+
+def test_a_cancelled_run_can_be_retried(orch: Orchestrator, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    run = orch.submit(sequence(call("inc", 1), call("wait_for_file", str(gate)).si(), call("inc", 5).si()))
+    poll(lambda: any(e.node == "r.1" and e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)))
+    run.cancel()
+    gate.touch()
+    assert orch.retry(run.id).result(DEADLINE_S) == 6
+
+
+# --- idempotency keys ---------------------------------------------------------------------------
+
+
+def test_the_same_key_and_payload_give_the_same_run(orch: Orchestrator) -> None:
+    first = orch.submit(call("inc", 1), key="order-42")
+    second = orch.submit(call("inc", 1), key="order-42")
+
+    assert first.id == second.id
+    assert second.result(DEADLINE_S) == 2
+    assert orch.run(call("inc", 1), key="order-42", timeout=DEADLINE_S) == 2
+    assert [e.type for e in orch.events(first.id)].count(ev.RUN_SUBMITTED) == 1
+
+
+def test_another_payload_under_a_used_key_is_a_conflict(orch: Orchestrator) -> None:
+    orch.submit(call("inc", 1), key="order-43")
+    with pytest.raises(IdempotencyConflict, match="order-43"):
+        orch.submit(call("inc", 2), key="order-43")
+    with pytest.raises(IdempotencyConflict):
+        orch.submit(call("inc", 1), key="order-43", name="another name")
+    with pytest.raises(IdempotencyConflict):
+        orch.submit(call("inc"), input=5, key="order-43")
+
+
+def test_keys_hold_across_restarts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with Orchestrator(registry(), executor="threads://2", home=home) as first:
+        run = first.submit(call("inc", 1), key="invoice-7")
+        assert run.result(DEADLINE_S) == 2
+    with Orchestrator(registry(), executor="threads://2", home=home) as second:
+        assert second.submit(call("inc", 1), key="invoice-7").id == run.id
+        with pytest.raises(IdempotencyConflict):
+            second.submit(call("inc", 3), key="invoice-7")
