@@ -563,6 +563,8 @@ class Engine:
             return
         try:
             self._leases.tick()
+            if not self._leases.scan_due(set(self._foreign.values())) and not self._waiters:
+                return
             unfinished = [run for run in self.store.unfinished_runs() if run not in self._live]
         except Exception as exc:
             log.warning("could not renew the lease or list unfinished runs (%r); will try again", exc)

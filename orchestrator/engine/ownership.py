@@ -15,7 +15,7 @@ folds the run again, sees it is no longer its own and dispatches nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..core.crashpoints import crash_point
@@ -50,6 +50,7 @@ class Leases:
         self._monotonic = monotonic
         self._seen: dict[str, _Seen] = {}
         self.next_renew = 0.0
+        self._next_scan = 0.0
         self._held = False
 
     def due(self) -> bool:
@@ -70,6 +71,21 @@ class Leases:
             seen = self._seen.get(owner)
             if seen is None or (seen.beat, seen.released) != (beat, released):
                 self._seen[owner] = _Seen(beat, released, now)
+
+    def scan_due(self, owners: Iterable[str | None]) -> bool:
+        """Whether to list unfinished runs again: every renew while the lease of an owner of runs we
+        know is lapsing, else once per lease (the listing reads every run's lifecycle events)."""
+        now = self._monotonic()
+        lapsing = any(
+            (seen := self._seen.get(owner)) is not None
+            and (seen.released or now - seen.since >= self.lease_s - self.renew_s)
+            for owner in owners
+            if owner is not None
+        )
+        if now < self._next_scan and not lapsing:
+            return False
+        self._next_scan = now + self.lease_s
+        return True
 
     def takeable(self, owner: str | None) -> bool:
         """Whether a run of ``owner`` may be taken over now."""
