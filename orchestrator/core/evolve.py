@@ -105,12 +105,14 @@ def _started(state: RunState, event: Event) -> None:
 def _succeeded(state: RunState, event: Event) -> None:
     node = _current_attempt(state, event)
     state.timers.pop(node.path, None)
+    state.progress += 1
     _complete(state, node, event.data.get("result"))
 
 
 def _expanded(state: RunState, event: Event) -> None:
     node = _current_attempt(state, event)
     state.timers.pop(node.path, None)
+    state.progress += 1
     node.move(ACTIVE)
     flow = reroot(event.data["flow"], f"{node.path}.e")
     specs = [dict(spec, parent=node.path) if spec["parent"] is None else spec for spec in flow["nodes"]]
@@ -123,10 +125,12 @@ def _failed(state: RunState, event: Event) -> None:
     node = _current_attempt(state, event)
     state.timers.pop(node.path, None)
     node.error = dict(event.data["error"])
-    if node.error.get("reason") == "lost":
-        if node.error.get("type") == INTERRUPTED:
-            node.interrupted += 1
-        else:
+    if node.error.get("type") == INTERRUPTED:
+        node.interrupted = node.interrupted + 1 if node.interrupted_at == state.progress else 1
+        node.interrupted_at = state.progress
+    else:
+        state.progress += 1
+        if node.error.get("reason") == "lost":
             node.lost += 1
     node.move(FAILING)
     state.failing[node.path] = None

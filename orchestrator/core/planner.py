@@ -24,8 +24,9 @@ from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, Run
 _NO_RETRY = {"max_attempts": 1, "retry_on": [], "never_retry": []}
 
 RESTART_REDISPATCHES = 10
-"""Attempts interrupted by orchestrator restarts are sent again this many times: enough for crash
-loops of the orchestrator itself to end in a failed node rather than go on for ever."""
+"""An attempt interrupted by an orchestrator restart is sent again, up to this many restarts in a row
+during which its run made no progress: a command that kills its own orchestrator ends in a failed
+node instead of a crash loop, while restarts that let the run advance never fail a node."""
 LOST_REDISPATCHES = 3
 """An attempt whose worker died (or froze) is sent again at once this many times, whatever the
 retry policy says: the command did not fail, its host did. The bound stops a command that kills

@@ -84,7 +84,11 @@ class NodeState:
     lost: int = 0
     """Attempts that ended because their worker was lost, not because the command failed."""
     interrupted: int = 0
-    """Attempts that were in flight when the orchestrator stopped."""
+    """Attempts in a row that were in flight when the orchestrator stopped, with no progress of the
+    run between them: a command that kills its orchestrator grows it, restarts for other reasons
+    do not (an attempt waiting in a queue never ran)."""
+    interrupted_at: int = -1
+    """The run's ``progress`` when this node was last interrupted."""
     children: list[str] = field(default_factory=list)
     parent: str | None = None
 
@@ -115,6 +119,8 @@ class RunState:
     """The failed or cancelled run this one continues."""
     kept: dict[str, Any] = field(default_factory=dict)
     """Results of call nodes that succeeded in ``retry_of``, by path: used instead of running them."""
+    progress: int = 0
+    """Outcomes accepted so far, except interruptions."""
     owner: str | None = None
     """The orchestrator driving the run: who submitted it, or who last took it over."""
     result: Any = None
