@@ -116,18 +116,6 @@ class Rounds:
         """Until an outcome beyond ``baseline`` is logged, or the owner ends."""
         poll(lambda: process.poll() is not None or self.progress() > baseline, 20, what)
 
-    def wait_finished(self, process: subprocess.Popen[bytes], runs: list[str], what: str) -> None:
-        """Until none of ``runs`` is unfinished, or the owner ends."""
-
-        def finished() -> bool:
-            self.refresh()
-            return not set(runs) & set(self.unfinished())
-
-        poll(lambda: process.poll() is not None or finished(), 30, what)
-
-    def unfinished(self) -> list[str]:
-        return [run for run, events in self.logs.items() if not fold(run, events).finished]
-
 
 def snapshot(home: Path, runs: list[str]) -> dict[str, list[Event]]:
     """Every run's log read afresh, read-only, while no owner runs."""
