@@ -8,6 +8,7 @@ non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from ..core.errors import ConfigurationError, EvenflowError, RunFailed
@@ -33,6 +34,30 @@ class Terminated(BaseException):
 
 def _terminate(*_: object) -> None:
     raise Terminated
+
+
+DRAIN_S = 3.0
+"""On SIGTERM, how long outcomes of commands in flight are still logged before the process leaves."""
+
+
+@contextlib.contextmanager
+def terminable(orch: Any) -> Iterator[None]:
+    """On SIGTERM inside the block: log what can be logged within ``DRAIN_S``, then exit 0 at once.
+
+    Commands still running are not waited for (a thread cannot be stopped, and
+    a long one would hold the exit); the log shows them dispatched, so
+    ``evenflow resume`` sends them again as new attempts.
+    """
+    try:
+        yield
+    except Terminated:
+        closing = threading.Thread(target=orch.close, kwargs={"drain_s": DRAIN_S}, daemon=True)
+        closing.start()
+        closing.join(DRAIN_S + 5.0)
+        print("evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,7 +182,10 @@ def _execute(args: argparse.Namespace, registry: Registry, flow: Node, value: An
     from ..orchestrator import Orchestrator
     from .report import print_run
 
-    with Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch:
+    with (
+        Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch,
+        terminable(orch),
+    ):
         run = orch.submit(flow, input=value, name=name)
         try:
             run.result(args.timeout)

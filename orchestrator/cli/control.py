@@ -9,13 +9,13 @@ the owner's next append conflicts and it folds the run again). With
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import EvenflowError, RunFailed, StoreLocked
 from ..core.registry import Registry
+from . import terminable
 
 Adder = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[str, type, str], Any]
@@ -128,7 +128,10 @@ def _retry(args: argparse.Namespace, load: Loader) -> int:
     from .report import print_run
 
     registry = load(args.registry, Registry, "a Registry")
-    with Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch:
+    with (
+        Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch,
+        terminable(orch),
+    ):
         run = orch.retry(args.run)
         try:
             run.result(args.timeout)
@@ -143,22 +146,32 @@ def _resume(args: argparse.Namespace, load: Loader) -> int:
 
     registry = load(args.registry, Registry, "a Registry")
     orch = Orchestrator(registry, executor=args.executor, store=args.store, home=args.home)
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
     try:
         pending = orch.store.unfinished_runs()  # before start, which takes them all up
     except BaseException:
         orch.close()
         raise
-    with orch:
+    with orch, terminable(orch):
         for run in pending:
-            with contextlib.suppress(RunFailed):
-                orch.result(run, args.timeout)
-            state = orch.state(run)
-            rows.append((run, state.name or "", state.status))
+            rows.append(_resumed(orch, run, args.timeout))
     if args.json:
-        print(json.dumps([{"run": run, "name": name, "status": status} for run, name, status in rows]))
+        keys = ("run", "name", "status", "error")
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows]))
     elif rows:
-        print(table(("run", "name", "status"), rows))
+        print(table(("run", "name", "status", "error"), rows))
     else:
         print("nothing to resume: every run in the store has ended")
-    return 0 if all(status == "succeeded" for *_, status in rows) else 1
+    return 0 if all(row[2] == "succeeded" for row in rows) else 1
+
+
+def _resumed(orch: Any, run: str, timeout: float | None) -> tuple[str, str, str, str]:
+    """One row of the resume table; a run that cannot be resumed is reported, the others go on."""
+    try:
+        orch.result(run, timeout)
+    except RunFailed as exc:
+        state = orch.state(run)
+        return run, state.name or "", state.status, str(exc).splitlines()[0][:200]
+    except EvenflowError as exc:
+        return run, "", "refused", f"{type(exc).__name__}: {exc}"[:200]
+    return run, orch.state(run).name or "", "succeeded", ""

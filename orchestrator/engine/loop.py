@@ -468,11 +468,7 @@ class Engine:
         for submit in turn.submits:
             landed = self._live.get(submit.run) or self._recent.get(submit.run) or self._peek(submit.run)
             if landed is not None:  # it landed after all, or another writer's run holds the id
-                self._unsure.pop(submit.run, None)
-                if landed.digest == submit.digest:
-                    settle(submit.future, result=submit.run)
-                else:
-                    self._refuse(submit, IdempotencyConflict(submit.key or "", submit.run))
+                self._settle_unsure(landed)
         threading.Event().wait(self._backoff_s())
 
     def _abandon(self, turn: Turn, exc: Exception) -> None:
@@ -507,6 +503,7 @@ class Engine:
                 log.warning("run %s cannot be read now (%r); will try again", run, exc)
                 self._stale.setdefault(run, [])
                 continue
+            self._settle_unsure(state)  # read back at last, after a failed append and an outage
             if state.finished:
                 self._foreign.pop(run, None)
                 self._finished(state)
@@ -523,6 +520,16 @@ class Engine:
                 if envelope.attempt_id not in self._inflight:
                     self._send(envelope.route or "default", [envelope])
         return driven
+
+    def _settle_unsure(self, state: RunState) -> None:
+        """A submission whose append failed is in the log after all: answer it from what landed."""
+        submit = self._unsure.pop(state.run, None)
+        if submit is None:
+            return
+        if state.digest == submit.digest:
+            settle(submit.future, result=submit.run)
+        else:
+            self._refuse(submit, IdempotencyConflict(submit.key or "", submit.run))
 
     def _owns(self, state: RunState) -> bool:
         return self._leases is None or state.owner == self.by
