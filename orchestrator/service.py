@@ -167,7 +167,7 @@ class Service:
 def _run_id(body: Mapping[str, Any]) -> str:
     run = body.get("run")
     if not isinstance(run, str) or not 0 < len(run) <= 200:
-        raise InvalidOption("watch needs the run id as a string")
+        raise InvalidOption("a watch, cancel or retry request needs the run id as a string")
     return run
 
 

@@ -39,6 +39,7 @@ from orchestrator.store import open_store
 from tests.acceptance.walkthrough_commands import GATE_ENV, MARKER_ENV
 from tests.commands import LEDGER_ENV, LedgerEntry, ledger_read
 from tests.support.invariants import check
+from tests.support.logs import read_log
 from tests.support.zmq_cluster import REPO, Proc, free_endpoint, poll_until, service, worker
 
 pytestmark = pytest.mark.slow
@@ -129,15 +130,6 @@ def stop(process: subprocess.Popen[Any]) -> None:
         with suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
     process.wait(DEADLINE_S)
-
-
-def read_log(home: Path, run: str) -> list[Event]:
-    """The run's events, read as the query commands read them: read-only, beside any owner."""
-    store = open_store(None, home=home, read_only=True)
-    try:
-        return store.read(run)
-    finally:
-        store.close()
 
 
 def unfinished(home: Path) -> list[str]:

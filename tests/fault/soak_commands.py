@@ -18,10 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.errors import StoreUnavailable
-from orchestrator.core.events import Event
 from orchestrator.core.registry import Registry
-from orchestrator.store import open_store
 from tests.commands import kill_self, ledgered, make_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,18 +75,6 @@ def poll(condition: Callable[[], bool], seconds: float, what: str, step: float =
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not within {seconds}s")
         waiting.wait(step)
-
-
-def read_log(home: Path, run: str) -> list[Event]:
-    """The run's events as the embedded journal in ``home`` holds them now; [] before the journal exists."""
-    try:
-        reader = open_store(None, home=home, read_only=True)
-    except StoreUnavailable:
-        return []
-    try:
-        return reader.read(run)
-    finally:
-        reader.close()
 
 
 class Owners:

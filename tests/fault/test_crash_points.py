@@ -72,6 +72,7 @@ from tests.fault.crash_commands import (
     make_registry,
 )
 from tests.support.invariants import Tally, check, check_prefix, check_replay, check_result
+from tests.support.logs import read_log
 from tests.support.zmq_cluster import free_endpoint, poll_until
 from workers.zmq import ZmqExecutor
 from workers.zmq.connection import Connection
@@ -396,14 +397,6 @@ def submit_remote(case: Case, serve: Proc) -> str | None:
         return None
     assert isinstance(reply, dict) and reply.get("ok"), f"the service refused the submission: {reply}"
     return str(reply["run"])
-
-
-def read_log(home: Path, run: str) -> list[Event]:
-    reader = open_store(None, home=home, read_only=True)
-    try:
-        return reader.read(run)
-    finally:
-        reader.close()
 
 
 def unfinished(home: Path) -> list[str]:

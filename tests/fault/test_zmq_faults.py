@@ -30,10 +30,10 @@ import pytest
 from orchestrator import Client, Orchestrator, RunFailed, call, parallel
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
-from orchestrator.store import open_store
 from tests.commands import LedgerEntry, ledger_read
 from tests.fault.zmq_peers import FORGER, RawPeer, bad_hellos, forged_done, junk_frames, oversize_frame
 from tests.support.invariants import ACCEPTED, Tally, check
+from tests.support.logs import read_log
 from tests.support.zmq_cluster import Proc, free_endpoint, poll_until, service, worker
 from workers.zmq import ZmqExecutor, make_keypair
 from workers.zmq.hub import WorkerInfo
@@ -256,14 +256,6 @@ def test_a_long_command_on_a_healthy_worker_is_not_declared_dead(
 
 
 # --- 4. the service SIGKILLed while a worker holds an unacknowledged result ----------------
-
-
-def read_log(home: Path, run: str) -> list[Event]:
-    reader = open_store(None, home=home, read_only=True)
-    try:
-        return reader.read(run)
-    finally:
-        reader.close()
 
 
 def test_a_result_held_while_the_service_is_down_is_stored_once_after_restart(tmp_path: Path) -> None:
