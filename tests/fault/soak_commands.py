@@ -2,8 +2,7 @@
 
 The commands are module-level callables, so worker processes import them by name.
 ``Owners`` starts orchestrator subprocesses on one embedded home and always kills
-and reaps them; ``read_log`` reads a run from that home read-only, as a reader
-that takes no lock may while an owner runs (or between a SIGKILL and a restart).
+and reaps them.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from orchestrator.core.evolve import fold
 from orchestrator.core.keys import run_for_key
 from orchestrator.core.planner import LOST_REDISPATCHES, RESTART_REDISPATCHES
 from tests.commands import ledger_read
-from tests.fault.soak_commands import Owners, count_and_sum, read_log, soak_registry
+from tests.fault.soak_commands import Owners, count_and_sum, soak_registry
 from tests.support.invariants import check
+from tests.support.logs import read_log
 
 pytestmark = pytest.mark.slow
 
