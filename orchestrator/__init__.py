@@ -10,8 +10,9 @@ with Orchestrator(registry, executor="threads") as orch:
 
 from typing import TYPE_CHECKING
 
-from .core.context import CallContext, current_call
+from .core.context import CallContext, current_call, emit
 from .core.errors import (
+    CascadeLimit,
     CommandError,
     CommandTimeout,
     ConcurrencyConflict,
@@ -20,9 +21,11 @@ from .core.errors import (
     EvenflowError,
     Failure,
     IdempotencyConflict,
+    InvalidEvent,
     InvalidFlow,
     InvalidOption,
     InvalidRunState,
+    ListenerError,
     NoWorker,
     PayloadError,
     ProtocolError,
@@ -51,6 +54,7 @@ from .core.flows import (
     parallel,
     sequence,
 )
+from .core.listening import Listener, on
 from .core.policy import RetryPolicy
 from .core.registry import Registry
 
@@ -75,6 +79,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Call",
     "CallContext",
+    "CascadeLimit",
     "Chord",
     "Client",
     "CommandError",
@@ -87,9 +92,12 @@ __all__ = [
     "Event",
     "Failure",
     "IdempotencyConflict",
+    "InvalidEvent",
     "InvalidFlow",
     "InvalidOption",
     "InvalidRunState",
+    "Listener",
+    "ListenerError",
     "NoWorker",
     "Node",
     "Orchestrator",
@@ -114,6 +122,8 @@ __all__ = [
     "cmd",
     "current_call",
     "each",
+    "emit",
+    "on",
     "parallel",
     "sequence",
 ]

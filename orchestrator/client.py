@@ -91,6 +91,10 @@ class Client:
         """Submit ``flow`` and wait for its result."""
         return self.result(self.submit(flow, input=input), timeout)
 
+    def ask(self, kind: str, **body: Any) -> dict[str, Any]:
+        """One request of ``kind`` and its successful reply (the service's error raised as ours)."""
+        return self._answer(self._connection.send(kind, **body), self.timeout)
+
     def _answer(self, req: str, timeout: float) -> dict[str, Any]:
         reply = self._connection.wait(req, timeout)
         if reply is None:

@@ -8,13 +8,15 @@ engine future, blocking or awaiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor as StdExecutor
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -23,12 +25,23 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
-from .core.errors import ConfigurationError, ResultTimeout
+from .core.errors import ConfigurationError, EvenflowError, IdempotencyConflict, ResultTimeout
 from .core.events import Event
 from .core.evolve import fold
-from .core.flows import Node
+from .core.flows import Node, parse_flow
 from .core.keys import digest, run_for_key
-from .core.ports import Clock, EventStore, Executor, LeaseStore
+from .core.listening import (
+    DEFAULT_CASCADE_LIMIT,
+    NOTHING,
+    Listener,
+    Since,
+    Trigger,
+    cascade_limit,
+    cause_run,
+    failure_doc,
+    on,
+)
+from .core.ports import Clock, EventStore, Executor, FeedStore, LeaseStore
 from .core.registry import Registry
 from .core.state import NO_INPUT, RunState
 from .core.submission import FlowChecker
@@ -39,11 +52,15 @@ if TYPE_CHECKING:
     from projections.documents import Documents
     from projections.read_models import RunsProjector
 
+    from .listeners import ListenerHost
+
 log = logging.getLogger("evenflow.orchestrator")
 
 ExecutorSpec = str | Executor | StdExecutor
 """A URL (``threads://8``, ``zmq://HOST:PORT``), an evenflow executor, any ``concurrent.futures.Executor``."""
 DEFAULT_EXECUTOR = "threads"
+DEPTHS_KEPT = 10_000
+"""Runs whose cascade depth an orchestrator remembers."""
 
 
 class Orchestrator:
@@ -57,6 +74,9 @@ class Orchestrator:
 
     On MongoDB several orchestrators can share the log: each drives the runs it
     submitted, and takes over those of one whose lease (``lease_s``) lapsed.
+
+    ``listen`` adds listeners; what they trigger may trigger more, up to
+    ``cascade_limit`` hops from a run submitted by hand.
 
     With ``read_models`` (the default) the ``runs`` read model follows every
     append (``runs_collection``): beside the log on a MongoDB or mongomock store,
@@ -76,6 +96,7 @@ class Orchestrator:
         clock: Clock | None = None,
         read_models: bool = True,
         lease_s: float = LEASE_S,
+        cascade_limit: int = DEFAULT_CASCADE_LIMIT,
     ) -> None:
         if registry is not None and not isinstance(registry, Registry):
             raise ConfigurationError(
@@ -97,13 +118,19 @@ class Orchestrator:
         leases = None
         if isinstance(self.store, LeaseStore) and not getattr(self.store, "read_only", False):
             leases = Leases(self.store, self.by, lease_s=lease_s)
+        if type(cascade_limit) is not int or cascade_limit < 1:
+            raise ConfigurationError(f"cascade_limit must be a whole number >= 1, got {cascade_limit!r}")
+        self.cascade_limit = cascade_limit
+        self._listeners: ListenerHost | None = None
+        self._depths: OrderedDict[str, int] = OrderedDict()
+        self._depths_lock = threading.Lock()
         self.engine = Engine(
             self.store,
             routes,
             clock=clock or SystemClock(),
             by=self.by,
             check_flow=self._checker.check,
-            on_append=self.read_models.apply if self.read_models is not None else None,
+            on_append=self._appended,
             leases=leases,
         )
         self._started = False
@@ -116,8 +143,17 @@ class Orchestrator:
             if not self._started:
                 self._catch_up()
                 self.engine.start(self.registry)
+                if self._listeners is not None:
+                    self._listeners.start()
                 self._started = True
         return self
+
+    def _appended(self, batch: list[Event]) -> None:
+        """After each durable append (engine thread): read models follow, listeners wake."""
+        if self.read_models is not None:
+            self.read_models.apply(batch)
+        if self._listeners is not None:
+            self._listeners.wake()
 
     @property
     def runs_collection(self) -> Documents | None:
@@ -157,6 +193,8 @@ class Orchestrator:
         the attempts in flight to report, so their outcomes are logged now rather
         than sent again after a restart.
         """
+        if self._listeners is not None:
+            self._listeners.stop()
         if self._started:
             self.engine.close(drain_s=drain_s)
             self._started = False
@@ -177,6 +215,116 @@ class Orchestrator:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    # --- listeners ---------------------------------------------------------------------------
+
+    def listen(
+        self,
+        pattern: str | Iterable[str] | Listener,
+        listener: Callable[[Event], Any] | None = None,
+        *,
+        predicate: Callable[[Event], bool] | None = None,
+        name: str | None = None,
+        since: Since = "now",
+        process: bool = False,
+    ) -> Listener:
+        """Call ``listener`` with every logged event whose type matches ``pattern`` (``order.*``).
+
+        It may return None, a flow or a list of flows; each flow becomes a run
+        caused by the event, exactly once however often the orchestrator
+        restarts. Coroutine listeners run on the listeners' event loop, sync
+        ones in its threads, ``process=True`` ones in a child process. Without
+        a checkpoint, a listener hears events from now on (``since="start"``:
+        the whole log). Also takes a ``Listener`` made with ``on(...)``.
+        """
+        if isinstance(pattern, Listener):
+            if listener is not None:
+                raise ConfigurationError("listen(on(...)) takes no second listener")
+            spec = pattern
+        else:
+            if listener is None:
+                raise ConfigurationError(
+                    "listen(pattern, listener): give the callable to call with each event"
+                )
+            spec = on(pattern, listener, predicate=predicate, name=name, since=since, process=process)
+        if self._listeners is None:
+            if not isinstance(self.store, FeedStore):
+                raise ConfigurationError(
+                    f"the store {type(self.store).__name__} cannot feed listeners (it has no read_feed); "
+                    "use the embedded, memory, mongomock or MongoDB store"
+                )
+            from .listeners import ListenerHost
+
+            self._listeners = ListenerHost(self.store, self.trigger)
+            if self._started:
+                self._listeners.start()
+        self._listeners.add(spec)
+        return spec
+
+    def trigger(self, triggers: Sequence[Trigger]) -> None:
+        """Log what listeners answered as runs keyed on their cause; return once all are durable.
+
+        A trigger whose run is logged already (a replay after a crash) is
+        answered by that run, whatever it holds: the first answer stands. Past
+        ``cascade_limit`` the run is logged failed with ``CascadeLimit``; an
+        event of such a run triggers nothing. Listener hosts call this: the one
+        in this process, and ``evenflow listen`` through the service.
+        """
+        self.start()
+        futures = [future for trigger in triggers if (future := self._trigger_one(trigger)) is not None]
+        for future in futures:
+            with contextlib.suppress(IdempotencyConflict):
+                future.result()
+
+    def _trigger_one(self, trigger: Trigger) -> Future[str] | None:
+        depth = self._depth(cause_run(trigger.event)) + 1
+        if depth > self.cascade_limit + 1:  # the cause is itself the record of a cut chain
+            log.warning(
+                "listener %r: event %s is past the cascade limit; not answered",
+                trigger.listener,
+                trigger.event,
+            )
+            return None
+        failure, flow = trigger.failure, trigger.flow
+        if failure is None and depth > self.cascade_limit:
+            failure = failure_doc(
+                trigger.listener,
+                trigger.event,
+                trigger.type,
+                cascade_limit(trigger, depth, self.cascade_limit),
+            )
+        if failure is None and flow is not None:
+            try:
+                flow = self._checker.encode(parse_flow(flow))
+            except EvenflowError as exc:
+                failure = failure_doc(trigger.listener, trigger.event, trigger.type, exc)
+        if failure is not None:
+            flow = copy.deepcopy(NOTHING)
+        assert flow is not None
+        more = {"listener": trigger.listener, "depth": depth}
+        return self.engine.submit(
+            trigger.run,
+            flow,
+            key=trigger.key,
+            digest=digest(flow, NO_INPUT, None, **more),
+            more=more,
+            cause=trigger.event,
+            correlation=trigger.correlation,
+            failure=failure,
+        )
+
+    def _depth(self, run: str) -> int:
+        """How many listener hops led to ``run`` (0 for one submitted by hand), remembered for recent runs."""
+        with self._depths_lock:
+            depth = self._depths.get(run)
+        if depth is None:
+            events = self.store.read(run)
+            depth = int(events[0].data.get("depth", 0)) if events else 0
+            with self._depths_lock:
+                self._depths[run] = depth
+                if len(self._depths) > DEPTHS_KEPT:
+                    self._depths.popitem(last=False)
+        return depth
 
     # --- submitting and waiting ------------------------------------------------------------
 

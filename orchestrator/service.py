@@ -14,13 +14,15 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
-from .core.errors import EvenflowError, InvalidOption, RunCancelled, RunFailed
+from .core.errors import ConfigurationError, EvenflowError, InvalidOption, RunCancelled, RunFailed
 from .core.flows import parse_flow
+from .core.ports import FeedStore
 from .core.state import NO_INPUT
+from .listeners.service_feed import LISTENER_REQUESTS, listener_request
 from .orchestrator import Orchestrator
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class Service:
         except BaseException:
             self.executor.close()
             raise
+        self._listener_pool = ThreadPoolExecutor(4, thread_name_prefix="evenflow-feed")
 
     @property
     def endpoint(self) -> str:
@@ -78,6 +81,7 @@ class Service:
             self.close(drain_s=drain_s)
 
     def close(self, *, drain_s: float = 0.0) -> None:
+        self._listener_pool.shutdown(wait=False, cancel_futures=True)
         self.orchestrator.close(drain_s=drain_s)  # closes the executor too, once the engine has stopped
 
     def __enter__(self) -> Service:
@@ -96,6 +100,8 @@ class Service:
                 self._watch(peer, request.req, _run_id(request.body))
             elif request.type in ("cancel", "retry"):
                 self._control(peer, request.req, request.type, _run_id(request.body))
+            elif request.type in LISTENER_REQUESTS:
+                self._for_listeners(peer, request.req, request.type, request.body)
         except Exception as exc:  # every request gets an answer; ours name the problem
             if not isinstance(exc, EvenflowError):
                 log.exception("a %s request failed unexpectedly", request.type)
@@ -153,6 +159,25 @@ class Service:
                 self._reply(peer, req, ok=False, error=_error(exc))
 
         threading.Thread(target=act, name=f"evenflow-{kind}", daemon=True).start()
+
+    def _for_listeners(self, peer: bytes, req: str, kind: str, body: Mapping[str, Any]) -> None:
+        """What ``evenflow listen`` asks (the feed, checkpoints, triggers), answered off the hub's thread."""
+
+        def act() -> None:
+            try:
+                store = self.orchestrator.store
+                if not isinstance(store, FeedStore):
+                    raise ConfigurationError(
+                        f"the service's store {type(store).__name__} cannot feed listeners"
+                    )
+                answer = listener_request(store, self.orchestrator.trigger, kind, body)
+                self._reply(peer, req, ok=True, **answer)
+            except Exception as exc:
+                if not isinstance(exc, EvenflowError):
+                    log.exception("a %s request failed unexpectedly", kind)
+                self._reply(peer, req, ok=False, error=_error(exc))
+
+        self._listener_pool.submit(act)
 
     def _reply(self, peer: bytes, req: str, **body: Any) -> None:
         from workers.zmq import protocol

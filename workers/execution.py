@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.codec import check_payload
-from orchestrator.core.context import CallContext, calling
+from orchestrator.core.context import CallContext, Emitted, calling
 from orchestrator.core.envelope import (
     EndReason,
     Envelope,
@@ -45,16 +45,19 @@ def execute(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
+    emitted: Emitted = []
     try:
-        with calling(call_context(envelope)):
+        with calling(call_context(envelope)) as emitted:
             value = target(*envelope.args, **envelope.kwargs)
             if inspect.isawaitable(value):
                 value = run_awaitable(value)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit too: a command must not end its worker
-        return failed(envelope, exc, by=by, started_at=started, tb=traceback.format_exc())
-    return settle(envelope, value, by=by, started_at=started)
+        return with_events(
+            failed(envelope, exc, by=by, started_at=started, tb=traceback.format_exc()), emitted
+        )
+    return with_events(settle(envelope, value, by=by, started_at=started), emitted)
 
 
 async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
@@ -63,14 +66,17 @@ async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> O
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
+    emitted: Emitted = []
     try:
-        with calling(call_context(envelope)):
+        with calling(call_context(envelope)) as emitted:
             value = await call_async(target, envelope.args, envelope.kwargs)
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise
     except BaseException as exc:  # SystemExit too: a command must not end its worker
-        return failed(envelope, exc, by=by, started_at=started, tb=traceback.format_exc())
-    return settle(envelope, value, by=by, started_at=started)
+        return with_events(
+            failed(envelope, exc, by=by, started_at=started, tb=traceback.format_exc()), emitted
+        )
+    return with_events(settle(envelope, value, by=by, started_at=started), emitted)
 
 
 def resolve(
@@ -87,6 +93,11 @@ def resolve(
     if envelope.deadline is not None and seconds_until(envelope.deadline, now) <= 0:
         return timed_out(envelope, by=by, started_at=None, when="before it started")
     return fn
+
+
+def with_events(outcome: Outcome, emitted: Emitted) -> Outcome:
+    """The outcome carrying what the command emitted, success or failure alike."""
+    return replace(outcome, events=tuple(emitted)) if emitted else outcome
 
 
 def call_context(envelope: Envelope) -> CallContext:

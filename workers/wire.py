@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.codec import check_payload
+from orchestrator.core.context import MAX_EMITTED
 from orchestrator.core.envelope import MAX_MESSAGE, Envelope, ErrorInfo, Outcome, truncate_traceback
 from orchestrator.core.errors import PayloadError, ProtocolError
+from orchestrator.core.events import is_domain_type
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Twice the log's payload limit: room for a full-size result plus its traceback and framing."""
@@ -174,6 +176,7 @@ def outcome_to_doc(outcome: Outcome) -> dict[str, Any]:
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "by": outcome.by,
+        "events": [dict(event) for event in outcome.events],
     }
 
 
@@ -204,7 +207,26 @@ def outcome_from_doc(doc: Any) -> Outcome:
         started_at=_when(doc, "started_at"),
         finished_at=_when(doc, "finished_at"),
         by=_field(doc, "by", str, default=None),
+        events=_emitted(doc.get("events")),
     )
+
+
+def _emitted(events: Any) -> tuple[dict[str, Any], ...]:
+    """A peer's emitted events, held to what ``emit`` allows locally."""
+    if events is None:
+        return ()
+    if not isinstance(events, list) or len(events) > MAX_EMITTED:
+        raise ProtocolError(f"an outcome's events must be a list of at most {MAX_EMITTED}")
+    checked = []
+    for event in events:
+        event = _mapping(event, "event")
+        type_ = _field(event, "type", str)
+        if not is_domain_type(type_):
+            raise ProtocolError(f"event type {type_!r:.80} is not one a command may emit")
+        data = _field(event, "data", dict, default={})
+        _payload(data, f"data of event {type_!r:.80}")
+        checked.append({"type": type_, "data": data})
+    return tuple(checked)
 
 
 def _error(doc: Any) -> ErrorInfo:

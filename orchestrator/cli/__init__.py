@@ -126,9 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     _common(run, default_executor="threads")
     run.set_defaults(handler=_run)
 
-    from . import control, queries, remote
+    from . import control, listen, queries, remote
 
     remote.add_parsers(commands, _store_options, _load)
+    listen.add_parser(commands, _load, remote.client_keys)
     queries.add_parsers(commands, _store_options)
     control.add_parsers(
         commands, _store_options, _load, lambda parser: _common(parser, default_executor="threads")

@@ -58,7 +58,7 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
                         help="also take calls routed to this queue (repeatable)")  # fmt: skip
     worker.add_argument("--name", metavar="NAME", help="how logs and the audit name this worker")
     _timing(worker)
-    _client_keys(worker)
+    client_keys(worker)
     worker.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     worker.set_defaults(handler=lambda args: _worker(args, load))
 
@@ -75,7 +75,7 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     submit.add_argument("--wait", action="store_true", help="wait for the run and print its result")
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="seconds to wait for the service (default 30) or the run")  # fmt: skip
-    _client_keys(submit)
+    client_keys(submit)
     submit.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     submit.set_defaults(handler=_submit)
 
@@ -98,7 +98,7 @@ def _timing(parser: argparse.ArgumentParser) -> None:
                         help="missed heartbeats before a peer counts as dead (default 3)")  # fmt: skip
 
 
-def _client_keys(parser: argparse.ArgumentParser) -> None:
+def client_keys(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret-key", metavar="FILE", help="this peer's NAME.key_secret (turns on CURVE)")
     parser.add_argument("--server-key", metavar="FILE", help="the service's public NAME.key")
 

@@ -21,6 +21,7 @@ POINTS = (
     "after-append-before-ack",
     "after-submit-append-before-answer",
     "after-lease-acquired",
+    "listener-after-trigger-before-checkpoint",
 )
 
 

@@ -115,6 +115,8 @@ class Outcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     by: str | None = None
+    events: tuple[Mapping[str, Any], ...] = ()
+    """What the command emitted (``{"type", "data"}`` each), logged with the outcome if it is accepted."""
 
     @property
     def attempt_id(self) -> str:

@@ -92,6 +92,18 @@ class PayloadError(EvenflowError):
         self.path = path
 
 
+class InvalidEvent(PayloadError):
+    """An event a command emits that the log cannot take (bad type, data, or too many)."""
+
+
+class ListenerError(EvenflowError):
+    """What a listener did wrong, logged as the failure of the run it would have triggered."""
+
+
+class CascadeLimit(ListenerError):
+    """Listeners kept triggering each other past the depth limit; the chain is cut there."""
+
+
 class ConcurrencyConflict(EvenflowError):
     retryable = True
 

@@ -8,12 +8,13 @@ zero-padded, so a store's primary key alone makes a second append of the same
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import CorruptEvent
+from .errors import CorruptEvent, InvalidEvent
 
 SCHEMA_VERSION = 1
 SEQ_DIGITS = 10
@@ -54,6 +55,37 @@ KNOWN_TYPES = frozenset(
         OWNER_CHANGED,
     }
 )
+
+SYSTEM_PREFIXES = frozenset(type_.split(".", 1)[0] for type_ in KNOWN_TYPES) | {"listener"}
+"""First segments of the types evenflow writes; a command's own events may not use them."""
+MAX_TYPE_CHARS = 200
+_DOMAIN_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+
+
+def is_domain_type(type_: str) -> bool:
+    """A type a command may emit: dotted words, not in a namespace evenflow writes."""
+    return (
+        isinstance(type_, str)
+        and len(type_) <= MAX_TYPE_CHARS
+        and _DOMAIN_TYPE.fullmatch(type_) is not None
+        and type_.split(".", 1)[0] not in SYSTEM_PREFIXES
+    )
+
+
+def check_domain_type(type_: object) -> str:
+    """``type_`` if a command may emit it, else ``InvalidEvent`` saying what a type looks like."""
+    if isinstance(type_, str) and is_domain_type(type_):
+        return type_
+    if isinstance(type_, str) and type_.split(".", 1)[0] in SYSTEM_PREFIXES:
+        reserved = ", ".join(f"{prefix}.*" for prefix in sorted(SYSTEM_PREFIXES))
+        raise InvalidEvent(
+            f"event type {type_!r} is in a namespace evenflow writes ({reserved}); "
+            "name your events after your domain, such as 'order.placed'"
+        )
+    raise InvalidEvent(
+        f"event type {type_!r:.80} is not a dotted name of letters, digits, '_' and '-' of at most "
+        f"{MAX_TYPE_CHARS} characters; use one such as 'order.placed'"
+    )
 
 
 def utcnow() -> datetime:
@@ -130,7 +162,7 @@ def from_doc(doc: Mapping[str, Any]) -> Event:
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise CorruptEvent(f"event {doc.get('_id')!r} does not decode: missing or bad {exc}") from exc
-    if event.type not in KNOWN_TYPES:
+    if event.type not in KNOWN_TYPES and not is_domain_type(event.type):
         raise CorruptEvent(f"event {event.id!r} has unknown type {event.type!r}")
     if doc.get("_id", event.id) != event.id:
         raise CorruptEvent(f"event {doc.get('_id')!r} is stored under the wrong id for {event.id!r}")

@@ -43,12 +43,13 @@ def evolve(state: RunState, event: Event) -> RunState:
     if event.run != state.run or event.seq != state.seq + 1:
         raise CorruptEvent(f"event {event.id} does not follow seq {state.seq} of run {state.run}")
     handler = _HANDLERS.get(event.type)
-    if handler is None:
+    if handler is None and not ev.is_domain_type(event.type):
         raise CorruptEvent(f"event {event.id} has unknown type {event.type!r}")
     if state.flow is None and event.type != ev.RUN_SUBMITTED:
         raise CorruptEvent(f"event {event.id} comes before the run was submitted")
     try:
-        handler(state, event)
+        if handler is not None:  # a command's own event moves nothing; listeners act on it
+            handler(state, event)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptEvent(f"event {event.id} ({event.type}) does not fit run {state.run}: {exc!r}") from exc
     state.seq = event.seq
@@ -65,6 +66,8 @@ def _submitted(state: RunState, event: Event) -> None:
     state.flow = data["flow"]
     state.name, state.key, state.digest = data.get("name"), data.get("key"), data.get("digest")
     state.retry_of = data.get("retry_of")
+    state.correlation, state.cause = event.correlation, event.causation
+    state.listener, state.depth = data.get("listener"), int(data.get("depth", 0))
     state.kept = {path: result for path, result in data.get("kept") or ()}
     state.owner = event.by
     state.submitted_at, state.status = event.at, RUN_RUNNING

@@ -3,6 +3,9 @@
 One outcome is accepted per attempt: the one that finds its node running that
 attempt. Anything else (a duplicate, a result after a timeout or a
 cancellation) becomes an ``outcome.ignored`` event, so the audit shows it.
+The events a command emitted are logged between ``command.started`` and the
+attempt's ending only when its outcome is accepted; an ignored outcome names
+their types and nothing acts on them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | No
     node = state.nodes.get(outcome.node)
     if node is None or state.finished or node.status != RUNNING or node.attempt != outcome.attempt:
         data = {"reason": _why_ignored(node, outcome), "ok": outcome.ok, "by": outcome.by}
+        if outcome.events:
+            data["discarded_events"] = [event["type"] for event in outcome.events]
         return [Draft(ev.OUTCOME_IGNORED, outcome.node, outcome.attempt, data=data)]
     command = node.spec["command"]
     started = Draft(
@@ -36,7 +41,11 @@ def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | No
         command,
         data={"started_at": _millis(outcome.started_at), "by": outcome.by},
     )
-    return [started, _ending(outcome, command, check_flow)]
+    emitted = [
+        Draft(event["type"], outcome.node, outcome.attempt, command, data=event.get("data") or {})
+        for event in outcome.events
+    ]
+    return [started, *emitted, _ending(outcome, command, check_flow)]
 
 
 def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Draft:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .envelope import Envelope, Outcome
 from .events import Event
@@ -75,6 +75,32 @@ class LeaseStore(Protocol):
     def read_leases(self) -> dict[str, tuple[int, bool]]: ...
 
     def release_lease(self, owner: str) -> None: ...
+
+
+Position = dict[str, Any]
+"""Where a reader of the whole log stands: plain data, in a form each store chooses."""
+
+
+@runtime_checkable
+class FeedStore(Protocol):
+    """The whole log as one feed, for listeners, and where each listener keeps its place.
+
+    ``read_feed`` gives the events after ``position`` (from the first if None)
+    whose type matches one of ``patterns``, at most ``limit``, and the position
+    after them. Every event is given exactly once to a reader that carries the
+    positions forward, even with several writers committing out of order.
+    ``feed_head`` is the position after every event logged so far.
+    """
+
+    def read_feed(
+        self, position: Position | None, patterns: Sequence[str], limit: int
+    ) -> tuple[list[Event], Position]: ...
+
+    def feed_head(self, patterns: Sequence[str]) -> Position: ...
+
+    def load_checkpoint(self, name: str) -> Position | None: ...
+
+    def save_checkpoint(self, name: str, position: Position) -> None: ...
 
 
 class Clock(Protocol):

@@ -123,6 +123,13 @@ class RunState:
     """Outcomes accepted so far, except interruptions."""
     owner: str | None = None
     """The orchestrator driving the run: who submitted it, or who last took it over."""
+    correlation: str | None = None
+    """The id every run of one chain shares: the first run's, inherited by what listeners trigger."""
+    cause: str | None = None
+    """The event whose listener triggered this run, if one did."""
+    listener: str | None = None
+    depth: int = 0
+    """Listener hops from a run submitted by hand (0): what the cascade limit counts."""
     result: Any = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False

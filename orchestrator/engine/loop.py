@@ -121,6 +121,9 @@ class Engine:
         key: str | None = None,
         digest: str | None = None,
         more: Mapping[str, Any] | None = None,
+        cause: str | None = None,
+        correlation: str | None = None,
+        failure: dict[str, Any] | None = None,
     ) -> Future[str]:
         """Append ``run.submitted``; the future resolves once it is durable.
 
@@ -128,10 +131,23 @@ class Engine:
         a second trip through the inbox (what ``Orchestrator.run`` wants). Under a
         ``key`` (``run`` derived from it), a run already holding the same
         ``digest`` is answered instead; another digest is an ``IdempotencyConflict``.
+        A listener's run names its ``cause`` and joins that event's ``correlation``;
+        with a ``failure`` it is logged as failed at once (the listener raised).
         """
         future: Future[str] = Future()
         submit = Submit(
-            run, flow, input, name, future, watcher, key=key, digest=digest, more=dict(more or {})
+            run,
+            flow,
+            input,
+            name,
+            future,
+            watcher,
+            key=key,
+            digest=digest,
+            more=dict(more or {}),
+            cause=cause,
+            correlation=correlation,
+            failure=failure,
         )
         self._inbox.put(submit)
         return future
@@ -260,11 +276,14 @@ class Engine:
         if existing is not None:
             self._answer_existing(item, existing)
             return
-        state = RunState(item.run)
+        state = RunState(item.run, correlation=item.correlation)
         self._live[item.run] = state
         if item.watcher is not None:
             self._waiters[item.run].append(item.watcher)
-        self._apply(state, Draft(ev.RUN_SUBMITTED, data=item.data()), turn, causation=None)
+        self._apply(state, Draft(ev.RUN_SUBMITTED, data=item.data()), turn, causation=item.cause)
+        if item.failure is not None:
+            failed = Draft(ev.RUN_FAILED, data={"failures": [item.failure]})
+            self._apply(state, failed, turn, causation=ev.event_id(item.run, 1))
         turn.submits.append(item)
 
     def _answer_existing(self, item: Submit, state: RunState) -> None:
@@ -362,7 +381,7 @@ class Engine:
             data=draft.data,
             by=self.by,
             causation=causation,
-            correlation=state.run,
+            correlation=state.correlation or state.run,
         )
         evolve(state, event)
         turn.events[state.run].append(event)

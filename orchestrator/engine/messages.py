@@ -26,7 +26,13 @@ class Submit:
     key: str | None = None
     digest: str | None = None
     more: dict[str, Any] = field(default_factory=dict)
-    """Further ``run.submitted`` data: what a retried run keeps from the one it continues."""
+    """Further ``run.submitted`` data: what a retried run keeps, which listener triggered it."""
+    cause: str | None = None
+    """The event a listener answered with this run (``run.submitted``'s causation)."""
+    correlation: str | None = None
+    """The chain the run joins; None starts a chain named after the run."""
+    failure: dict[str, Any] | None = None
+    """Log the run as failed at once with this failure (a listener that raised in its place)."""
 
     def data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"flow": self.flow, "name": self.name, **self.more}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import logging
 import os
 import sqlite3
 import threading
@@ -39,9 +41,12 @@ from orchestrator.core.errors import (
     StoreUnavailable,
 )
 from orchestrator.core.events import Event
+from orchestrator.core.ports import Position
 
 from .memory import plan_append, read_only_error
 from .mongo import CODEC_OPTIONS, CORRUPT_FIELD, MongoStore, decode, oldest_first, round_trip
+
+log = logging.getLogger("evenflow.store")
 
 JOURNAL = "events.sqlite3"
 OWNER_LOCK = "owner.lock"
@@ -54,6 +59,7 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     doc BLOB NOT NULL
 )"""
+_CHECKPOINTS = "CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position TEXT NOT NULL)"
 _COLUMNS = "id, run, seq, type, doc"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
 _READ = f"SELECT {_COLUMNS} FROM events WHERE id > ? AND id < ? AND run = ? ORDER BY seq"
@@ -133,6 +139,55 @@ class EmbeddedStore:
         started = {run: _submitted_at(blob) for run, blob in rows}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
 
+    def read_feed(
+        self, position: Position | None, patterns: Sequence[str], limit: int
+    ) -> tuple[list[Event], Position]:
+        """Positions are journal rowids (``{"row": n}``): one process writes, so commit order is exact.
+
+        A row that does not decode is skipped (and logged): reading its run names the damage.
+        """
+        after = int((position or {}).get("row", 0))
+        ((top,),) = self._query("SELECT coalesce(max(rowid), 0) FROM events", (), "reading the feed")
+        globs = " OR ".join("type GLOB ?" for _ in patterns) or "1"
+        rows = self._query(
+            f"SELECT rowid, {_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? AND ({globs}) "
+            "ORDER BY rowid LIMIT ?",
+            (after, top, *patterns, limit),
+            "reading the feed",
+        )
+        found: list[Event] = []
+        for row in rows:
+            try:
+                found.append(decode(_loaded_doc(*row[1:])))
+            except CorruptEvent as exc:
+                log.error("the feed skips a damaged event: %s", exc)
+        end = rows[-1][0] if len(rows) >= limit else top
+        return found, {"row": max(int(end), after)}
+
+    def feed_head(self, patterns: Sequence[str]) -> Position:
+        return {"row": self._max_rowid()}
+
+    def load_checkpoint(self, name: str) -> Position | None:
+        table = self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
+            (),
+            "reading checkpoints",
+        )
+        if not table:
+            return None
+        rows = self._query("SELECT position FROM checkpoints WHERE name = ?", (name,), "reading a checkpoint")
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_checkpoint(self, name: str, position: Position) -> None:
+        if self.read_only:
+            raise read_only_error(f"embedded store in {self.home}")
+        self._query(
+            "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            (name, json.dumps(position)),
+            "saving a checkpoint",
+        )
+
     def scan(self, on_corrupt: Callable[[str, CorruptEvent], None] | None = None) -> Iterator[Event]:
         """Every event in the journal, in the order it was committed (for rebuilding read models).
 
@@ -185,6 +240,7 @@ class EmbeddedStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
+            db.execute(_CHECKPOINTS)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the embedded journal {self.path}: {exc}") from exc
         return db

@@ -20,6 +20,8 @@ from orchestrator.core import events as ev
 from orchestrator.core.codec import check_payload
 from orchestrator.core.errors import ConcurrencyConflict, ConfigurationError
 from orchestrator.core.events import Event
+from orchestrator.core.listening import matches
+from orchestrator.core.ports import Position
 
 
 def conflict_error(event: Event) -> ConcurrencyConflict:
@@ -73,6 +75,9 @@ class MemoryStore:
         self._seqs: dict[str, list[int]] = {}
         self._submitted: dict[str, datetime] = {}
         self._finished: set[str] = set()
+        self._order: list[str] = []
+        """Every ``_id`` in the order it was appended: the feed's positions index it."""
+        self._checkpoints: dict[str, Position] = {}
 
     def append(self, events: Sequence[Event]) -> None:
         if self.read_only:
@@ -99,6 +104,34 @@ class MemoryStore:
             open_runs = [(at, run) for run, at in self._submitted.items() if run not in self._finished]
         return [run for _, run in sorted(open_runs)]
 
+    def read_feed(
+        self, position: Position | None, patterns: Sequence[str], limit: int
+    ) -> tuple[list[Event], Position]:
+        """Positions count appends (``{"row": n}``): one process appends, so that order is exact."""
+        row = int((position or {}).get("row", 0))
+        found: list[Event] = []
+        with self._lock:
+            while row < len(self._order) and len(found) < limit:
+                doc = self._docs[self._order[row]]
+                row += 1
+                if matches(patterns, doc["type"]):
+                    found.append(self._decode(doc["_id"]))
+        return found, {"row": row}
+
+    def feed_head(self, patterns: Sequence[str]) -> Position:
+        with self._lock:
+            return {"row": len(self._order)}
+
+    def load_checkpoint(self, name: str) -> Position | None:
+        with self._lock:
+            return copy.deepcopy(self._checkpoints.get(name))
+
+    def save_checkpoint(self, name: str, position: Position) -> None:
+        if self.read_only:
+            raise read_only_error("memory store")
+        with self._lock:
+            self._checkpoints[name] = copy.deepcopy(position)
+
     def close(self) -> None:
         """Nothing to release; the events stay readable until the store is dropped."""
 
@@ -117,6 +150,7 @@ class MemoryStore:
         run, seq = doc["run"], doc["seq"]
         if doc["_id"] not in self._docs:
             bisect.insort(self._seqs.setdefault(run, []), seq)
+            self._order.append(doc["_id"])
         self._docs[doc["_id"]] = doc
         if doc.get("type") == ev.RUN_SUBMITTED and isinstance(doc.get("at"), datetime):
             self._submitted.setdefault(run, doc["at"])

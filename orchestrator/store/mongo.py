@@ -11,6 +11,7 @@ natural order.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,8 +31,12 @@ from orchestrator.core import events as ev
 from orchestrator.core.crashpoints import armed, crash_point
 from orchestrator.core.errors import CorruptEvent, PayloadError, StoreUnavailable
 from orchestrator.core.events import Event
+from orchestrator.core.ports import Position
 
+from .feed import FeedWindow, Window, type_filter
 from .memory import conflict_error, plan_append, read_only_error
+
+log = logging.getLogger("evenflow.store")
 
 LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
 """Once an append returns, a majority has journaled it; never wait forever."""
@@ -39,6 +44,10 @@ LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
 DEFAULT_DATABASE = "evenflow"
 LEASES = "leases"
 """One document per orchestrator sharing the log: ``{_id: owner, beat, released, at}``."""
+CHECKPOINTS = "checkpoints"
+"""One document per listener: ``{_id: name, position, at}``."""
+FEED_WINDOW_S = 30.0
+"""How late, after its ``at``, an event may become readable and still reach the listeners."""
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
 DUPLICATE_KEY = 11000
 CORRUPT_FIELD = "corrupt"
@@ -56,6 +65,7 @@ class IndexSpec(NamedTuple):
 INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "unfinished runs; queries by type"),
     IndexSpec("run_seq", (("run", ASCENDING), ("seq", ASCENDING)), "a run's events in seq order"),
+    IndexSpec("at_id", (("at", ASCENDING), ("_id", ASCENDING)), "the listeners' feed, in time order"),
 )
 """The indexes the store creates at open (``_id`` comes free); ops/ documents them."""
 
@@ -79,14 +89,18 @@ class MongoStore:
         read_only: bool = False,
         client: Any = None,
         label: str = "MongoDB",
+        feed_window_s: float = FEED_WINDOW_S,
     ) -> None:
         self._server = isinstance(collection, Collection)
         if self._server:
             collection = collection.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
         self.events = collection
         self.leases = collection.database[LEASES]
+        self.checkpoints = collection.database[CHECKPOINTS]
         if self._server:
             self.leases = self.leases.with_options(write_concern=write_concern)
+            self.checkpoints = self.checkpoints.with_options(write_concern=write_concern)
+        self.feed = FeedWindow(feed_window_s)
         self.read_only = read_only
         self._client = client
         self._label = label
@@ -114,6 +128,44 @@ class MongoStore:
             submitted = self.events.find({"type": ev.RUN_SUBMITTED}, {"run": 1, "at": 1, "_id": 0})
             started = {doc["run"]: doc.get("at") for doc in submitted if doc["run"] not in finished}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
+
+    # --- the feed listeners read (see orchestrator.store.feed) -------------------------------
+
+    def read_feed(
+        self, position: Position | None, patterns: Sequence[str], limit: int
+    ) -> tuple[list[Event], Position]:
+        window = self.feed.parse(position)
+        query = {**type_filter(patterns), **self.feed.query(window)}
+        with self._lock, self._guard("reading the feed"):
+            docs = list(self.events.find(query).sort([("at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+        found: list[Event] = []
+        for doc in docs:
+            try:
+                found.append(decode(doc))
+            except CorruptEvent as exc:
+                log.error("the feed skips a damaged event: %s", exc)
+        return found, self.feed.advance(window, docs)
+
+    def feed_head(self, patterns: Sequence[str]) -> Position:
+        with self._lock, self._guard("finding the end of the feed"):
+            latest = list(self.events.find({}, {"at": 1}).sort([("at", -1), ("_id", -1)]).limit(1))
+            if not latest:
+                return self.feed.start()
+            window = Window(self.feed.millis(latest[0]["at"]), None, {})
+            docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, {"at": 1}))
+        return self.feed.advance(window, docs)
+
+    def load_checkpoint(self, name: str) -> Position | None:
+        with self._lock, self._guard(f"reading the checkpoint of {name!r}"):
+            doc = self.checkpoints.find_one({"_id": name})
+        return dict(doc["position"]) if doc is not None else None
+
+    def save_checkpoint(self, name: str, position: Position) -> None:
+        if self.read_only:
+            raise read_only_error(f"event store at {self._label}")
+        change = {"$set": {"position": position, "at": ev.utcnow()}}
+        with self._lock, self._guard(f"saving the checkpoint of {name!r}"):
+            self.checkpoints.update_one({"_id": name}, change, upsert=True)
 
     # --- leases (see orchestrator.engine.ownership) ---------------------------------------
 

@@ -366,13 +366,13 @@ def test_resume_refuses_a_corrupt_run_and_finishes_the_others(tmp_path: Path) ->
     corrupt, healthy = crashed_with_gated_runs(place, 2)
     store = open_store(None, home=place.home)
     try:
-        store.append([Event(corrupt, len(store.read(corrupt)) + 1, "bogus.type", utcnow())])
+        store.append([Event(corrupt, len(store.read(corrupt)) + 1, "run.bogus", utcnow())])
     finally:
         store.close()
     place.gate.touch()
     resume = place.evenflow("resume", "--registry", REGISTRY)
     assert resume.returncode != 0, resume
-    assert "bogus.type" in resume.stderr, resume.stderr
+    assert "run.bogus" in resume.stderr, resume.stderr
     status = fold(healthy, place.log(healthy)).status
     assert status == "succeeded", f"a corrupt run stopped `evenflow resume` with the healthy run {status}"
     assert re.search(rf"^{healthy}\s+gated\s+succeeded$", resume.stdout, flags=re.M), resume

@@ -280,7 +280,7 @@ def test_runs_submitted_at_the_same_moment_come_in_id_order(store: Any) -> None:
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        ({"type": "no.such.type"}, "unknown type"),
+        ({"type": "run.no_such_type"}, "unknown type"),
         ({"v": 99}, "schema version 99"),
         ({"at": None}, "r/0000000002"),
     ],

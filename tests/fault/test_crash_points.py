@@ -82,6 +82,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXECUTORS = ("inline", "processes://2", "zmq")
 LEASE = "after-lease-acquired"
+LISTENER = "listener-after-trigger-before-checkpoint"
+"""Fires only where a listener triggers: tests/fault/test_listener_faults.py crashes there."""
 HEARTBEAT_S = 0.2
 LIVENESS = 3
 DEATH_S = 30.0
@@ -492,7 +494,7 @@ def record(where: str, case: Case, tally: Tally, before: int, resumed: Resumed) 
 
 def test_every_crash_point_has_a_case() -> None:
     """A new crash point must get a place in this matrix, not slip past it."""
-    assert set(POINTS) == {where.point for where in WHERES} | {LEASE}
+    assert set(POINTS) == {where.point for where in WHERES} | {LEASE, LISTENER}
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

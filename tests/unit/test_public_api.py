@@ -5,13 +5,13 @@ from __future__ import annotations
 import orchestrator
 
 EXPECTED = {
-    "Call", "CallContext", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
+    "Call", "CallContext", "CascadeLimit", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
     "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "IdempotencyConflict",
-    "InvalidFlow", "InvalidOption", "InvalidRunState", "Node", "NoWorker", "Orchestrator", "Parallel",
+    "InvalidEvent", "InvalidFlow", "InvalidOption", "InvalidRunState", "Listener", "ListenerError", "Node", "NoWorker", "Orchestrator", "Parallel",
     "PayloadError", "ProtocolError", "Registry", "RemoteError",
     "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
     "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
-    "current_call", "each", "parallel", "sequence",
+    "current_call", "each", "emit", "on", "parallel", "sequence",
 }  # fmt: skip
 
 

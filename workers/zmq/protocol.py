@@ -44,7 +44,9 @@ VERSION = 1
 MAX_BATCH = 1_000
 MAX_COMMANDS = 10_000
 MAX_SLOTS = 10_000
-CLIENT_TYPES = frozenset({"submit", "watch", "cancel", "retry"})
+CLIENT_TYPES = frozenset(
+    {"submit", "watch", "cancel", "retry", "feed", "head", "checkpoint", "save", "trigger"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a client asks: ``type`` is ``submit`` or ``watch``; the body is checked by the service."""
+    """What a client asks (``type`` in ``CLIENT_TYPES``); the body is checked by the service."""
 
     type: str
     req: str

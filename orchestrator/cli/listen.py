@@ -1,0 +1,67 @@
+"""``evenflow listen``: listeners in their own process, fed from the log through a service."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..core.errors import ConfigurationError
+from ..core.listening import Listener
+
+
+def add_parser(
+    commands: Any, load: Callable[[str, type, str], Any], client_keys: Callable[..., None]
+) -> None:
+    listen = commands.add_parser(
+        "listen",
+        help="run listeners in this process, fed from a service's log",
+        description="Import LISTENERS (a list of on(...) listeners, or a function returning one), follow "
+        "the service's log from each listener's checkpoint and log what they answer as runs, exactly once "
+        "per listener and event. SIGTERM or Ctrl-C stops after the batch in hand.",
+    )
+    listen.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
+    listen.add_argument("--listeners", required=True, metavar="MODULE:LISTENERS",
+                        help="a list of on(...) listeners, or a function returning one")  # fmt: skip
+    listen.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
+                        help="how often an idle listener asks for new events (default 0.5)")  # fmt: skip
+    listen.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for the service's answer (default 30)")  # fmt: skip
+    client_keys(listen)
+    listen.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    listen.set_defaults(handler=lambda args: _listen(args, load))
+
+
+def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
+    from ..client import Client
+    from ..listeners import ListenerHost
+    from ..listeners.service_feed import ServiceFeed
+
+    listeners = load(args.listeners, list, "a list of listeners")
+    strays = [item for item in listeners if not isinstance(item, Listener)]
+    if strays or not listeners:
+        raise ConfigurationError(
+            f"{args.listeners} must hold listeners made with on(pattern, callable), "
+            f"got {strays[:1] or 'none'}"
+        )
+    if args.poll <= 0:
+        raise ConfigurationError(f"--poll must be a positive number of seconds, got {args.poll}")
+    keys = {"secret_key": args.secret_key, "server_key": args.server_key}
+    with Client(args.connect, timeout=args.timeout, **keys) as client:
+        feed = ServiceFeed(client)
+        host = ListenerHost(feed, feed.trigger, poll_s=args.poll)
+        stop = threading.Event()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: stop.set())
+        try:
+            for listener in listeners:
+                host.add(listener)
+            host.start()
+            names = ", ".join(listener.name for listener in listeners)
+            print(f"evenflow: listening to {args.connect} with {names}", flush=True)
+            stop.wait()
+        finally:
+            host.stop()
+    return 0

@@ -1,0 +1,120 @@
+"""Listeners in another process (``evenflow listen``): the feed and triggers through the service.
+
+The listening process holds no store. It asks the service for the feed from a
+position, for its checkpoint, to save one, and to log triggers; the service
+answers from its own store, so the log stays the one source of events (a
+socket only carries requests, and a lost reply is asked for again from the
+same position). ``ServiceFeed`` is the client's half, ``listener_request``
+the service's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from orchestrator.core import events as ev
+from orchestrator.core.errors import InvalidOption
+from orchestrator.core.events import Event
+from orchestrator.core.listening import Trigger, check_patterns
+from orchestrator.core.ports import FeedStore, Position
+
+LISTENER_REQUESTS = frozenset({"feed", "head", "checkpoint", "save", "trigger"})
+FEED_BYTES = 4 * 1024 * 1024
+"""About how much of the feed one reply carries; a batch over it is read again, smaller."""
+MAX_TRIGGERS_PER_REQUEST = 10_000
+
+
+class Asks(Protocol):
+    def ask(self, kind: str, **body: Any) -> dict[str, Any]: ...
+
+
+class ServiceFeed:
+    """A ``FeedStore`` and trigger sink over a service connection (a ``Client``)."""
+
+    def __init__(self, client: Asks) -> None:
+        self.client = client
+
+    def read_feed(
+        self, position: Position | None, patterns: Sequence[str], limit: int
+    ) -> tuple[list[Event], Position]:
+        reply = self.client.ask("feed", position=position, patterns=list(patterns), limit=limit)
+        return [ev.from_doc(doc) for doc in reply["events"]], dict(reply["position"])
+
+    def feed_head(self, patterns: Sequence[str]) -> Position:
+        return dict(self.client.ask("head", patterns=list(patterns))["position"])
+
+    def load_checkpoint(self, name: str) -> Position | None:
+        position = self.client.ask("checkpoint", name=name).get("position")
+        return dict(position) if position is not None else None
+
+    def save_checkpoint(self, name: str, position: Position) -> None:
+        self.client.ask("save", name=name, position=position)
+
+    def trigger(self, triggers: Sequence[Trigger]) -> None:
+        for start in range(0, len(triggers), MAX_TRIGGERS_PER_REQUEST):
+            chunk = triggers[start : start + MAX_TRIGGERS_PER_REQUEST]
+            self.client.ask("trigger", triggers=[trigger.to_doc() for trigger in chunk])
+
+
+def listener_request(
+    store: FeedStore, trigger: Callable[[Sequence[Trigger]], None], kind: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The service's answer to one listener request (raises ours for a bad one)."""
+    if kind == "feed":
+        patterns = check_patterns(_list(body, "patterns"))
+        position = _position(body.get("position"), optional=True)
+        limit = body.get("limit")
+        if type(limit) is not int or not 0 < limit <= 10_000:
+            raise InvalidOption("a feed request's limit must be a whole number from 1 to 10000")
+        while True:
+            events, after = store.read_feed(position, patterns, limit)
+            docs = [ev.to_doc(event) for event in events]
+            if limit == 1 or _size(docs) <= FEED_BYTES:
+                return {"events": docs, "position": after}
+            limit = max(1, limit // 4)
+    if kind == "head":
+        return {"position": store.feed_head(check_patterns(_list(body, "patterns")))}
+    if kind == "checkpoint":
+        return {"position": store.load_checkpoint(_name(body))}
+    if kind == "save":
+        store.save_checkpoint(_name(body), _position(body.get("position"), optional=False) or {})
+        return {}
+    if kind == "trigger":
+        docs = _list(body, "triggers")
+        if len(docs) > MAX_TRIGGERS_PER_REQUEST:
+            raise InvalidOption(f"a trigger request carries at most {MAX_TRIGGERS_PER_REQUEST} triggers")
+        trigger([Trigger.from_doc(_mapping(doc, "trigger")) for doc in docs])
+        return {}
+    raise InvalidOption(f"unknown listener request {kind!r}")
+
+
+def _size(docs: list[dict[str, Any]]) -> int:
+    return len(json.dumps(docs, default=str))
+
+
+def _list(body: Mapping[str, Any], name: str) -> list[Any]:
+    value = body.get(name)
+    if not isinstance(value, list):
+        raise InvalidOption(f"a listener request's {name} must be a list")
+    return value
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidOption(f"a {what} must be an object")
+    return value
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    name = body.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 200:
+        raise InvalidOption("a listener's name must be a string of 1 to 200 characters")
+    return name
+
+
+def _position(value: Any, *, optional: bool) -> Position | None:
+    if value is None and optional:
+        return None
+    return dict(_mapping(value, "feed position"))
