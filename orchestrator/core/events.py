@@ -56,7 +56,7 @@ KNOWN_TYPES = frozenset(
     }
 )
 
-SYSTEM_PREFIXES = frozenset(type_.split(".", 1)[0] for type_ in KNOWN_TYPES) | {"listener"}
+SYSTEM_PREFIXES = frozenset(type_.split(".", 1)[0] for type_ in KNOWN_TYPES)
 """First segments of the types evenflow writes; a command's own events may not use them."""
 MAX_TYPE_CHARS = 200
 _DOMAIN_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")

@@ -28,7 +28,9 @@ def answer_all(listener: Listener, events: Sequence[Event]) -> list[Trigger]:
             answer = listener.fn(event)
             if inspect.isawaitable(answer):  # a sync callable that hands back a coroutine
                 answer = asyncio.run(_await(answer))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a listener must not end the host
             triggers.append(failed_trigger(listener.name, event, exc))
             continue
         triggers.extend(triggers_for(listener.name, event, answer))
@@ -43,7 +45,9 @@ async def answer_all_async(listener: Listener, events: Sequence[Event]) -> list[
             if listener.predicate is not None and not listener.predicate(event):
                 continue
             answer = await listener.fn(event)
-        except Exception as exc:
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # SystemExit too: a listener must not end the host
             triggers.append(failed_trigger(listener.name, event, exc))
             continue
         triggers.extend(triggers_for(listener.name, event, answer))
