@@ -132,6 +132,7 @@ class Orchestrator:
             check_flow=self._checker.check,
             on_append=self._appended,
             leases=leases,
+            unrunnable=self._unrunnable if registry is not None else None,
         )
         self._started = False
         self._starting = threading.Lock()
@@ -147,6 +148,17 @@ class Orchestrator:
                     self._listeners.start()
                 self._started = True
         return self
+
+    def _unrunnable(self, state: RunState) -> str | None:
+        """Why a run found unfinished cannot go on here: commands it still needs that the registry lacks."""
+        missing = sorted(name for name in state.commands_ahead() if name not in self.registry)
+        if not missing:
+            return None
+        names = ", ".join(repr(name) for name in missing)
+        return (
+            f"its flow still calls {names}, which this orchestrator's registry lacks; it is left as it is "
+            "for an orchestrator (or `evenflow resume --registry ...`) whose registry has them"
+        )
 
     def _appended(self, batch: list[Event]) -> None:
         """After each durable append (engine thread): read models follow, listeners wake."""

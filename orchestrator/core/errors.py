@@ -122,6 +122,14 @@ class InvalidRunState(EvenflowError):
     pass
 
 
+class RunParked(EvenflowError):
+    """A run this orchestrator cannot drive (its registry lacks a command the run still needs).
+
+    Nothing is written to it: it stays unfinished in the log for an orchestrator
+    whose registry has the command (after a fixed deploy) to resume.
+    """
+
+
 class IdempotencyConflict(EvenflowError):
     """The key was used before for a different flow, input or name: submitting is not idempotent here."""
 

@@ -149,6 +149,18 @@ class RunState:
     def next_due(self) -> datetime | None:
         return min(self.timers.values()) if self.timers and not self.finished else None
 
+    def commands_ahead(self) -> set[str]:
+        """The commands the run may still call: those of its unfinished calls and maps."""
+        found: set[str] = set()
+        for node in self.nodes.values():
+            if node.status in TERMINAL:
+                continue
+            if node.kind == "call" and not node.children:  # a call that expanded has run already
+                found.add(node.spec["command"])
+            elif node.kind == "each":
+                found.add(node.spec["template"]["command"])
+        return found
+
     def running(self) -> list[NodeState]:
         """Attempts dispatched and not yet ended, in path order."""
         return [n for n in self.nodes.values() if n.status == RUNNING]

@@ -35,6 +35,7 @@ from ..core.errors import (
     Interrupted,
     InvalidRunState,
     RunNotFound,
+    RunParked,
     StoreUnavailable,
     WorkerLost,
 )
@@ -72,6 +73,7 @@ class Engine:
         check_flow: CheckFlow | None = None,
         on_append: AppendHook | None = None,
         leases: Leases | None = None,
+        unrunnable: Callable[[RunState], str | None] | None = None,
     ) -> None:
         self.store = store
         self._on_append = on_append
@@ -92,6 +94,10 @@ class Engine:
         """Submissions whose append failed: offered again if the log turns out not to hold them."""
         self._leases = leases
         """Set when several orchestrators may share the store; without it every run here is ours."""
+        self._unrunnable = unrunnable
+        """Why a run taken over cannot be driven here (a command the registry lacks), or None."""
+        self._parked: dict[str, RunParked] = {}
+        """Runs taken over but left untouched, with the reason: another orchestrator may drive them."""
         self._foreign: dict[str, str | None] = {}
         """Unfinished runs another orchestrator drives, with their owner."""
         self._failures = 0
@@ -322,6 +328,7 @@ class Engine:
             )
             return
         self._apply(state, Draft(ev.RUN_CANCELLED, data={"reason": item.reason}), turn, causation=None)
+        self._parked.pop(item.run, None)
         turn.cancels.append(item)
 
     def _on_outcome(self, outcome: Outcome, turn: Turn) -> None:
@@ -340,6 +347,9 @@ class Engine:
             self._apply(state, draft, turn, causation=outcome.attempt_id)
 
     def _on_watch(self, item: Watch) -> None:
+        if item.run in self._parked:
+            settle(item.future, error=self._parked[item.run])
+            return
         state = self._live.get(item.run) or self._recent.get(item.run)
         if state is None and item.run not in self._stale:
             try:
@@ -530,6 +540,8 @@ class Engine:
             if not self._owns(state) and not (adopt and self._leases and self._leases.takeable(state.owner)):
                 self._foreign[run] = state.owner
                 continue
+            if adopt and self._park(state):
+                continue
             self._foreign.pop(run, None)
             self._live[run] = state
             self._dirty.add(run)
@@ -539,6 +551,18 @@ class Engine:
                 if envelope.attempt_id not in self._inflight:
                     self._send(envelope.route or "default", [envelope])
         return driven
+
+    def _park(self, state: RunState) -> bool:
+        """Leave a run alone, logging why, when this orchestrator cannot run what it still needs."""
+        reason = self._unrunnable(state) if self._unrunnable is not None else None
+        if reason is None:
+            self._parked.pop(state.run, None)
+            return False
+        if state.run not in self._parked:
+            log.error("run %s is parked: %s", state.run, reason)
+        self._parked[state.run] = RunParked(f"run {state.run} is parked: {reason}")
+        self._fail_waiters(state.run, self._parked[state.run])
+        return True
 
     def _settle_unsure(self, state: RunState) -> None:
         """A submission whose append failed is in the log after all: answer it from what landed."""
@@ -601,6 +625,7 @@ class Engine:
             run
             for run in unfinished
             if run not in self._stale
+            and run not in self._parked
             and (run not in self._foreign or self._leases.takeable(self._foreign[run]))
         ]
         if free:

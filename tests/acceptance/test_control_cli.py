@@ -378,11 +378,6 @@ def test_resume_refuses_a_corrupt_run_and_finishes_the_others(tmp_path: Path) ->
     assert re.search(rf"^{healthy}\s+gated\s+succeeded$", resume.stdout, flags=re.M), resume
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built yet: a resumed run whose command the registry lacks is dispatched and fails with "
-    "UnknownCommand instead of being parked until a deploy brings the command back (RELIABILITY.md)",
-)
 def test_resume_without_a_command_parks_the_run_for_a_fixed_deploy(tmp_path: Path) -> None:
     """RELIABILITY.md: command gone after a deploy, run resumed -> that run parked with a clear error."""
     place = Place(tmp_path)

@@ -207,3 +207,40 @@ def test_keys_hold_across_restarts(tmp_path: Path) -> None:
         assert second.submit(call("inc", 1), key="invoice-7").id == run.id
         with pytest.raises(IdempotencyConflict):
             second.submit(call("inc", 3), key="invoice-7")
+
+
+# --- a run whose command this orchestrator lacks ---------------------------------------------
+
+
+def unfinished(store: Any, flow: Any) -> str:
+    """A run some orchestrator submitted and never drove: only its ``run.submitted`` is logged."""
+    from uuid import uuid4
+
+    from orchestrator.core.events import utcnow
+    from orchestrator.core.flows import encode_flow
+
+    run = uuid4().hex
+    data = {"flow": encode_flow(flow), "name": None}
+    store.append([Event(run, 1, ev.RUN_SUBMITTED, utcnow(), data=data, by="gone", correlation=run)])
+    return run
+
+
+def test_a_run_needing_a_command_the_registry_lacks_is_parked_and_the_others_go_on() -> None:
+    """RELIABILITY.md: command gone after a deploy, run resumed -> that run parked; other runs continue."""
+    from orchestrator import RunParked
+    from orchestrator.store import MemoryStore
+
+    store = MemoryStore()
+    parked = unfinished(store, sequence(call("inc", 1), call("deployed_later")))
+    healthy = unfinished(store, call("inc", 41))
+    old = registry()
+    with Orchestrator(old, store=store, executor="inline") as first:
+        assert first.result(healthy, timeout=DEADLINE_S) == 42
+        with pytest.raises(RunParked, match="'deployed_later'"):
+            first.result(parked, timeout=DEADLINE_S)
+        assert [e.type for e in store.read(parked)] == [ev.RUN_SUBMITTED], "a parked run is not written"
+
+    new = registry()
+    new.register("deployed_later", lambda x: x * 10)
+    with Orchestrator(new, store=store, executor="inline") as fixed:
+        assert fixed.result(parked, timeout=DEADLINE_S) == 20

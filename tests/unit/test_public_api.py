@@ -9,7 +9,7 @@ EXPECTED = {
     "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "IdempotencyConflict",
     "InvalidEvent", "InvalidFlow", "InvalidOption", "InvalidRunState", "Listener", "ListenerError", "Node", "NoWorker", "Orchestrator", "Parallel",
     "PayloadError", "ProtocolError", "Registry", "RemoteError",
-    "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "Sequence",
+    "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "RunParked", "Sequence",
     "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
     "current_call", "each", "emit", "on", "parallel", "sequence",
 }  # fmt: skip
