@@ -16,6 +16,7 @@ from typing import Any
 from ..core.errors import EvenflowError, RunFailed, StoreLocked
 from ..core.registry import Registry
 from . import terminable
+from .remote import client_keys
 
 Adder = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[str, type, str], Any]
@@ -67,8 +68,7 @@ def _service(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connect", metavar="ENDPOINT", help="ask this `evenflow serve` instead of the store"
     )
-    parser.add_argument("--secret-key", metavar="FILE", help="this client's NAME.key_secret (CURVE)")
-    parser.add_argument("--server-key", metavar="FILE", help="the service's public NAME.key")
+    client_keys(parser)
 
 
 def _client(args: argparse.Namespace) -> Any:
