@@ -47,12 +47,11 @@ from .core.state import NO_INPUT, RunState
 from .core.submission import FlowChecker
 from .engine import Engine
 from .engine.ownership import LEASE_S, Leases
+from .listeners.host import POLL_S, ListenerHost
 
 if TYPE_CHECKING:
     from projections.documents import Documents
     from projections.read_models import RunsProjector
-
-    from .listeners import ListenerHost
 
 log = logging.getLogger("evenflow.orchestrator")
 
@@ -76,7 +75,9 @@ class Orchestrator:
     submitted, and takes over those of one whose lease (``lease_s``) lapsed.
 
     ``listen`` adds listeners; what they trigger may trigger more, up to
-    ``cascade_limit`` hops from a run submitted by hand.
+    ``cascade_limit`` hops from a run submitted by hand. This orchestrator's
+    appends wake its listeners at once; they look for what other writers
+    logged every ``listener_poll_s``.
 
     With ``read_models`` (the default) the ``runs`` read model follows every
     append (``runs_collection``): beside the log on a MongoDB or mongomock store,
@@ -97,6 +98,7 @@ class Orchestrator:
         read_models: bool = True,
         lease_s: float = LEASE_S,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
+        listener_poll_s: float = POLL_S,
     ) -> None:
         if registry is not None and not isinstance(registry, Registry):
             raise ConfigurationError(
@@ -105,6 +107,8 @@ class Orchestrator:
         self.registry = registry if registry is not None else Registry()
         routes = {"default": _executor(executor), **{k: _executor(v) for k, v in (executors or {}).items()}}
         self.store = _store(store, home)
+        self._owns_store = store is None or isinstance(store, str)
+        """A store given as an object stays open on close: its caller may share it with others."""
         self._checker = FlowChecker(
             registry,
             routes,
@@ -121,6 +125,9 @@ class Orchestrator:
         if type(cascade_limit) is not int or cascade_limit < 1:
             raise ConfigurationError(f"cascade_limit must be a whole number >= 1, got {cascade_limit!r}")
         self.cascade_limit = cascade_limit
+        if not isinstance(listener_poll_s, int | float) or not 0 < listener_poll_s <= 3600:
+            raise ConfigurationError(f"listener_poll_s must be seconds in (0, 3600], got {listener_poll_s!r}")
+        self.listener_poll_s = float(listener_poll_s)
         self._listeners: ListenerHost | None = None
         self._depths: OrderedDict[str, int] = OrderedDict()
         self._depths_lock = threading.Lock()
@@ -198,7 +205,7 @@ class Orchestrator:
             log.info("the runs read model caught up %d runs with the log", len(behind))
 
     def close(self, *, drain_s: float = 0.0) -> None:
-        """Stop: log what is waiting, then close executors and the store.
+        """Stop: log what is waiting, then close executors and the store (if it was opened here).
 
         With ``drain_s`` (what SIGTERM asks of ``evenflow`` commands), first take
         no new submissions and dispatch nothing new, and wait up to that long for
@@ -210,7 +217,8 @@ class Orchestrator:
         if self._started:
             self.engine.close(drain_s=drain_s)
             self._started = False
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> Orchestrator:
         return self.start()
@@ -265,9 +273,7 @@ class Orchestrator:
                     f"the store {type(self.store).__name__} cannot feed listeners (it has no read_feed); "
                     "use the embedded, memory, mongomock or MongoDB store"
                 )
-            from .listeners import ListenerHost
-
-            self._listeners = ListenerHost(self.store, self.trigger)
+            self._listeners = ListenerHost(self.store, self.trigger, poll_s=self.listener_poll_s)
             if self._started:
                 self._listeners.start()
         self._listeners.add(spec)
@@ -361,15 +367,15 @@ class Orchestrator:
     ) -> Any:
         """Submit ``flow`` and wait for its result; a failed run raises ``RunFailed``."""
         result: Future[Any] = Future()
-        self._submit(flow, input, None, watcher=result, key=key)
-        return _wait(result, timeout)
+        submitted = self._submit(flow, input, None, watcher=result, key=key)
+        return _wait(result, timeout, _id_of(submitted))
 
     async def run_async(
         self, flow: Node, *, input: Any = NO_INPUT, timeout: float | None = None, key: str | None = None
     ) -> Any:
         result: Future[Any] = Future()
-        self._submit(flow, input, None, watcher=result, key=key)
-        return await _wait_async(result, timeout)
+        submitted = self._submit(flow, input, None, watcher=result, key=key)
+        return await _wait_async(result, timeout, _id_of(submitted))
 
     def submit_future(
         self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
@@ -476,18 +482,32 @@ class Run:
         return f"Run({self.id!r})"
 
 
-def _wait(future: Future[Any], timeout: float | None, run_id: str = "") -> Any:
+RunId = str | Callable[[], str]
+"""A run id, or how to learn it once the submission is logged (for the message of a timeout)."""
+
+
+def _wait(future: Future[Any], timeout: float | None, run_id: RunId = "") -> Any:
     try:
         return future.result(timeout)
     except FutureTimeout:
-        raise ResultTimeout(f"run {run_id} did not finish within {timeout}s") from None
+        raise _timed_out(run_id, timeout) from None
 
 
-async def _wait_async(future: Future[Any], timeout: float | None, run_id: str = "") -> Any:
+async def _wait_async(future: Future[Any], timeout: float | None, run_id: RunId = "") -> Any:
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
     except TimeoutError:
-        raise ResultTimeout(f"run {run_id} did not finish within {timeout}s") from None
+        raise _timed_out(run_id, timeout) from None
+
+
+def _timed_out(run_id: RunId, timeout: float | None) -> ResultTimeout:
+    name = run_id if isinstance(run_id, str) else run_id()
+    return ResultTimeout(f"run {name or '(not logged yet)'} did not finish within {timeout}s")
+
+
+def _id_of(submitted: Future[str]) -> Callable[[], str]:
+    """The run id once ``submitted`` resolved, else ''."""
+    return lambda: submitted.result() if submitted.done() and submitted.exception() is None else ""
 
 
 def _executor(spec: ExecutorSpec) -> Executor:
