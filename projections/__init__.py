@@ -10,7 +10,7 @@ read model by ``RunsProjector`` as events arrive, and can be rebuilt from the
 log at any time (``rebuild_runs``) with the same result.
 """
 
-from .audit import AuditEntry, audit_trail
+from .audit import AuditEntry, audit_chain, audit_trail
 from .command_stats import CommandStats, command_stats
 from .failures import FailureExample, FailureGroup, failures
 from .indexes import ensure_indexes
@@ -30,6 +30,7 @@ __all__ = [
     "RunStatus",
     "RunsProjector",
     "WorkerActivity",
+    "audit_chain",
     "audit_trail",
     "catch_up",
     "command_stats",

@@ -2,23 +2,34 @@
 
 Who: ``by`` is the orchestrator that appended the event. ``worker`` is who ran
 the attempt an event belongs to: for an attempt's own events (dispatched,
-started, succeeded, expanded, failed) the worker named by that attempt's
-``command.started``; for an ``outcome.ignored``, the worker whose outcome was
-refused. Why: ``causation`` (an event id, or the attempt id ``run/node#n`` for
+started, succeeded, expanded, failed) and the events its command emitted, the
+worker named by that attempt's ``command.started``; for an ``outcome.ignored``,
+the worker whose outcome was refused. Why: ``causation`` (an event id, or the attempt id ``run/node#n`` for
 what a worker reported). When: ``at``. What changed: a one-line ``summary`` for
 people and the stored document itself for machines.
 
 The pipeline finds each attempt's worker by grouping the run's events by
-(node, attempt) and unwinding them again: no ``$lookup`` (a join on two fields
-needs its pipeline form) and no ``$setWindowFields`` (not in mongomock). The
-final ``$sort`` on ``seq`` restores log order, whatever order the group left. The
-summary is rendered in Python: number formatting differs between the server's
-``$toString`` and mongomock's, and a sentence is presentation, not a query.
+(run, node, attempt) and unwinding them again: no ``$lookup`` (a join on two
+fields needs its pipeline form) and no ``$setWindowFields`` (not in mongomock).
+The final ``$sort`` on ``seq`` restores log order, whatever order the group
+left. The summary is rendered in Python: number formatting differs between the
+server's ``$toString`` and mongomock's, and a sentence is presentation, not a
+query.
+
+``audit_chain`` is the trail of every run of one chain: a run and the runs
+listeners started in answer to its events, and theirs in turn. They share the
+``correlation`` of the first run's ``run.submitted`` (its own id), so three
+pipelines, each starting on an index, find them: the run's ``run.submitted``
+(``run_seq``), the ``run.submitted`` events with its correlation
+(``correlation_type``), then every event of those runs (``run_seq``). Runs come
+in causal order: a triggered run is submitted after the event that caused it,
+and its ``depth`` breaks a tie within the same millisecond.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +37,9 @@ from typing import Any
 from orchestrator.core import events as ev
 
 from .documents import aggregate
-from .source import BY_RUN, EventsCollection, IndexKeys, Pipeline, aware
+from .source import BY_CORRELATION, BY_RUN, EventsCollection, IndexKeys, Pipeline, aware
 
-INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_RUN,)
+INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_RUN, BY_CORRELATION)
 
 ATTEMPT_TYPES = (
     ev.COMMAND_DISPATCHED,
@@ -37,14 +48,17 @@ ATTEMPT_TYPES = (
     ev.COMMAND_EXPANDED,
     ev.COMMAND_FAILED,
 )
-"""Events about one attempt, attributed to the worker that ran it."""
+"""Events about one attempt, attributed to the worker that ran it (as are the events its command emitted)."""
 
 MAX_MESSAGE = 120
 """Error messages are cut to this many characters in a summary (the document keeps them whole)."""
+MAX_DATA = 80
+"""An emitted event's data is shown as JSON cut to this many characters in a summary."""
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
+    run: str
     seq: int
     at: datetime
     type: str
@@ -63,12 +77,22 @@ class AuditEntry:
 
 def audit_pipeline(run: str) -> Pipeline:
     """Every event of ``run`` as ``{event, worker}``, in ``seq`` order."""
+    return attributed({"run": run})
+
+
+def chain_events_pipeline(runs: Sequence[str]) -> Pipeline:
+    """Every event of ``runs`` as ``{event, worker}``, by run id then ``seq``."""
+    return attributed({"run": {"$in": list(runs)}})
+
+
+def attributed(match: dict[str, Any]) -> Pipeline:
+    """The events ``match`` selects, each with the worker of its attempt, by run then ``seq``."""
     started = {"$eq": ["$type", ev.COMMAND_STARTED]}
     return [
-        {"$match": {"run": run}},
+        {"$match": match},
         {
             "$group": {
-                "_id": {"node": "$node", "attempt": "$attempt"},
+                "_id": {"run": "$run", "node": "$node", "attempt": "$attempt"},
                 "events": {"$push": "$$ROOT"},
                 "worker": {"$max": {"$cond": [started, "$data.by", None]}},
             }
@@ -86,13 +110,31 @@ def audit_pipeline(run: str) -> Pipeline:
                                 "then": "$events.data.by",
                             },
                             {"case": {"$in": ["$events.type", list(ATTEMPT_TYPES)]}, "then": "$worker"},
+                            {"case": {"$in": ["$events.type", sorted(ev.KNOWN_TYPES)]}, "then": None},
                         ],
-                        "default": None,
+                        "default": "$worker",  # an event the attempt's command emitted
                     }
                 },
             }
         },
-        {"$sort": {"event.seq": 1}},
+        {"$sort": {"event.run": 1, "event.seq": 1}},
+    ]
+
+
+def correlation_pipeline(run: str) -> Pipeline:
+    """``{correlation}`` of ``run``: its ``run.submitted``'s, or its own id where that has none."""
+    return [
+        {"$match": {"run": run, "seq": 1, "type": ev.RUN_SUBMITTED}},
+        {"$project": {"_id": 0, "correlation": {"$ifNull": ["$correlation", "$run"]}}},
+    ]
+
+
+def chain_pipeline(correlation: str) -> Pipeline:
+    """``{run, at, depth}`` of every run submitted with ``correlation``, in causal order."""
+    return [
+        {"$match": {"correlation": correlation, "type": ev.RUN_SUBMITTED}},
+        {"$project": {"_id": 0, "run": 1, "at": 1, "depth": {"$ifNull": ["$data.depth", 0]}}},
+        {"$sort": {"at": 1, "depth": 1, "run": 1}},
     ]
 
 
@@ -101,10 +143,29 @@ def audit_trail(events: EventsCollection, run: str) -> list[AuditEntry]:
     return [entry(row["event"], row.get("worker")) for row in aggregate(events, audit_pipeline(run))]
 
 
+def audit_chain(events: EventsCollection, run: str) -> list[AuditEntry]:
+    """The trail of every run in ``run``'s chain, run after run in causal order; [] for no such run."""
+    runs = chain_runs(events, run)
+    rank = {name: index for index, name in enumerate(runs)}
+    rows = aggregate(events, chain_events_pipeline(runs))
+    entries = [entry(row["event"], row.get("worker")) for row in rows]
+    return sorted(entries, key=lambda item: (rank[item.run], item.seq))
+
+
+def chain_runs(events: EventsCollection, run: str) -> list[str]:
+    """The runs of ``run``'s chain in causal order (``run`` alone if none other); empty for no such run."""
+    found = list(aggregate(events, correlation_pipeline(run)))
+    if not found:
+        return []
+    chain = [row["run"] for row in aggregate(events, chain_pipeline(found[0]["correlation"]))]
+    return chain if run in chain else [run, *chain]
+
+
 def entry(doc: Mapping[str, Any], worker: str | None) -> AuditEntry:
     """One audit line from a stored event and the worker of its attempt."""
     event = {**doc, "at": aware(doc.get("at"))}
     return AuditEntry(
+        run=doc["run"],
         seq=doc["seq"],
         at=event["at"],
         type=doc["type"],
@@ -124,8 +185,7 @@ def summarize(doc: Mapping[str, Any], worker: str | None = None) -> str:
     kind = doc.get("type")
     data: Mapping[str, Any] = doc.get("data") or {}
     if kind == ev.RUN_SUBMITTED:
-        name = f"flow {data['name']!r}" if data.get("name") else "a flow"
-        return f"submitted {name} of {nodes(data.get('flow'))}" + (" with input" if "input" in data else "")
+        return submitted(doc, data)
     if kind == ev.COMMAND_DISPATCHED:
         return f"dispatched attempt {doc.get('attempt')} of {doc.get('command') or '?'}" + (
             f" to route {data['route']}" if data.get("route") else ""
@@ -140,9 +200,7 @@ def summarize(doc: Mapping[str, Any], worker: str | None = None) -> str:
     if kind == ev.COMMAND_FAILED:
         return f"failed: {error_line(data.get('error') or {})}"
     if kind == ev.OUTCOME_IGNORED:
-        what = "result" if data.get("ok") else "failure"
-        sender = data.get("by") or "?"
-        return f"ignored a {data.get('reason', '?')} {what} of attempt {doc.get('attempt')} from {sender}"
+        return ignored(doc, data)
     if kind == ev.RETRY_SCHEDULED:
         return f"retry {doc.get('attempt')} scheduled in {seconds(data.get('delay_s') or 0)}"
     if kind == ev.NODE_FAILED:
@@ -153,7 +211,27 @@ def summarize(doc: Mapping[str, Any], worker: str | None = None) -> str:
         return f"run failed: {failures_line(data.get('failures') or [], node=True)}"
     if kind == ev.RUN_CANCELLED:
         return "run cancelled" + (f": {data['reason']}" if data.get("reason") else "")
+    if isinstance(kind, str) and ev.is_domain_type(kind):
+        return f"emitted {kind}" + (f" {compact(data)}" if data else "")
     return str(kind)
+
+
+def submitted(doc: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """A submission, and the listener and event that caused it when one did."""
+    name = f"flow {data['name']!r}" if data.get("name") else "a flow"
+    what = f"submitted {name} of {nodes(data.get('flow'))}" + (" with input" if "input" in data else "")
+    if data.get("listener") is None:
+        return what
+    return f"triggered by listener {data['listener']!r} on {doc.get('causation') or '?'}: {what}"
+
+
+def ignored(doc: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """A refused outcome, and how many events it had emitted (not logged with it)."""
+    what = "result" if data.get("ok") else "failure"
+    sender = data.get("by") or "?"
+    line = f"ignored a {data.get('reason', '?')} {what} of attempt {doc.get('attempt')} from {sender}"
+    discarded = len(data.get("discarded_events") or ())
+    return line + (f"; discarded {count(discarded, 'emitted event')}" if discarded else "")
 
 
 def error_line(error: Mapping[str, Any]) -> str:
@@ -175,9 +253,19 @@ def failures_line(failures: list[Mapping[str, Any]], *, node: bool) -> str:
     return f"{where}{error_line(first)}{more}"
 
 
+def compact(data: Mapping[str, Any]) -> str:
+    """``data`` as one line of JSON, cut to ``MAX_DATA`` characters."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_DATA else text[:MAX_DATA].rstrip() + "..."
+
+
 def nodes(flow: Mapping[str, Any] | None) -> str:
-    count = len((flow or {}).get("nodes") or ())
-    return f"{count} node" if count == 1 else f"{count} nodes"
+    return count(len((flow or {}).get("nodes") or ()), "node")
+
+
+def count(number: int, noun: str) -> str:
+    """``1 node``, ``3 nodes``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def seconds(value: float) -> str:

@@ -1,4 +1,4 @@
-"""The indexes the run-status and run-history projections need, by collection, and their creation.
+"""The indexes the projections rely on, by collection, and their creation.
 
 ``runs`` (the read model): ``run_history`` filters on at most one of state,
 flow, command or error type, then sorts newest first on
@@ -8,9 +8,11 @@ the sort together, so a page reads only its rows. ``commands`` and
 server can still sort by the index.
 
 ``events``: the ``run_status`` pipeline matches ``run`` and ``catch_up`` takes
-each run's last ``seq``; both need ``run_seq``, which the store already creates
-at open (``orchestrator.store.mongo.INDEXES``). It is listed here so a reader
-sees every index a projection relies on; creating it again is a no-op.
+each run's last ``seq``; both need ``run_seq``; ``audit_chain`` finds the runs
+of one chain by the ``correlation`` of their ``run.submitted``:
+``correlation_type``. The store creates both at open
+(``orchestrator.store.mongo.INDEXES``); they are listed here so a reader sees
+every index a projection relies on; creating one again is a no-op.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ INDEXES: Final[Mapping[str, tuple[IndexSpec, ...]]] = {
             "run_seq",
             (("run", ASC), ("seq", ASC)),
             "run_status's $match on run; catch_up's last seq per run; the store creates it at open",
+        ),
+        IndexSpec(
+            "correlation_type",
+            (("correlation", ASC), ("type", ASC)),
+            "audit_chain: the run.submitted events of one chain of runs",
         ),
     ),
 }

@@ -23,6 +23,8 @@ BY_RUN: IndexKeys = (("run", 1), ("seq", 1))
 """A run's events in ``seq`` order (the store's ``run_seq``)."""
 BY_TYPE_AND_TIME: IndexKeys = (("type", 1), ("at", 1))
 """Events of some types in a time window (the store's ``type_at``)."""
+BY_CORRELATION: IndexKeys = (("correlation", 1), ("type", 1))
+"""The ``run.submitted`` events of one chain of runs (``correlation_type``, made by ``evenflow init``)."""
 
 
 class EventsCollection(Protocol):

@@ -4,7 +4,10 @@ Each opens the store read-only (the embedded one while an orchestrator runs
 is fine), runs one projection and prints an aligned table, or exact JSON with
 ``--json``. The ``runs`` read model is caught up with the log first: on
 MongoDB it is the stored collection; on the embedded store it is rebuilt in
-memory from the journal.
+memory from the journal. ``audit`` shows a run's whole chain (the run first
+submitted and every run listeners started in answer to the chain's events),
+with a ``run`` column when it holds more than one run; ``--run-only`` shows the
+run alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from ..core.errors import ConfigurationError, CorruptEvent, RunNotFound
+from ..core.events import KNOWN_TYPES
 from .render import table
 from .timespec import parse_moment
 
@@ -149,19 +153,20 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    from projections import audit_trail
+    from projections import audit_chain, audit_trail
 
     with source(args) as src:
-        trail = audit_trail(src.events, args.run)
+        trail = (audit_trail if args.run_only else audit_chain)(src.events, args.run)
     if not trail:
         raise RunNotFound(args.run)
-    headers = ("seq", "at", "node", "by", "caused by", "what happened")
-    return _emit(
-        args,
-        trail,
-        headers,
-        lambda e: (e.seq, _time(e.at), e.node, _who(e), _cause(e.causation, args.run), e.summary),
-    )
+    headers: tuple[str, ...] = ("seq", "at", "node", "by", "caused by", "what happened")
+    chain = len({e.run for e in trail}) > 1
+
+    def row(e: Any) -> tuple[Any, ...]:
+        cells = (e.seq, _time(e.at), e.node, _who(e), _cause(e.causation, e.run), e.summary)
+        return (e.run, *cells) if chain else cells
+
+    return _emit(args, trail, ("run", *headers) if chain else headers, row)
 
 
 def stats_command(args: argparse.Namespace) -> int:
@@ -252,7 +257,7 @@ def add_parsers(commands: Any, common: Any) -> None:
     runs.set_defaults(handler=runs_command)
     for name, handler, one_run, what in (
         ("status", status_command, True, "one run at a glance"),
-        ("audit", audit_command, True, "every event of one run, in order, with who and why"),
+        ("audit", audit_command, True, "every event of a run and its chain of listeners, with who and why"),
         ("stats", stats_command, False, "per-command calls, failures, retries and durations"),
         ("failures", failures_command, False, "failures grouped by error type and command"),
     ):
@@ -262,6 +267,12 @@ def add_parsers(commands: Any, common: Any) -> None:
         else:
             parser.add_argument(
                 "--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time"
+            )
+        if name == "audit":
+            parser.add_argument(
+                "--run-only",
+                action="store_true",
+                help="only RUN's events, not those of the runs its chain of listeners started",
             )
         common(parser)
         parser.set_defaults(handler=handler)
@@ -274,8 +285,9 @@ _WORKER_EVENTS = frozenset({"command.started", "command.succeeded", "command.exp
 
 
 def _who(entry: Any) -> str | None:
-    """The worker for what an attempt did, the orchestrator for what it decided."""
-    return str(entry.worker or entry.by) if entry.type in _WORKER_EVENTS else entry.by
+    """The worker for what an attempt did or its command emitted, the orchestrator for what it decided."""
+    did = entry.type in _WORKER_EVENTS or entry.type not in KNOWN_TYPES
+    return str(entry.worker or entry.by) if did else entry.by
 
 
 def _cause(causation: str | None, run: str) -> str | None:

@@ -66,6 +66,7 @@ INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "unfinished runs; queries by type"),
     IndexSpec("run_seq", (("run", ASCENDING), ("seq", ASCENDING)), "a run's events in seq order"),
     IndexSpec("at_id", (("at", ASCENDING), ("_id", ASCENDING)), "the listeners' feed, in time order"),
+    IndexSpec("correlation_type", (("correlation", ASCENDING), ("type", ASCENDING)), "the runs of one chain"),
 )
 """The indexes the store creates at open (``_id`` comes free); ops/ documents them."""
 

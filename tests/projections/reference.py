@@ -41,12 +41,13 @@ def audit(docs: Iterable[Doc], run: str) -> list[AuditEntry]:
     for doc in mine:
         if doc["type"] == ev.OUTCOME_IGNORED:
             worker = doc["data"].get("by")
-        elif doc["type"] in own:
+        elif doc["type"] in own or doc["type"] not in ev.KNOWN_TYPES:  # or emitted by the attempt's command
             worker = workers.get((doc["node"], doc["attempt"]))
         else:
             worker = None
         entries.append(
             AuditEntry(
+                run=doc["run"],
                 seq=doc["seq"],
                 at=doc["at"],
                 type=doc["type"],
@@ -61,6 +62,21 @@ def audit(docs: Iterable[Doc], run: str) -> list[AuditEntry]:
             )
         )
     return entries
+
+
+def audit_chain(docs: Iterable[Doc], run: str) -> list[AuditEntry]:
+    """The runs submitted with ``run``'s correlation (``run`` first if it has none), one after another."""
+    docs = list(docs)
+    first = [doc for doc in docs if doc["run"] == run and doc["seq"] == 1]
+    if not first:
+        return []
+    correlation = first[0].get("correlation") or run
+    submitted = [
+        doc for doc in docs if doc["type"] == ev.RUN_SUBMITTED and doc.get("correlation") == correlation
+    ]
+    submitted.sort(key=lambda doc: (doc["at"], doc["data"].get("depth") or 0, doc["run"]))
+    runs = [doc["run"] for doc in submitted]
+    return [entry for name in (runs if run in runs else [run, *runs]) for entry in audit(docs, name)]
 
 
 def command_stats(docs: Iterable[Doc], since: datetime | None, until: datetime | None) -> list[CommandStats]:

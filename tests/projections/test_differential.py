@@ -37,7 +37,7 @@ from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.flows import Node
 from orchestrator.store import open_store
 from orchestrator.store.mongo import MongoStore
-from projections.audit import audit_trail
+from projections.audit import audit_chain, audit_trail
 from projections.command_stats import CommandStats, command_stats
 from projections.failures import failures
 from projections.throughput import throughput
@@ -199,6 +199,7 @@ def test_every_pipeline_agrees_with_the_reference(
 
     for run in sorted({doc["run"] for doc in docs}):
         assert audit_trail(events_collection, run) == reference.audit(docs, run)
+        assert audit_chain(events_collection, run) == reference.audit_chain(docs, run)
     assert same_stats(
         command_stats(events_collection, since, until), reference.command_stats(docs, since, until)
     )

@@ -18,9 +18,16 @@ import pytest
 from bson import json_util
 
 from orchestrator.core.events import Event, to_doc
-from projections.audit import audit_pipeline, audit_trail
+from projections.audit import (
+    audit_pipeline,
+    audit_trail,
+    chain_events_pipeline,
+    chain_pipeline,
+    correlation_pipeline,
+)
 from projections.command_stats import command_stats, command_stats_pipeline, p95
 from projections.failures import FailureExample, failures, failures_pipeline
+from projections.indexes import ensure_indexes
 from projections.throughput import ALL_EVENTS, Bucket, bucket_ms, throughput, throughput_pipeline
 from projections.worker_activity import WorkerActivity, worker_activity, worker_activity_pipeline
 
@@ -239,6 +246,9 @@ def test_an_attempt_with_no_ending_or_no_start_time_adds_no_busy_time(events_col
 
 PIPELINES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "audit": lambda: audit_pipeline("checkout-ok"),
+    "audit_correlation": lambda: correlation_pipeline("checkout-ok"),
+    "audit_chain": lambda: chain_pipeline("checkout-ok"),
+    "audit_chain_events": lambda: chain_events_pipeline(["checkout-ok", "checkout-failed"]),
     "command_stats": lambda: command_stats_pipeline(*HOUR),
     "failures": lambda: failures_pipeline(*HOUR),
     "throughput": lambda: throughput_pipeline(*HOUR, BUCKET, ALL_EVENTS),
@@ -251,13 +261,19 @@ def test_a_pipeline_is_plain_data_that_starts_on_an_index_and_sorts(name: str) -
     pipeline = PIPELINES[name]()
     bson.encode({"pipeline": pipeline})  # plain BSON-able data, nothing to call
     first = pipeline[0]["$match"]
-    assert "run" in first or ("type" in first and "at" in first)
-    assert any("$sort" in stage for stage in pipeline)
+    assert (
+        "run" in first or ("type" in first and "at" in first) or ("correlation" in first and "type" in first)
+    )
+    one_row = name == "audit_correlation"  # (run, seq) is unique: nothing to order
+    assert one_row or any("$sort" in stage for stage in pipeline)
     assert not {"$merge", "$out"} & {key for stage in pipeline for key in stage}
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
-def test_the_store_creates_every_index_a_projection_needs(events_collection: Any, module: Any) -> None:
+def test_the_store_and_init_create_every_index_a_projection_needs(
+    events_collection: Any, module: Any
+) -> None:
+    ensure_indexes({"events": events_collection})  # what `evenflow init` adds to the store's own
     have = {
         tuple((key, int(order)) for key, order in spec["key"])
         for spec in events_collection.index_information().values()
@@ -270,6 +286,7 @@ def test_the_store_creates_every_index_a_projection_needs(events_collection: Any
 @pytest.mark.mongodb
 @pytest.mark.parametrize("name", sorted(PIPELINES))
 def test_on_a_server_each_pipeline_reads_through_an_index(checkout: Any, name: str) -> None:
+    ensure_indexes({"events": checkout})
     plan = checkout.database.command("aggregate", checkout.name, pipeline=PIPELINES[name](), explain=True)
     text = json_util.dumps(plan)
     assert "IXSCAN" in text and "COLLSCAN" not in text, text

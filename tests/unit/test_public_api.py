@@ -5,13 +5,13 @@ from __future__ import annotations
 import orchestrator
 
 EXPECTED = {
-    "Call", "CallContext", "CascadeLimit", "Chord", "Client", "CommandError", "CommandTimeout", "ConcurrencyConflict",
-    "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure", "IdempotencyConflict",
-    "InvalidEvent", "InvalidFlow", "InvalidOption", "InvalidRunState", "Listener", "ListenerError", "Node", "NoWorker", "Orchestrator", "Parallel",
-    "PayloadError", "ProtocolError", "Registry", "RemoteError",
-    "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed", "RunNotFound", "RunParked", "Sequence",
-    "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost", "call", "chord", "cmd",
-    "current_call", "each", "emit", "on", "parallel", "sequence",
+    "Call", "CallContext", "CascadeLimit", "Chord", "Client", "CommandError", "CommandTimeout",
+    "ConcurrencyConflict", "ConfigurationError", "CorruptEvent", "Each", "EvenflowError", "Event", "Failure",
+    "IdempotencyConflict", "InvalidEvent", "InvalidFlow", "InvalidOption", "InvalidRunState", "Listener",
+    "ListenerError", "Node", "NoWorker", "Orchestrator", "Parallel", "PayloadError", "ProtocolError",
+    "Registry", "RemoteError", "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed",
+    "RunNotFound", "RunParked", "Sequence", "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost",
+    "call", "chord", "cmd", "current_call", "each", "emit", "on", "parallel", "sequence",
 }  # fmt: skip
 
 
