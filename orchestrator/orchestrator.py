@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .core import events as ev
 from .core.codec import check_payload
 from .core.errors import ConfigurationError, EvenflowError, IdempotencyConflict, ResultTimeout
 from .core.events import Event
@@ -172,7 +173,18 @@ class Orchestrator:
         if self.read_models is not None:
             self.read_models.apply(batch)
         if self._listeners is not None:
+            self._remember_depths(batch)
             self._listeners.wake()
+
+    def _remember_depths(self, batch: list[Event]) -> None:
+        """The depth of each run submitted here, so triggering on its events needs no store read."""
+        submitted = [event for event in batch if event.type == ev.RUN_SUBMITTED]
+        if submitted:
+            with self._depths_lock:
+                for event in submitted:
+                    self._depths[event.run] = int(event.data.get("depth", 0))
+                while len(self._depths) > DEPTHS_KEPT:
+                    self._depths.popitem(last=False)
 
     @property
     def runs_collection(self) -> Documents | None:

@@ -41,8 +41,10 @@ BATCH = 500
 """Events one turn of a listener reads."""
 POLL_S = 0.5
 """How often an idle listener looks for events that no wake-up announced (other writers)."""
-SAVE_IDLE_S = 1.0
-"""How often a position that moved past events of other types only is saved."""
+SAVE_S = 1.0
+"""How often a position is saved while a listener works through a backlog (full batches) or moves
+past events of other types only; a turn that handled events and caught up always saves. Saving less
+often costs only calls again after a crash, never a second run."""
 BACKOFF_S = (0.1, 0.5, 2.0)
 
 
@@ -171,11 +173,12 @@ class ListenerHost:
                         if triggers:
                             await self._blocking(self.trigger, triggers)
                             crash_point("listener-after-trigger-before-checkpoint")
-                    if after != saved and (events or time.monotonic() - saved_at >= SAVE_IDLE_S):
+                    caught_up = len(events) < BATCH
+                    if after != saved and ((events and caught_up) or time.monotonic() - saved_at >= SAVE_S):
                         await self._blocking(self.feed.save_checkpoint, listener.name, after)
                         saved, saved_at = after, time.monotonic()
                     position, failures = after, 0
-                    if len(events) >= BATCH:
+                    if not caught_up:
                         continue
                 except Exception as exc:
                     failures += 1
