@@ -17,7 +17,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.core.context import current_call
+from orchestrator.core.context import current_call, emit
 from orchestrator.core.flows import Node, call, parallel, sequence
 from orchestrator.core.registry import Registry
 
@@ -175,6 +175,25 @@ def flaky(value: Any = None, failures: int = 2) -> Any:
     return value
 
 
+def emits(types: list[str], fail: bool = False) -> int:
+    """Emit one event per type, in order (data: its index), then return how many, or raise."""
+    for index, type_ in enumerate(types):
+        emit(type_, {"index": index})
+    if fail:
+        raise ValueError(f"failed after emitting {len(types)} events")
+    return len(types)
+
+
+async def async_emits(types: list[str], fail: bool = False) -> int:
+    """``emits`` as a coroutine that suspends between events."""
+    for index, type_ in enumerate(types):
+        emit(type_, {"index": index})
+        await _yield()
+    if fail:
+        raise ValueError(f"failed after emitting {len(types)} events")
+    return len(types)
+
+
 # --- the external ledger ----------------------------------------------------------------
 
 
@@ -244,6 +263,8 @@ COMMANDS: dict[str, Any] = {
     "ledgered": ledgered,
     "die_once": die_once,
     "wait_for_file": wait_for_file,
+    "emits": emits,
+    "async_emits": async_emits,
 }
 
 

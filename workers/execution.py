@@ -45,7 +45,7 @@ def execute(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
-    emitted: Emitted = []
+    emitted = Emitted()
     try:
         with calling(call_context(envelope)) as emitted:
             value = target(*envelope.args, **envelope.kwargs)
@@ -66,7 +66,7 @@ async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> O
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
         return target
-    emitted: Emitted = []
+    emitted = Emitted()
     try:
         with calling(call_context(envelope)) as emitted:
             value = await call_async(target, envelope.args, envelope.kwargs)

@@ -27,8 +27,9 @@ _HINTS: dict[type, str] = {
 }
 
 
-def check_payload(value: Any, path: str = "value", *, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
-    """Raise PayloadError naming the first value that would not round-trip through BSON."""
+def check_payload(value: Any, path: str = "value", *, max_bytes: int = MAX_PAYLOAD_BYTES) -> int:
+    """Raise PayloadError naming the first value that would not round-trip through BSON; else its size,
+    roughly."""
     size = _check(value, path, 0)
     if size > max_bytes:
         raise PayloadError(
@@ -36,6 +37,7 @@ def check_payload(value: Any, path: str = "value", *, max_bytes: int = MAX_PAYLO
             "store large data elsewhere and pass a reference",
             path=path,
         )
+    return size
 
 
 def is_storable(value: Any) -> bool:

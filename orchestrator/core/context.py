@@ -16,12 +16,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import check_payload
+from .codec import MAX_PAYLOAD_BYTES, check_payload
 from .errors import InvalidEvent
 from .events import check_domain_type
 
 MAX_EMITTED = 1_000
 """Events one attempt may emit: a bound on what one outcome carries into the log."""
+MAX_EMITTED_BYTES = MAX_PAYLOAD_BYTES
+"""The data of all the events of one attempt, together, as for one result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +36,11 @@ class CallContext:
     """Stable across attempts of the node: ``run/node`` unless the flow set one."""
 
 
-Emitted = list[dict[str, Any]]
-"""``{"type", "data"}`` of each event an attempt emitted, in order."""
+class Emitted(list[dict[str, Any]]):
+    """``{"type", "data"}`` of each event an attempt emitted, in order, and their rough size."""
+
+    size: int = 0
+
 
 _current: ContextVar[CallContext | None] = ContextVar("evenflow_call", default=None)
 _emitted: ContextVar[Emitted | None] = ContextVar("evenflow_emitted", default=None)
@@ -49,7 +54,7 @@ def current_call() -> CallContext | None:
 @contextmanager
 def calling(context: CallContext) -> Iterator[Emitted]:
     """Run the block as ``context``'s attempt; yields the list its ``emit`` calls fill."""
-    emitted: Emitted = []
+    emitted = Emitted()
     token, buffer = _current.set(context), _emitted.set(emitted)
     try:
         yield emitted
@@ -77,10 +82,16 @@ def emit(type: str, data: Mapping[str, Any] | None = None) -> None:
         data = {}
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"the data of event {type!r} must be a dict, got {data!r:.80}")
-    check_payload(dict(data), f"data of event {type!r}")
+    size = check_payload(dict(data), f"data of event {type!r}")
+    if emitted.size + size > MAX_EMITTED_BYTES:
+        raise InvalidEvent(
+            f"command {context.command!r} emitted events whose data passes {MAX_EMITTED_BYTES:,} bytes "
+            "in one attempt; put large data elsewhere and emit a reference"
+        )
     if len(emitted) >= MAX_EMITTED:
         raise InvalidEvent(
             f"command {context.command!r} emitted more than {MAX_EMITTED} events in one attempt; "
             "emit fewer, larger events, or split the work into more commands"
         )
     emitted.append({"type": type, "data": copy.deepcopy(dict(data))})
+    emitted.size += size

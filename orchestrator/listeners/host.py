@@ -23,11 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from orchestrator.core.crashpoints import crash_point
-from orchestrator.core.errors import ConfigurationError
-from orchestrator.core.listening import Listener, Trigger
+from orchestrator.core.errors import ConfigurationError, WorkerLost
+from orchestrator.core.listening import Listener, Trigger, failed_trigger
 from orchestrator.core.ports import FeedStore, Position
 
 from .answers import answer_all, answer_all_async
@@ -194,7 +195,7 @@ class ListenerHost:
 
     async def _answer(self, listener: Listener, events: list[Any]) -> list[Trigger]:
         if listener.process:
-            return await self._loop.run_in_executor(self._pool(), answer_all, listener, events)
+            return await self._answer_in_child(listener, events)
         if _is_coroutine_function(listener.fn):
             return await answer_all_async(listener, events)
         return await self._loop.run_in_executor(self._threads, answer_all, listener, events)
@@ -202,6 +203,28 @@ class ListenerHost:
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Store and trigger calls block: run them off the loop so coroutine listeners keep going."""
         return await self._loop.run_in_executor(self._threads, fn, *args)
+
+    async def _answer_in_child(self, listener: Listener, events: list[Any]) -> list[Trigger]:
+        """In the child process; if it dies, one event at a time in fresh ones, so only an event that
+        kills its process is logged as the listener's failure."""
+        try:
+            return await self._loop.run_in_executor(self._pool(), answer_all, listener, events)
+        except BrokenProcessPool:
+            self._drop_pool()
+        triggers: list[Trigger] = []
+        for event in events:
+            try:
+                triggers += await self._loop.run_in_executor(self._pool(), answer_all, listener, [event])
+            except BrokenProcessPool:
+                self._drop_pool()
+                died = WorkerLost(f"the process running listener {listener.name!r} died on this event")
+                triggers.append(failed_trigger(listener.name, event, died))
+        return triggers
+
+    def _drop_pool(self) -> None:
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+            self._processes = None
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._processes is None:

@@ -75,10 +75,11 @@ class FeedWindow:
         floor = window.floor if window.floor is not None and window.floor > mark - self.window_ms else None
         if len(kept) > MAX_SEEN:
             cut = len(kept) - MAX_SEEN
-            while cut < len(kept) and kept[cut][0] == kept[cut - 1][0]:
-                cut += 1  # never split one millisecond: the floor must exclude all of it or none
-            kept = kept[cut:]
-            floor = kept[0][0] if kept else mark
+            while cut > 0 and kept[cut][0] == kept[cut - 1][0]:
+                cut -= 1  # never split one millisecond: the floor excludes whole ones, so keep it all
+            if cut > 0:
+                kept = kept[cut:]
+                floor = kept[0][0]
         return {"at": mark, "floor": floor, "seen": [[id_, at] for at, id_ in kept]}
 
     @staticmethod

@@ -292,6 +292,32 @@ class ExecutorContract:
         finally:
             executor.close()
 
+    def test_emitted_events_come_back_on_the_outcome_in_order_also_when_it_raises(
+        self, harness: Harness
+    ) -> None:
+        types = ["order.placed", "order.paid", "order.placed"]
+        expected = [{"type": type_, "data": {"index": index}} for index, type_ in enumerate(types)]
+        batch = [
+            envelope("emits", types),
+            envelope("emits", types, fail=True),
+            envelope("async_emits", types),
+            envelope("async_emits", types, fail=True),
+            envelope("emits", ["order.placed", "run.placed"]),
+            envelope("emits", []),
+        ]
+        ok, raised, async_ok, async_raised, refused, silent = harness.run(*batch)
+        for outcome in (ok, async_ok):
+            assert outcome.ok and outcome.result == 3
+            assert [dict(event) for event in outcome.events] == expected
+        for outcome in (raised, async_raised):
+            assert not outcome.ok and outcome.error is not None
+            assert outcome.error.type == "builtins.ValueError"
+            assert [dict(event) for event in outcome.events] == expected
+        assert refused.error is not None and refused.error.type == "orchestrator.core.errors.InvalidEvent"
+        assert "'run.placed'" in refused.error.message
+        assert [dict(event) for event in refused.events] == [{"type": "order.placed", "data": {"index": 0}}]
+        assert silent.ok and silent.events == ()
+
     # --- the concurrent.futures face --------------------------------------------------------
 
     def test_the_concurrent_futures_face(self, make_executor: MakeExecutor) -> None:

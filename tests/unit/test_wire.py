@@ -373,3 +373,98 @@ BAD_OUTCOMES: dict[str, Any] = {
 def test_a_bad_outcome_is_refused(doc: Any) -> None:
     with pytest.raises(ProtocolError):
         outcome_from_doc(loads(dumps(doc)))
+
+
+# --- the events a command emitted ----------------------------------------------------------------
+
+EMITTED_EVENTS = [
+    {
+        "type": "order.placed",
+        "data": {"id": 7, "lines": [{"sku": "a", "qty": 2}], "at": datetime(2024, 1, 1, tzinfo=UTC)},
+    },
+    {"type": "order.paid", "data": {}},
+    {"type": "receipt.sent", "data": {"raw": b"\x00\xff", "ratio": math.inf}},
+]
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["succeeded", "failed"])
+def test_an_outcomes_events_cross_unchanged_and_in_order(ok: bool) -> None:
+    error = None if ok else ErrorInfo("builtins.ValueError", "after emitting")
+    outcome = Outcome("r", "n", 1, ok=ok, result=1 if ok else None, error=error, events=tuple(EMITTED_EVENTS))
+    back = outcome_from_doc(loads(dumps(outcome_to_doc(outcome))))
+    assert [event["type"] for event in back.events] == ["order.placed", "order.paid", "receipt.sent"]
+    assert same(list(back.events), EMITTED_EVENTS)
+    assert outcome_from_doc(loads(dumps(outcome_to_doc(Outcome("r", "n", 1, ok=True))))).events == ()
+
+
+def test_events_missing_or_null_read_as_none() -> None:
+    assert outcome_from_doc({**OK}).events == ()
+    assert outcome_from_doc({**OK, "events": None}).events == ()
+    assert outcome_from_doc({**OK, "events": []}).events == ()
+
+
+def test_an_event_without_data_reads_as_empty_data() -> None:
+    assert outcome_from_doc({**OK, "events": [{"type": "order.placed"}]}).events == (
+        {"type": "order.placed", "data": {}},
+    )
+
+
+def test_a_peer_may_send_max_emitted_events_and_no_more() -> None:
+    from orchestrator.core.context import MAX_EMITTED
+
+    most = [{"type": "tick", "data": {"i": i}} for i in range(MAX_EMITTED)]
+    assert len(outcome_from_doc(loads(dumps({**OK, "events": most}))).events) == MAX_EMITTED
+    with pytest.raises(ProtocolError, match=f"at most {MAX_EMITTED}"):
+        outcome_from_doc(loads(dumps({**OK, "events": [*most, {"type": "tick", "data": {}}]})))
+
+
+BAD_EVENTS: dict[str, Any] = {
+    "not a list": {"type": "order.placed", "data": {}},
+    "a string": "order.placed",
+    "an event not an object": ["order.placed"],
+    "type missing": [{"data": {}}],
+    "type not a string": [{"type": 5, "data": {}}],
+    "type empty": [{"type": "", "data": {}}],
+    "a reserved type": [{"type": "run.succeeded", "data": {}}],
+    "a reserved namespace": [{"type": "command.anything", "data": {}}],
+    "outcome.ignored": [{"type": "outcome.ignored", "data": {}}],
+    "a pattern, not a type": [{"type": "order.*", "data": {}}],
+    "a type too long": [{"type": "a" * 201, "data": {}}],
+    "data a list": [{"type": "order.placed", "data": [1]}],
+    "data a string": [{"type": "order.placed", "data": "{}"}],
+    "data null": [{"type": "order.placed", "data": None}],
+    "'$'-key in data": [{"type": "order.placed", "data": {"$set": 1}}],
+    "int over 64 bits in data": [{"type": "order.placed", "data": {"n": 2**63}}],
+    "a bad one after a good one": [{"type": "order.placed", "data": {}}, {"type": "run.failed", "data": {}}],
+}
+
+
+@pytest.mark.parametrize("events", list(BAD_EVENTS.values()), ids=list(BAD_EVENTS))
+@pytest.mark.parametrize("base", [OK, FAILED], ids=["ok", "failed"])
+def test_a_peers_bad_events_are_refused(base: dict[str, Any], events: Any) -> None:
+    with pytest.raises(ProtocolError):
+        outcome_from_doc(loads(dumps({**base, "events": events})))
+
+
+emitted_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["order.placed", "a", "x-y.z_1", "Order.Paid.2"]),
+            "data": st.dictionaries(keys, payloads, max_size=3),
+        }
+    ),
+    max_size=5,
+)
+
+
+@FUZZ
+@given(outcomes(), emitted_events)
+def test_an_outcome_with_any_storable_events_crosses_unchanged(
+    outcome: Outcome, events: list[dict[str, Any]]
+) -> None:
+    from dataclasses import replace
+
+    sent = replace(outcome, events=tuple(events))
+    back = outcome_from_doc(loads(dumps(outcome_to_doc(sent))))
+    assert same(list(back.events), events)
+    assert same(outcome_to_doc(back), outcome_to_doc(sent))

@@ -180,3 +180,31 @@ def test_a_peer_message_that_breaks_a_rule_is_refused(doc: dict[str, Any]) -> No
 def test_a_service_message_that_breaks_a_rule_is_refused(doc: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError):
         protocol.from_service(json.dumps(doc).encode())
+
+
+# --- outcomes too big for one message -------------------------------------------------------
+
+
+def test_an_outcome_over_one_message_is_sent_as_a_small_failure_naming_the_limit() -> None:
+    big = "x" * (protocol.OUTCOME_BYTES // 2)
+    events = ({"type": "blob.made", "data": {"blob": big}},)
+    outcome = Outcome("run", "r.0", 1, ok=True, result=big, events=events, by="w")
+    part = protocol.encoded_outcome(outcome)
+    assert len(part) < 10_000
+    (sent,) = protocol.from_peer(protocol.done_frames([part])[0]).outcomes  # type: ignore[union-attr]
+    assert not sent.ok and sent.events == () and sent.result is None
+    assert sent.error is not None and sent.error.type == "orchestrator.core.errors.PayloadError"
+    assert f"{protocol.OUTCOME_BYTES:,} bytes one message carries" in sent.error.message
+
+
+def test_outcomes_are_packed_into_messages_within_the_limit_and_the_batch_size() -> None:
+    third = "y" * (protocol.OUTCOME_BYTES // 3)
+    parts = [protocol.encoded_outcome(Outcome("run", f"r.{i}", 1, ok=True, result=third)) for i in range(5)]
+    parts += [protocol.encoded_outcome(Outcome("run", f"s.{i}", 1, ok=True, result=i)) for i in range(2_500)]
+    frames = protocol.done_frames(parts)
+    assert all(len(frame) <= protocol.MAX_MESSAGE_BYTES for frame in frames)
+    decoded = [outcome for frame in frames for outcome in protocol.from_peer(frame).outcomes]  # type: ignore[union-attr]
+    assert [outcome.node for outcome in decoded] == [f"r.{i}" for i in range(5)] + [
+        f"s.{i}" for i in range(2_500)
+    ]
+    assert decoded[0].result == third

@@ -23,11 +23,11 @@ routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator.core.envelope import Envelope, Outcome
-from orchestrator.core.errors import ProtocolError
+from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
+from orchestrator.core.errors import PayloadError, ProtocolError
 from orchestrator.core.registry import NAME_PATTERN
 
 from ..wire import (
@@ -115,8 +115,53 @@ def hello(name: str, commands: list[str], queues: list[str], slots: int, session
 
 
 def done(outcomes: list[dict[str, Any]]) -> bytes:
-    """``outcomes`` already as documents: workers keep them that way until acknowledged."""
+    """One ``done`` message of outcome documents."""
     return dumps({"t": "done", "outcomes": outcomes})
+
+
+OUTCOME_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+"""The largest encoded outcome a worker sends: one message, with room for its framing."""
+
+
+def encoded_outcome(outcome: Outcome) -> bytes:
+    """The outcome as JSON for a ``done`` message; one over ``OUTCOME_BYTES`` becomes a small failure.
+
+    A result and the events a command emitted may each be as large as the log
+    allows, together more than one message holds: the attempt then fails with
+    a ``PayloadError`` saying so, instead of being refused by the service and
+    sent again forever.
+    """
+    part = dumps(outcome_to_doc(outcome))
+    if len(part) <= OUTCOME_BYTES:
+        return part
+    error = PayloadError(
+        f"the outcome of {outcome.attempt_id} (result and emitted events) is {len(part):,} bytes as JSON, "
+        f"over the {OUTCOME_BYTES:,} bytes one message carries; return and emit less, store large data "
+        "elsewhere and pass a reference"
+    )
+    failure = ErrorInfo.from_exception(error)
+    small = replace(outcome, ok=False, result=None, expansion=None, events=(), error=failure)
+    return dumps(outcome_to_doc(small))
+
+
+def done_frames(parts: list[bytes]) -> list[bytes]:
+    """``done`` messages carrying encoded outcomes, each within the message limit and ``MAX_BATCH``."""
+    frames: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for part in parts:
+        if chunk and (size + len(part) > OUTCOME_BYTES or len(chunk) >= MAX_BATCH):
+            frames.append(_done_frame(chunk))
+            chunk, size = [], 0
+        chunk.append(part)
+        size += len(part) + 1
+    if chunk:
+        frames.append(_done_frame(chunk))
+    return frames
+
+
+def _done_frame(parts: list[bytes]) -> bytes:
+    return b'{"t":"done","outcomes":[' + b",".join(parts) + b"]}"
 
 
 def outcome_doc(outcome: Outcome) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import zmq
 
@@ -94,7 +93,8 @@ class Worker:
         self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._waker = Waker()
         self._running: set[str] = set()
-        self._unacked: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._unacked: OrderedDict[str, bytes] = OrderedDict()
+        """Outcomes sent and not yet acknowledged, encoded, by attempt."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._heard = time.monotonic()
@@ -204,10 +204,10 @@ class Worker:
         self._resend()
 
     def _resend(self) -> None:
-        items = list(self._unacked.values())
-        for start in range(0, len(items), protocol.MAX_BATCH):
-            self._send(protocol.done(items[start : start + protocol.MAX_BATCH]))
-        self.stats["resent"] += len(items)
+        parts = list(self._unacked.values())
+        for frame in protocol.done_frames(parts):
+            self._send(frame)
+        self.stats["resent"] += len(parts)
 
     def _receive(self) -> None:
         assert self._socket is not None
@@ -246,7 +246,7 @@ class Worker:
                 self.stats["skipped_duplicates"] += 1
             elif attempt in self._unacked:
                 self.stats["skipped_duplicates"] += 1
-                self._send(protocol.done([self._unacked[attempt]]))
+                self._send(protocol.done_frames([self._unacked[attempt]])[0])
             else:
                 self._running.add(attempt)
                 fresh.append(envelope)
@@ -260,20 +260,20 @@ class Worker:
         self._waker.wake()
 
     def _send_results(self) -> None:
-        batch: list[dict[str, Any]] = []
+        batch: list[bytes] = []
         for _ in range(protocol.MAX_BATCH):
             try:
                 outcome = self._results.get_nowait()
             except queue.Empty:
                 break
             self._running.discard(outcome.attempt_id)
-            doc = protocol.outcome_doc(replace(outcome, by=self.by))
-            self._unacked[outcome.attempt_id] = doc
-            batch.append(doc)
-        if batch:
-            self._send(protocol.done(batch))
-            if not self._results.empty():
-                self._waker.wake()
+            part = protocol.encoded_outcome(replace(outcome, by=self.by))
+            self._unacked[outcome.attempt_id] = part
+            batch.append(part)
+        for frame in protocol.done_frames(batch):
+            self._send(frame)
+        if batch and not self._results.empty():
+            self._waker.wake()
 
     def _send(self, frame: bytes) -> None:
         assert self._socket is not None
