@@ -20,7 +20,6 @@ run it on a server too; each test then gets its own database, dropped after.
 from __future__ import annotations
 
 import json
-import os
 import random
 import uuid
 from collections import defaultdict
@@ -28,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,10 +37,9 @@ from orchestrator.core.events import Event
 from orchestrator.core.listening import matches
 from orchestrator.core.ports import FeedStore, Position
 from orchestrator.store import feed as feed_module
-from orchestrator.store import open_store
 from orchestrator.store.mongo import MongoStore
+from tests.support.stores import MONGODB_URL, open_kind
 
-MONGODB_URL = os.environ.get("EVENFLOW_TEST_MONGODB_URL", "")
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 DOMAIN = ["order.placed", "order.paid", "order.placed.late", "orders.placed", "order", "ping"]
 SYSTEM = [ev.COMMAND_STARTED, ev.COMMAND_SUCCEEDED, ev.COMMAND_FAILED]
@@ -71,12 +68,7 @@ class Harness:
         self.store: Any = self._open()
 
     def _open(self) -> Any:
-        if self.kind == "embedded":
-            return open_store(f"embedded://{self._home}")
-        if self.kind == "mongodb":
-            parts = urlsplit(MONGODB_URL)
-            return open_store(urlunsplit(parts._replace(path=f"/{self._database}")))
-        return open_store(f"{self.kind}://")
+        return open_kind(self.kind, self._home, self._database)
 
     @property
     def durable(self) -> bool:

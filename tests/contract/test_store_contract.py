@@ -6,7 +6,6 @@ run it on a server too; each test then gets its own database, dropped after.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import uuid
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import bson
 import mongomock
@@ -25,10 +23,9 @@ from orchestrator.core import events as ev
 from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, PayloadError, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import EventStore
-from orchestrator.store import open_store
 from orchestrator.store.mongo import MongoStore
+from tests.support.stores import MONGODB_URL, open_kind
 
-MONGODB_URL = os.environ.get("EVENFLOW_TEST_MONGODB_URL", "")
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
 
@@ -56,12 +53,7 @@ class Harness:
         self.store: Any = self._open()
 
     def _open(self) -> EventStore:
-        if self.kind == "embedded":
-            return open_store(f"embedded://{self._home}")
-        if self.kind == "mongodb":
-            parts = urlsplit(MONGODB_URL)
-            return open_store(urlunsplit(parts._replace(path=f"/{self._database}")))
-        return open_store(f"{self.kind}://")
+        return open_kind(self.kind, self._home, self._database)
 
     def put_raw(self, doc: dict[str, Any]) -> None:
         if self.kind == "memory":

@@ -25,50 +25,20 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Event, Node, Orchestrator, Registry, call, emit, on
+from orchestrator import Event, Node, Orchestrator, call, on
 from orchestrator.core import events as ev
 from orchestrator.core.envelope import Outcome
 from orchestrator.core.ports import FeedStore
 from projections.audit import AuditEntry, audit_chain, audit_trail, summarize
 from projections.indexes import ensure_indexes
+from tests.acceptance.listen_commands import ORDER_PLACED, RECEIPT_SENT, filed, receipt_for, registry
 from workers.inline import InlineExecutor
 
 from . import reference
 
-ORDER_PLACED = "order.placed"
-RECEIPT_SENT = "receipt.sent"
 EMAIL = "a@b"
 WAIT_S = 30.0
 REPO = Path(__file__).resolve().parents[2]
-
-
-def place_order(order_id: int, email: str) -> int:
-    emit(ORDER_PLACED, {"id": order_id, "email": email})
-    return order_id
-
-
-def send_receipt(email: str) -> str:
-    emit(RECEIPT_SENT, {"email": email})
-    return f"receipt to {email}"
-
-
-def file_receipt(email: str) -> str:
-    return f"filed {email}"
-
-
-def registry() -> Registry:
-    made = Registry()
-    for fn in (place_order, send_receipt, file_receipt):
-        made.register(fn.__name__, fn)
-    return made
-
-
-def receipt_for(event: Event) -> Node:
-    return call("send_receipt", event.data["email"])
-
-
-def filed(event: Event) -> Node:
-    return call("file_receipt", event.data["email"])
 
 
 def refuse(event: Event) -> Node:
@@ -129,7 +99,7 @@ def record(*, failing: bool = False, home: Path | None = None, executor: Any = "
         orch.listen(on(RECEIPT_SENT, filed, name="filing"))
         if failing:
             orch.listen(on(ORDER_PLACED, refuse, name="refusing"))
-        order = orch.submit(call("place_order", 7, EMAIL)).id
+        order = orch.submit(call("place_order", {"id": 7, "email": EMAIL})).id
         lone = orch.submit(call("file_receipt", "lone@b")).id
         runs = 5 if failing else 4
         ends = sorted(ev.RUN_TERMINAL)
