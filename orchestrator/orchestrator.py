@@ -59,6 +59,8 @@ log = logging.getLogger("evenflow.orchestrator")
 ExecutorSpec = str | Executor | StdExecutor
 """A URL (``threads://8``, ``zmq://HOST:PORT``), an evenflow executor, any ``concurrent.futures.Executor``."""
 DEFAULT_EXECUTOR = "threads"
+TRIGGER_WAIT_S = 60.0
+"""How long a listener host waits for its triggers to be logged before it tries the batch again."""
 DEPTHS_KEPT = 10_000
 """Runs whose cascade depth an orchestrator remembers."""
 
@@ -143,12 +145,15 @@ class Orchestrator:
             unrunnable=self._unrunnable if registry is not None else None,
         )
         self._started = False
+        self._closed = False
         self._starting = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Orchestrator:
         with self._starting:
+            if self._closed:
+                raise ConfigurationError("this orchestrator was closed; make a new one to go on")
             if not self._started:
                 self._catch_up()
                 self.engine.start(self.registry)
@@ -172,9 +177,9 @@ class Orchestrator:
         """After each durable append (engine thread): read models follow, listeners wake."""
         if self.read_models is not None:
             self.read_models.apply(batch)
+        self._remember_depths(batch)
         if self._listeners is not None:
-            self._remember_depths(batch)
-            self._listeners.wake()
+            self._listeners.wake({event.type for event in batch})
 
     def _remember_depths(self, batch: list[Event]) -> None:
         """The depth of each run submitted here, so triggering on its events needs no store read."""
@@ -224,6 +229,8 @@ class Orchestrator:
         the attempts in flight to report, so their outcomes are logged now rather
         than sent again after a restart.
         """
+        with self._starting:
+            self._closed = True
         if self._listeners is not None:
             self._listeners.stop()
         if self._started:
@@ -279,16 +286,18 @@ class Orchestrator:
                     "listen(pattern, listener): give the callable to call with each event"
                 )
             spec = on(pattern, listener, predicate=predicate, name=name, since=since, process=process)
-        if self._listeners is None:
-            if not isinstance(self.store, FeedStore):
-                raise ConfigurationError(
-                    f"the store {type(self.store).__name__} cannot feed listeners (it has no read_feed); "
-                    "use the embedded, memory, mongomock or MongoDB store"
-                )
-            self._listeners = ListenerHost(self.store, self.trigger, poll_s=self.listener_poll_s)
-            if self._started:
-                self._listeners.start()
-        self._listeners.add(spec)
+        with self._starting:
+            if self._listeners is None:
+                if not isinstance(self.store, FeedStore):
+                    raise ConfigurationError(
+                        f"the store {type(self.store).__name__} cannot feed listeners (it has no read_feed); "
+                        "use the embedded, memory, mongomock or MongoDB store"
+                    )
+                self._listeners = ListenerHost(self.store, self.trigger, poll_s=self.listener_poll_s)
+                if self._started:
+                    self._listeners.start()
+            host = self._listeners
+        host.add(spec)
         return spec
 
     def trigger(self, triggers: Sequence[Trigger]) -> None:
@@ -304,7 +313,7 @@ class Orchestrator:
         futures = [future for trigger in triggers if (future := self._trigger_one(trigger)) is not None]
         for future in futures:
             with contextlib.suppress(IdempotencyConflict):
-                future.result()
+                _wait(future, TRIGGER_WAIT_S)
 
     def _trigger_one(self, trigger: Trigger) -> Future[str] | None:
         depth = self._depth(cause_run(trigger.event)) + 1
@@ -331,7 +340,9 @@ class Orchestrator:
         if failure is not None:
             flow = copy.deepcopy(NOTHING)
         assert flow is not None
-        more = {"listener": trigger.listener, "depth": depth}
+        more: dict[str, Any] = {"listener": trigger.listener, "depth": depth}
+        if failure is not None:
+            more["refused"] = failure  # run.submitted alone fails the run: no append can half-log it
         return self.engine.submit(
             trigger.run,
             flow,
@@ -340,13 +351,14 @@ class Orchestrator:
             more=more,
             cause=trigger.event,
             correlation=trigger.correlation,
-            failure=failure,
         )
 
     def _depth(self, run: str) -> int:
         """How many listener hops led to ``run`` (0 for one submitted by hand), remembered for recent runs."""
         with self._depths_lock:
             depth = self._depths.get(run)
+            if depth is not None:
+                self._depths.move_to_end(run)
         if depth is None:
             events = self.store.read(run)
             depth = int(events[0].data.get("depth", 0)) if events else 0

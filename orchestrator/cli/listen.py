@@ -46,8 +46,9 @@ def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
             f"{args.listeners} must hold listeners made with on(pattern, callable), "
             f"got {strays[:1] or 'none'}"
         )
-    if args.poll <= 0:
-        raise ConfigurationError(f"--poll must be a positive number of seconds, got {args.poll}")
+    for option, value in (("--poll", args.poll), ("--timeout", args.timeout)):
+        if not 0 < value <= 3600:  # also refuses nan
+            raise ConfigurationError(f"{option} must be seconds in (0, 3600], got {value}")
     keys = {"secret_key": args.secret_key, "server_key": args.server_key}
     with Client(args.connect, timeout=args.timeout, **keys) as client:
         feed = ServiceFeed(client)

@@ -68,6 +68,7 @@ def _submitted(state: RunState, event: Event) -> None:
     state.retry_of = data.get("retry_of")
     state.correlation, state.cause = event.correlation, event.causation
     state.listener, state.depth = data.get("listener"), int(data.get("depth", 0))
+    state.refused = data.get("refused")
     state.kept = {path: result for path, result in data.get("kept") or ()}
     state.owner = event.by
     state.submitted_at, state.status = event.at, RUN_RUNNING

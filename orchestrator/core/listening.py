@@ -72,10 +72,6 @@ class Listener:
     process: bool = False
     """Call ``fn`` in a child process (a ``multiprocessing`` pool) instead of this one."""
 
-    def wants(self, event: Event) -> bool:
-        """Whether the event's type matches; the predicate is the host's to call (it may raise)."""
-        return matches(self.patterns, event.type)
-
 
 def on(
     pattern: str | Iterable[str],
@@ -162,7 +158,7 @@ class Trigger:
             correlation=doc.get("correlation") if isinstance(doc.get("correlation"), str) else None,
             index=_number(doc, "index", MAX_TRIGGERS),
             flow=dict(flow) if isinstance(flow, Mapping) else None,
-            failure=dict(failure) if isinstance(failure, Mapping) else None,
+            failure=_failure(failure) if failure is not None else None,
         )
 
 
@@ -229,6 +225,21 @@ def _flows(listener: str, answer: Any) -> list[Node]:
                 "sequence(...), ...) or a list of flows"
             )
     return found
+
+
+def _failure(doc: Any) -> dict[str, Any]:
+    """A failure sent by a remote host, rebuilt to the fields and sizes ``failure_doc`` gives."""
+    texts = isinstance(doc, Mapping) and all(isinstance(doc.get(name), str) for name in ("type", "message"))
+    if not texts:
+        raise ListenerError("a trigger's failure must be an object with the strings type and message")
+    mro = doc.get("mro")
+    info = ErrorInfo(
+        type=doc["type"][:1_000],
+        message=doc["message"],
+        mro=tuple(name for name in mro if isinstance(name, str)) if isinstance(mro, list) else (),
+        traceback=doc.get("traceback") if isinstance(doc.get("traceback"), str) else "",
+    )
+    return {"node": ROOT, "command": None, "attempt": None, **info.to_doc(), "message": info.message[:4_000]}
 
 
 def _text(doc: Mapping[str, Any], name: str) -> str:

@@ -47,6 +47,8 @@ class Draft:
 def decide(state: RunState, now: datetime) -> list[Draft]:
     if state.finished or state.flow is None:
         return []
+    if state.refused is not None:
+        return [Draft(ev.RUN_FAILED, data={"failures": [state.refused]})]
     root = state.root
     if root.status == SUCCEEDED:
         return [Draft(ev.RUN_SUCCEEDED, data={"result": root.result})]

@@ -87,9 +87,11 @@ class FeedStore(Protocol):
 
     ``read_feed`` gives the events after ``position`` (from the first if None)
     whose type matches one of ``patterns``, at most ``limit``, and the position
-    after them. Every event is given exactly once to a reader that carries the
-    positions forward, even with several writers committing out of order.
-    ``feed_head`` is the position after every event logged so far.
+    after them. A reader that carries the positions forward gets every event
+    once: exactly, where one process writes (rows in commit order); on MongoDB,
+    with several writers committing out of order, every event that became
+    readable within the store's overlap window of its stamp. ``feed_head`` is
+    the position after every event logged so far.
     """
 
     def read_feed(

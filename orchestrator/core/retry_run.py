@@ -35,7 +35,7 @@ def retry_submission(run: str, events: list[Event]) -> tuple[str, dict[str, Any]
         )
     if state.status == SUCCEEDED:
         raise InvalidRunState(f"run {run} succeeded; there is nothing to retry")
-    if state.listener is not None and len(state.nodes) == 1 and state.root.kind != "call":
+    if state.refused is not None:
         raise InvalidRunState(
             f"run {run} only records that listener {state.listener!r} failed on event {state.cause}; it "
             "holds no work to retry. Fix the listener, then submit the flow it should have answered"

@@ -128,6 +128,8 @@ class RunState:
     cause: str | None = None
     """The event whose listener triggered this run, if one did."""
     listener: str | None = None
+    refused: dict[str, Any] | None = None
+    """The failure logged in place of the run's work (its listener failed): the run can only fail."""
     depth: int = 0
     """Listener hops from a run submitted by hand (0): what the cascade limit counts."""
     result: Any = None

@@ -129,7 +129,6 @@ class Engine:
         more: Mapping[str, Any] | None = None,
         cause: str | None = None,
         correlation: str | None = None,
-        failure: dict[str, Any] | None = None,
     ) -> Future[str]:
         """Append ``run.submitted``; the future resolves once it is durable.
 
@@ -138,7 +137,7 @@ class Engine:
         ``key`` (``run`` derived from it), a run already holding the same
         ``digest`` is answered instead; another digest is an ``IdempotencyConflict``.
         A listener's run names its ``cause`` and joins that event's ``correlation``;
-        with a ``failure`` it is logged as failed at once (the listener raised).
+        ``more`` may hold ``refused``, a failure logged in place of work: the run then fails at once.
         """
         future: Future[str] = Future()
         submit = Submit(
@@ -153,7 +152,6 @@ class Engine:
             more=dict(more or {}),
             cause=cause,
             correlation=correlation,
-            failure=failure,
         )
         self._inbox.put(submit)
         return future
@@ -287,9 +285,6 @@ class Engine:
         if item.watcher is not None:
             self._waiters[item.run].append(item.watcher)
         self._apply(state, Draft(ev.RUN_SUBMITTED, data=item.data()), turn, causation=item.cause)
-        if item.failure is not None:
-            failed = Draft(ev.RUN_FAILED, data={"failures": [item.failure]})
-            self._apply(state, failed, turn, causation=ev.event_id(item.run, 1))
         turn.submits.append(item)
 
     def _answer_existing(self, item: Submit, state: RunState) -> None:

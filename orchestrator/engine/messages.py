@@ -31,8 +31,6 @@ class Submit:
     """The event a listener answered with this run (``run.submitted``'s causation)."""
     correlation: str | None = None
     """The chain the run joins; None starts a chain named after the run."""
-    failure: dict[str, Any] | None = None
-    """Log the run as failed at once with this failure (a listener that raised in its place)."""
 
     def data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"flow": self.flow, "name": self.name, **self.more}

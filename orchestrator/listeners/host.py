@@ -21,14 +21,14 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from orchestrator.core.crashpoints import crash_point
 from orchestrator.core.errors import ConfigurationError, WorkerLost
-from orchestrator.core.listening import Listener, Trigger, failed_trigger
+from orchestrator.core.listening import Listener, Trigger, failed_trigger, matches
 from orchestrator.core.ports import FeedStore, Position
 
 from .answers import answer_all, answer_all_async
@@ -47,6 +47,7 @@ SAVE_S = 1.0
 past events of other types only; a turn that handled events and caught up always saves. Saving less
 often costs only calls again after a crash, never a second run."""
 BACKOFF_S = (0.1, 0.5, 2.0)
+IO_THREADS = 4
 
 
 class ListenerHost:
@@ -67,12 +68,16 @@ class ListenerHost:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="evenflow-listeners", daemon=True)
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="evenflow-listener")
-        self._processes: ProcessPoolExecutor | None = None
-        self._wakes: set[asyncio.Event] = set()
+        """Where sync listeners run."""
+        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="evenflow-listener-io")
+        """Where store and trigger calls block: apart, so stuck listeners cannot starve the others' reads."""
+        self._processes: dict[str, ProcessPoolExecutor] = {}
+        """A child per ``process=True`` listener: one that dies takes no other listener's event with it."""
+        self._wakes: dict[asyncio.Event, tuple[str, ...]] = {}
+        """Each following listener's wake-up, with the patterns that may wake it."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._stopped: asyncio.Event | None = None
-        self._pending: list[tuple[Listener, Position | None]] = []
         self._lock = threading.Lock()
 
     @property
@@ -98,19 +103,16 @@ class ListenerHost:
                 position = None if listener.since == "start" else self.feed.feed_head(listener.patterns)
                 self.feed.save_checkpoint(listener.name, position or {})
             self._listeners[listener.name] = listener
-            if self._thread.is_alive():
-                self._loop.call_soon_threadsafe(self._follow_soon, listener, position)
-            else:
-                self._pending.append((listener, position))
+            self._loop.call_soon_threadsafe(self._follow_soon, listener, position)  # runs once the loop does
 
     def start(self) -> None:
         if not self._thread.is_alive():
             self._thread.start()
 
-    def wake(self) -> None:
-        """New events may be in the log: end the idle wait of every listener."""
+    def wake(self, types: Iterable[str] | None = None) -> None:
+        """Events of ``types`` (None: of any type) are in the log: end the idle wait of their listeners."""
         if self._thread.is_alive() and not self._stopping:
-            self._loop.call_soon_threadsafe(self._wake_all)
+            self._loop.call_soon_threadsafe(self._wake, None if types is None else frozenset(types))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the turns in progress (their checkpoints included), then stop."""
@@ -120,17 +122,17 @@ class ListenerHost:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("listeners did not stop within %gs; their last batches are read again", timeout)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()  # never started
         self._threads.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=False, cancel_futures=True)
+        for name in list(self._processes):
+            self._drop_pool(name)
 
     # --- on the host's loop ------------------------------------------------------------------
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        for listener, position in self._pending:
-            self._follow_soon(listener, position)
-        self._pending.clear()
         try:
             self._loop.run_until_complete(self._until_stopped())
         finally:
@@ -145,22 +147,30 @@ class ListenerHost:
             await asyncio.wait(set(self._tasks))
 
     def _stop_now(self) -> None:
-        self._wake_all()
+        self._wake(None)
         if self._stopped is not None:
             self._stopped.set()
 
     def _follow_soon(self, listener: Listener, position: Position | None) -> None:
         task = self._loop.create_task(self._follow(listener, position), name=f"listener {listener.name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
 
-    def _wake_all(self) -> None:
-        for woken in self._wakes:
-            woken.set()
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s stopped: %r; restart the orchestrator to resume it", task.get_name(), task.exception()
+            )
+
+    def _wake(self, types: frozenset[str] | None) -> None:
+        for woken, patterns in self._wakes.items():
+            if types is None or any(matches(patterns, type_) for type_ in types):
+                woken.set()
 
     async def _follow(self, listener: Listener, position: Position | None) -> None:
         woken = asyncio.Event()
-        self._wakes.add(woken)
+        self._wakes[woken] = listener.patterns
         saved, saved_at, failures = position, time.monotonic(), 0
         try:
             while not self._stopping:
@@ -191,7 +201,7 @@ class ListenerHost:
                     continue
                 await _idle(woken, self.poll_s)
         finally:
-            self._wakes.discard(woken)
+            self._wakes.pop(woken, None)
 
     async def _answer(self, listener: Listener, events: list[Any]) -> list[Trigger]:
         if listener.process:
@@ -202,36 +212,37 @@ class ListenerHost:
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Store and trigger calls block: run them off the loop so coroutine listeners keep going."""
-        return await self._loop.run_in_executor(self._threads, fn, *args)
+        return await self._loop.run_in_executor(self._io, fn, *args)
 
     async def _answer_in_child(self, listener: Listener, events: list[Any]) -> list[Trigger]:
-        """In the child process; if it dies, one event at a time in fresh ones, so only an event that
-        kills its process is logged as the listener's failure."""
+        """In the listener's child process; if it dies, one event at a time in fresh ones, so only an
+        event that kills its process is logged as the listener's failure."""
         try:
-            return await self._loop.run_in_executor(self._pool(), answer_all, listener, events)
+            return await self._loop.run_in_executor(self._pool(listener.name), answer_all, listener, events)
         except BrokenProcessPool:
-            self._drop_pool()
+            self._drop_pool(listener.name)
         triggers: list[Trigger] = []
         for event in events:
             try:
-                triggers += await self._loop.run_in_executor(self._pool(), answer_all, listener, [event])
+                pool = self._pool(listener.name)
+                triggers += await self._loop.run_in_executor(pool, answer_all, listener, [event])
             except BrokenProcessPool:
-                self._drop_pool()
+                self._drop_pool(listener.name)
                 died = WorkerLost(f"the process running listener {listener.name!r} died on this event")
                 triggers.append(failed_trigger(listener.name, event, died))
         return triggers
 
-    def _drop_pool(self) -> None:
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
-            self._processes = None
+    def _drop_pool(self, name: str) -> None:
+        pool = self._processes.pop(name, None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._processes is None:
+    def _pool(self, name: str) -> ProcessPoolExecutor:
+        if name not in self._processes:
             import multiprocessing
 
-            self._processes = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return self._processes
+            self._processes[name] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._processes[name]
 
 
 async def _idle(woken: asyncio.Event, seconds: float, *, only_timeout: bool = False) -> None:

@@ -11,14 +11,17 @@ the service's.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator.core import events as ev
-from orchestrator.core.errors import InvalidOption
+from orchestrator.core.errors import CorruptEvent, InvalidOption
 from orchestrator.core.events import Event
 from orchestrator.core.listening import Trigger, check_patterns
 from orchestrator.core.ports import FeedStore, Position
+
+log = logging.getLogger("evenflow.listeners")
 
 LISTENER_REQUESTS = frozenset({"feed", "head", "checkpoint", "save", "trigger"})
 FEED_BYTES = 4 * 1024 * 1024
@@ -40,7 +43,13 @@ class ServiceFeed:
         self, position: Position | None, patterns: Sequence[str], limit: int
     ) -> tuple[list[Event], Position]:
         reply = self.client.ask("feed", position=position, patterns=list(patterns), limit=limit)
-        return [ev.from_doc(doc) for doc in reply["events"]], dict(reply["position"])
+        events: list[Event] = []
+        for doc in reply["events"]:
+            try:
+                events.append(ev.from_doc(doc))
+            except CorruptEvent as exc:  # a newer service's type, say: skipped as the stores skip theirs
+                log.error("the feed skips an event this evenflow cannot read: %s", exc)
+        return events, dict(reply["position"])
 
     def feed_head(self, patterns: Sequence[str]) -> Position:
         return dict(self.client.ask("head", patterns=list(patterns))["position"])

@@ -43,6 +43,7 @@ from orchestrator.core.errors import (
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 
+from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import CODEC_OPTIONS, CORRUPT_FIELD, MongoStore, decode, oldest_first, round_trip
 
@@ -146,7 +147,7 @@ class EmbeddedStore:
 
         A row that does not decode is skipped (and logged): reading its run names the damage.
         """
-        after = int((position or {}).get("row", 0))
+        after = row_of(position)
         ((top,),) = self._query("SELECT coalesce(max(rowid), 0) FROM events", (), "reading the feed")
         globs = " OR ".join("type GLOB ?" for _ in patterns) or "1"
         rows = self._query(
@@ -181,6 +182,7 @@ class EmbeddedStore:
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
             raise read_only_error(f"embedded store in {self.home}")
+        row_of(position)
         self._query(
             "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position",

@@ -6,7 +6,8 @@ the newest ``at`` it saw skips the event committed a moment later with an
 older stamp. The feed re-reads an overlap window instead: each read asks for
 events stamped at or after ``mark - window`` that it has not yet delivered
 (``seen``, the ids delivered within the window), oldest first. An event is
-missed only if it becomes readable more than ``window`` after its stamp. The
+missed only if it becomes readable more than ``window`` after its stamp (a
+writer stalled mid-append, or a clock stepped back by more). The
 position carries ``mark`` and ``seen``; ``seen`` is bounded, and when it is
 full the oldest ids leave it and the window narrows to what it still covers
 (``floor``), so a reader of a very busy log has a shorter window, not a
@@ -15,16 +16,22 @@ larger position.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from orchestrator.core.errors import InvalidOption
 from orchestrator.core.listening import pattern_regex
 from orchestrator.core.ports import Position
 
 MAX_SEEN = 10_000
 """Ids a position remembers; past it the window narrows."""
+AHEAD_MS = 1_000
+"""How far past the reader's clock the mark may go."""
+
+log = logging.getLogger("evenflow.store")
 
 
 def type_filter(patterns: Sequence[str]) -> dict[str, Any]:
@@ -47,11 +54,24 @@ class FeedWindow:
         return {"at": None, "floor": None, "seen": []}
 
     def parse(self, position: Position | None) -> Window:
-        if not position or position.get("at") is None:
+        """The window a position names; ``InvalidOption`` for one this store did not give."""
+        if not position:
             return Window(None, None, {})
-        seen = {str(entry[0]): int(entry[1]) for entry in position.get("seen") or ()}
-        floor = position.get("floor")
-        return Window(int(position["at"]), None if floor is None else int(floor), seen)
+        if not isinstance(position, Mapping) or "at" not in position:
+            raise bad_position(position, '{"at": ms, "floor": ms or null, "seen": [[id, ms], ...]}')
+        if position["at"] is None:
+            return Window(None, None, {})
+        mark, floor, seen = position.get("at"), position.get("floor"), position.get("seen") or []
+        pairs = isinstance(seen, list) and all(
+            isinstance(entry, list | tuple)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and _whole(entry[1])
+            for entry in seen
+        )
+        if not (_whole(mark) and (floor is None or _whole(floor)) and pairs):
+            raise bad_position(position, '{"at": ms, "floor": ms or null, "seen": [[id, ms], ...]}')
+        return Window(mark, floor, {id_: at for id_, at in seen})
 
     def query(self, window: Window) -> dict[str, Any]:
         """Events not yet delivered, stamped within the window (from the first event without a mark)."""
@@ -63,14 +83,24 @@ class FeedWindow:
             query["_id"] = {"$nin": sorted(window.seen)}
         return query
 
-    def advance(self, window: Window, docs: Iterable[Mapping[str, Any]]) -> Position:
-        """The position after delivering ``docs`` (what the query returned, oldest first)."""
+    def advance(self, window: Window, docs: Iterable[Mapping[str, Any]], now: int) -> Position:
+        """The position after delivering ``docs`` (what the query returned, oldest first).
+
+        ``now`` is the reader's clock (ms): the mark never passes it by more than
+        ``AHEAD_MS``, so one event stamped by a clock running ahead cannot move
+        the window past the events that correct clocks stamp after it.
+        """
         known = dict(window.seen)
         for doc in docs:
-            known[str(doc["_id"])] = self.millis(doc["at"])
+            known[str(doc["_id"])] = at = self.millis(doc["at"])
+            if at > now + self.window_ms // 2:
+                log.warning(
+                    "event %s is stamped %d ms ahead of this clock; keep clocks in sync", doc["_id"], at - now
+                )
         if not known and window.mark is None:
             return self.start()
-        mark = max([*known.values(), *([window.mark] if window.mark is not None else [])])
+        newest = max([*known.values(), *([window.mark] if window.mark is not None else [])])
+        mark = max(min(newest, now + AHEAD_MS), window.mark or 0)
         kept = sorted((at, id_) for id_, at in known.items() if at >= mark - self.window_ms)
         floor = window.floor if window.floor is not None and window.floor > mark - self.window_ms else None
         if len(kept) > MAX_SEEN:
@@ -91,6 +121,27 @@ class FeedWindow:
     @staticmethod
     def moment(millis: int) -> datetime:
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+
+
+def row_of(position: Position | None) -> int:
+    """The journal row a position of a one-writer store names (``{"row": n}``; none: the start)."""
+    if not position:
+        return 0
+    row = position.get("row") if isinstance(position, Mapping) else None
+    if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+        raise bad_position(position, '{"row": n}')
+    return row
+
+
+def bad_position(position: Any, form: str) -> InvalidOption:
+    return InvalidOption(
+        f"feed position {position!r:.120} is not one this store gives ({form}); pass back a position "
+        "read_feed or feed_head returned, or None to read from the start"
+    )
+
+
+def _whole(value: Any) -> bool:
+    return type(value) is int
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ from orchestrator.core.events import Event
 from orchestrator.core.listening import matches
 from orchestrator.core.ports import Position
 
+from .feed import row_of
+
 
 def conflict_error(event: Event) -> ConcurrencyConflict:
     return ConcurrencyConflict(
@@ -108,7 +110,7 @@ class MemoryStore:
         self, position: Position | None, patterns: Sequence[str], limit: int
     ) -> tuple[list[Event], Position]:
         """Positions count appends (``{"row": n}``): one process appends, so that order is exact."""
-        row = int((position or {}).get("row", 0))
+        row = row_of(position)
         found: list[Event] = []
         with self._lock:
             while row < len(self._order) and len(found) < limit:
@@ -129,6 +131,7 @@ class MemoryStore:
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
             raise read_only_error("memory store")
+        row_of(position)
         with self._lock:
             self._checkpoints[name] = copy.deepcopy(position)
 

@@ -145,7 +145,7 @@ class MongoStore:
                 found.append(decode(doc))
             except CorruptEvent as exc:
                 log.error("the feed skips a damaged event: %s", exc)
-        return found, self.feed.advance(window, docs)
+        return found, self.feed.advance(window, docs, self.feed.millis(ev.utcnow()))
 
     def feed_head(self, patterns: Sequence[str]) -> Position:
         with self._lock, self._guard("finding the end of the feed"):
@@ -154,7 +154,7 @@ class MongoStore:
                 return self.feed.start()
             window = Window(self.feed.millis(latest[0]["at"]), None, {})
             docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, {"at": 1}))
-        return self.feed.advance(window, docs)
+        return self.feed.advance(window, docs, self.feed.millis(ev.utcnow()))
 
     def load_checkpoint(self, name: str) -> Position | None:
         with self._lock, self._guard(f"reading the checkpoint of {name!r}"):
@@ -164,6 +164,7 @@ class MongoStore:
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
             raise read_only_error(f"event store at {self._label}")
+        self.feed.parse(position)
         change = {"$set": {"position": position, "at": ev.utcnow()}}
         with self._lock, self._guard(f"saving the checkpoint of {name!r}"):
             self.checkpoints.update_one({"_id": name}, change, upsert=True)

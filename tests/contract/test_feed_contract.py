@@ -33,10 +33,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core import events as ev
+from orchestrator.core.errors import InvalidOption
 from orchestrator.core.events import Event
 from orchestrator.core.listening import matches
 from orchestrator.core.ports import FeedStore, Position
 from orchestrator.store import feed as feed_module
+from orchestrator.store.feed import FeedWindow
 from orchestrator.store.mongo import MongoStore
 from tests.support.stores import MONGODB_URL, open_kind
 
@@ -446,3 +448,29 @@ def test_more_than_max_seen_events_in_one_millisecond_are_still_delivered_once(
             break
         delivered.extend(events)
     assert_once_in_seq_order(delivered, logged)
+
+
+def test_an_event_stamped_by_a_clock_running_ahead_does_not_hide_the_ones_after_it(mongo: Harness) -> None:
+    """The mark never passes the reader's clock by more than a second, whatever one writer's clock says."""
+    store = mongo.windowed(2.0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = stamped("run-ahead", 1, now + timedelta(minutes=5))  # a writer whose clock is 5 minutes fast
+    store.append(ahead)
+    delivered, position = read_all(store, None, ["*"])
+    assert ids(delivered) == ids(ahead)
+    assert position["at"] <= FeedWindow.millis(datetime.now(UTC)) + feed_module.AHEAD_MS
+    on_time = stamped("run-on-time", 3, datetime.now(UTC).replace(microsecond=0))
+    store.append(on_time)
+    assert ids(read_all(store, position, ["*"])[0]) == ids(on_time)
+
+
+@pytest.mark.parametrize(
+    "position", [{"row": "x"}, {"row": -1}, {"at": "x"}, {"at": 1, "seen": [1]}, {"bogus": 1}, [1, 2]]
+)
+def test_a_position_the_store_did_not_give_is_refused_by_name(harness: Harness, position: Any) -> None:
+    """What `evenflow listen` sends is checked: our error naming the position, never a crash later."""
+    with pytest.raises(InvalidOption, match="is not one this store gives"):
+        harness.store.read_feed(position, ["*"], 10)
+    with pytest.raises(InvalidOption, match="is not one this store gives"):
+        harness.store.save_checkpoint("reader", position)
+    assert harness.store.load_checkpoint("reader") is None

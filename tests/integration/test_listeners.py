@@ -333,6 +333,30 @@ def test_an_event_that_kills_the_listeners_process_is_its_failure_and_the_others
     )
 
 
+def test_a_process_listener_that_dies_costs_another_process_listener_nothing(tmp_path: Path) -> None:
+    with orchestrator("memory", tmp_path) as orch:
+        orch.listen(ORDER_PLACED, die_on_odd_in_child, name="poisoned", process=True)
+        orch.listen(ORDER_PLACED, answer_in_child, name="innocent", process=True)
+        for order in range(1, 7):
+            orch.run(call("place_order", order), timeout=WAIT_S)
+        placed = of_type(whole_log(orch), ORDER_PLACED)
+        innocent = [triggered_run("innocent", event) for event in placed]
+        poll(lambda: all(orch.events(run) for run in innocent), "every order answered by the innocent")
+        statuses = {orch.result(run, timeout=WAIT_S)[0] for run in innocent}
+    assert statuses == {event.data["id"] for event in placed}
+
+
+def test_a_closed_orchestrator_refuses_triggers_instead_of_starting_again(tmp_path: Path) -> None:
+    orch = Orchestrator(make_registry(), store="memory://", executor="inline")
+    orch.run(call("place_order", 1), timeout=WAIT_S)
+    (placed,) = of_type(whole_log(orch), ORDER_PLACED)
+    orch.close()
+    (trigger,) = triggers_for("late", placed, call("record", 1, 2))
+    with pytest.raises(ConfigurationError, match="was closed"):
+        orch.trigger([trigger])
+    assert orch.store.read(trigger.run) == []
+
+
 def test_a_predicate_filters_events(tmp_path: Path) -> None:
     with orchestrator("memory", tmp_path) as orch:
         even = orch.listen(ORDER_PLACED, answer_order, predicate=only_even, name="even")

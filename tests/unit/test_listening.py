@@ -155,7 +155,7 @@ def test_on_names_a_listener_after_its_function_and_patterns() -> None:
     assert listener.name == f"{__name__}.answer on order.*,run.failed"
     assert listener.patterns == ("order.*", "run.failed")
     assert (listener.since, listener.process, listener.predicate) == ("now", False, None)
-    assert listener.wants(EVENT) and not listener.wants(Event("r", 1, "orders.x", AT))
+    assert matches(listener.patterns, EVENT.type) and not matches(listener.patterns, "orders.x")
 
 
 def test_a_partial_is_named_after_what_it_wraps() -> None:
@@ -339,3 +339,19 @@ def test_a_bad_trigger_document_is_refused(change: dict[str, Any], message: str)
     doc = {**triggers_for("receipts", EVENT, answer(EVENT))[0].to_doc(), **change}
     with pytest.raises(ListenerError, match=message):
         Trigger.from_doc(doc)
+
+
+def test_a_logged_listener_failure_fails_its_run_from_run_submitted_alone() -> None:
+    """The failure rides on run.submitted, so a partial append (run.failed lost) cannot end it succeeded."""
+    from orchestrator.core import events as ev
+    from orchestrator.core.evolve import fold
+    from orchestrator.core.listening import NOTHING, failure_doc
+    from orchestrator.core.planner import decide
+
+    failure = failure_doc("receipts", "order-run/0000000004", "order.placed", ValueError("no email"))
+    data = {"flow": NOTHING, "name": None, "listener": "receipts", "depth": 1, "refused": failure}
+    submitted = Event("r1", 1, ev.RUN_SUBMITTED, AT, data=data, causation="order-run/0000000004")
+    state = fold("r1", [submitted])
+    (ending,) = decide(state, AT)
+    assert ending.type == ev.RUN_FAILED and ending.data["failures"] == [failure]
+    assert "listener 'receipts' failed on event order-run/0000000004 (order.placed)" in failure["message"]
