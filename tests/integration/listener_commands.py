@@ -107,3 +107,8 @@ def answer_ping(event: Event) -> Node:
 
 def answer_order(event: Event) -> Node:
     return call("record", "receipt", event.data["id"])
+
+
+def answer_tick(event: Event) -> Node:
+    """Answer each ``tick.*`` event with ``inc`` of its index (a ``process=True`` listener)."""
+    return call("inc", event.data["index"])
