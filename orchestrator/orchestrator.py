@@ -29,7 +29,7 @@ from .core.codec import check_payload
 from .core.errors import ConfigurationError, EvenflowError, IdempotencyConflict, ResultTimeout
 from .core.events import Event
 from .core.evolve import fold
-from .core.flows import Node, parse_flow
+from .core.flows import Node
 from .core.keys import digest, run_for_key
 from .core.listening import (
     DEFAULT_CASCADE_LIMIT,
@@ -334,7 +334,7 @@ class Orchestrator:
             )
         if failure is None and flow is not None:
             try:
-                flow = self._checker.encode(parse_flow(flow))
+                self._checker.check(flow)  # resolves defaults in place: the trigger's own copy
             except EvenflowError as exc:
                 failure = failure_doc(trigger.listener, trigger.event, trigger.type, exc)
         if failure is not None:

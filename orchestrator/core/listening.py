@@ -18,9 +18,9 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from .envelope import ErrorInfo
-from .errors import CascadeLimit, ConfigurationError, ListenerError
+from .errors import CascadeLimit, ConfigurationError, EvenflowError, ListenerError
 from .events import Event
-from .flows import ROOT, Node, encode_flow
+from .flows import ROOT, Node, encode_flow, parse_flow
 from .keys import run_for_key
 
 Since = Literal["now", "start"]
@@ -148,16 +148,23 @@ class Trigger:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Trigger:
+        """A trigger a remote host sent, checked; a flow that does not parse becomes its failure."""
         flow, failure = doc.get("flow"), doc.get("failure")
         if (flow is None) == (failure is None):
             raise ListenerError("a trigger carries a flow or a failure, exactly one")
+        listener, event, type_ = _text(doc, "listener"), _text(doc, "event"), _text(doc, "type")
+        if flow is not None:
+            try:
+                flow = encode_flow(parse_flow(flow))
+            except EvenflowError as exc:
+                flow, failure = None, failure_doc(listener, event, type_, exc)
         return cls(
-            listener=_text(doc, "listener"),
-            event=_text(doc, "event"),
-            type=_text(doc, "type"),
+            listener=listener,
+            event=event,
+            type=type_,
             correlation=doc.get("correlation") if isinstance(doc.get("correlation"), str) else None,
             index=_number(doc, "index", MAX_TRIGGERS),
-            flow=dict(flow) if isinstance(flow, Mapping) else None,
+            flow=flow,
             failure=_failure(failure) if failure is not None else None,
         )
 

@@ -355,3 +355,17 @@ def test_a_logged_listener_failure_fails_its_run_from_run_submitted_alone() -> N
     (ending,) = decide(state, AT)
     assert ending.type == ev.RUN_FAILED and ending.data["failures"] == [failure]
     assert "listener 'receipts' failed on event order-run/0000000004 (order.placed)" in failure["message"]
+
+
+def test_a_remote_triggers_flow_that_does_not_parse_becomes_its_failure() -> None:
+    doc = {
+        "listener": "far",
+        "event": "r/0000000001",
+        "type": "order.placed",
+        "index": 0,
+        "flow": {"nodes": 5},
+    }
+    trigger = Trigger.from_doc(doc)
+    assert trigger.flow is None and trigger.failure is not None
+    assert trigger.failure["type"] == "orchestrator.core.errors.InvalidFlow"
+    assert trigger.failure["message"].startswith("listener 'far' failed on event r/0000000001 (order.placed)")
