@@ -16,6 +16,7 @@ failure of the run it would have triggered and never stops its task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import pickle
@@ -64,7 +65,7 @@ class ListenerHost:
         self.feed = feed
         self.trigger = trigger
         self.poll_s = poll_s
-        self._listeners: dict[str, Listener] = {}
+        self._names: set[str] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="evenflow-listeners", daemon=True)
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="evenflow-listener")
@@ -80,10 +81,6 @@ class ListenerHost:
         self._stopped: asyncio.Event | None = None
         self._lock = threading.Lock()
 
-    @property
-    def listeners(self) -> list[Listener]:
-        return list(self._listeners.values())
-
     def add(self, listener: Listener) -> None:
         """Start following ``listener`` from its checkpoint (saving a first one if it has none).
 
@@ -91,7 +88,7 @@ class ListenerHost:
         logged after ``add`` returns is never missed.
         """
         with self._lock:
-            if listener.name in self._listeners:
+            if listener.name in self._names:
                 raise ConfigurationError(
                     f"a listener named {listener.name!r} is already listening; give each listener its "
                     "own name= (the name keys its checkpoint and the runs it triggers)"
@@ -102,7 +99,7 @@ class ListenerHost:
             if position is None:
                 position = None if listener.since == "start" else self.feed.feed_head(listener.patterns)
                 self.feed.save_checkpoint(listener.name, position or {})
-            self._listeners[listener.name] = listener
+            self._names.add(listener.name)
             self._loop.call_soon_threadsafe(self._follow_soon, listener, position)  # runs once the loop does
 
     def start(self) -> None:
@@ -197,7 +194,7 @@ class ListenerHost:
                     log.warning(
                         "listener %r: a turn failed (%r); reading again in %gs", listener.name, exc, pause
                     )
-                    await _idle(woken, pause, only_timeout=True)
+                    await _idle(woken, pause)
                     continue
                 await _idle(woken, self.poll_s)
         finally:
@@ -245,15 +242,10 @@ class ListenerHost:
         return self._processes[name]
 
 
-async def _idle(woken: asyncio.Event, seconds: float, *, only_timeout: bool = False) -> None:
-    """Wait ``seconds``, or less if woken (unless ``only_timeout``: a pause after a failure)."""
-    try:
-        if only_timeout:
-            await asyncio.sleep(seconds)
-        else:
-            await asyncio.wait_for(woken.wait(), seconds)
-    except TimeoutError:
-        pass
+async def _idle(woken: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if woken (new events of the listener's types, or a stop)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(woken.wait(), seconds)
 
 
 def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
