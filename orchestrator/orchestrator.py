@@ -134,6 +134,7 @@ class Orchestrator:
         self._listeners: ListenerHost | None = None
         self._depths: OrderedDict[str, int] = OrderedDict()
         self._depths_lock = threading.Lock()
+        self._appends = threading.Condition()
         self.engine = Engine(
             self.store,
             routes,
@@ -180,6 +181,13 @@ class Orchestrator:
         self._remember_depths(batch)
         if self._listeners is not None:
             self._listeners.wake({event.type for event in batch})
+        with self._appends:
+            self._appends.notify_all()
+
+    def wait_for_appends(self, timeout: float) -> None:
+        """Block until this orchestrator appends (or ``timeout`` passes): for a service's long polls."""
+        with self._appends:
+            self._appends.wait(timeout)
 
     def _remember_depths(self, batch: list[Event]) -> None:
         """The depth of each run submitted here, so triggering on its events needs no store read."""

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evenflow.service")
 
+LISTENER_THREADS = 16
+"""Requests of ``evenflow listen`` answered at once; a long poll holds one while it waits."""
+
 
 class Service:
     """An orchestrator bound to ``bind``, dispatching to remote workers and serving clients."""
@@ -62,7 +65,7 @@ class Service:
         except BaseException:
             self.executor.close()
             raise
-        self._listener_pool = ThreadPoolExecutor(4, thread_name_prefix="evenflow-feed")
+        self._listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="evenflow-feed")
 
     @property
     def endpoint(self) -> str:
@@ -170,7 +173,8 @@ class Service:
                     raise ConfigurationError(
                         f"the service's store {type(store).__name__} cannot feed listeners"
                     )
-                answer = listener_request(store, self.orchestrator.trigger, kind, body)
+                orch = self.orchestrator
+                answer = listener_request(store, orch.trigger, kind, body, orch.wait_for_appends)
                 self._reply(peer, req, ok=True, **answer)
             except Exception as exc:
                 if not isinstance(exc, EvenflowError):

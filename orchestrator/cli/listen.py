@@ -11,6 +11,9 @@ from typing import Any
 from ..core.errors import ConfigurationError
 from ..core.listening import Listener
 
+AGAIN_S = 0.01
+"""The pause between an empty long poll and the next: the service did the waiting."""
+
 
 def add_parser(
     commands: Any, load: Callable[[str, type, str], Any], client_keys: Callable[..., None]
@@ -25,8 +28,8 @@ def add_parser(
     listen.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
     listen.add_argument("--listeners", required=True, metavar="MODULE:LISTENERS",
                         help="a list of on(...) listeners, or a function returning one")  # fmt: skip
-    listen.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
-                        help="how often an idle listener asks for new events (default 0.5)")  # fmt: skip
+    listen.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                        help="how long the service holds a read that finds nothing (default 1)")  # fmt: skip
     listen.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for the service's answer (default 30)")  # fmt: skip
     client_keys(listen)
@@ -37,7 +40,7 @@ def add_parser(
 def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
     from ..client import Client
     from ..listeners import ListenerHost
-    from ..listeners.service_feed import ServiceFeed
+    from ..listeners.service_feed import MAX_WAIT_S, ServiceFeed
 
     listeners = load(args.listeners, list, "a list of listeners")
     strays = [item for item in listeners if not isinstance(item, Listener)]
@@ -46,13 +49,17 @@ def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
             f"{args.listeners} must hold listeners made with on(pattern, callable), "
             f"got {strays[:1] or 'none'}"
         )
-    for option, value in (("--poll", args.poll), ("--timeout", args.timeout)):
-        if not 0 < value <= 3600:  # also refuses nan
-            raise ConfigurationError(f"{option} must be seconds in (0, 3600], got {value}")
+    if not 0 < args.timeout <= 3600:  # also refuses nan
+        raise ConfigurationError(f"--timeout must be seconds in (0, 3600], got {args.timeout}")
+    longest = min(MAX_WAIT_S, args.timeout / 2)
+    if not 0 < args.poll <= longest:
+        raise ConfigurationError(
+            f"--poll must be seconds in (0, {longest:g}] (half of --timeout at most), got {args.poll}"
+        )
     keys = {"secret_key": args.secret_key, "server_key": args.server_key}
     with Client(args.connect, timeout=args.timeout, **keys) as client:
-        feed = ServiceFeed(client)
-        host = ListenerHost(feed, feed.trigger, poll_s=args.poll)
+        feed = ServiceFeed(client, wait_s=args.poll)  # the service holds an empty read: a long poll
+        host = ListenerHost(feed, feed.trigger, poll_s=AGAIN_S)
         stop = threading.Event()
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda *_: stop.set())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,8 @@ LISTENER_REQUESTS = frozenset({"feed", "head", "checkpoint", "save", "trigger"})
 FEED_BYTES = 4 * 1024 * 1024
 """About how much of the feed one reply carries; a batch over it is read again, smaller."""
 MAX_TRIGGERS_PER_REQUEST = 10_000
+MAX_WAIT_S = 30.0
+"""The longest a service holds a feed request that found nothing."""
 
 
 class Asks(Protocol):
@@ -36,13 +39,16 @@ class Asks(Protocol):
 class ServiceFeed:
     """A ``FeedStore`` and trigger sink over a service connection (a ``Client``)."""
 
-    def __init__(self, client: Asks) -> None:
+    def __init__(self, client: Asks, *, wait_s: float = 0.0) -> None:
+        """``wait_s``: how long the service may hold a read that finds nothing (a long poll)."""
         self.client = client
+        self.wait_s = wait_s
 
     def read_feed(
         self, position: Position | None, patterns: Sequence[str], limit: int
     ) -> tuple[list[Event], Position]:
-        reply = self.client.ask("feed", position=position, patterns=list(patterns), limit=limit)
+        body = {"position": position, "patterns": list(patterns), "limit": limit, "wait_s": self.wait_s}
+        reply = self.client.ask("feed", **body)
         events: list[Event] = []
         for doc in reply["events"]:
             try:
@@ -68,21 +74,33 @@ class ServiceFeed:
 
 
 def listener_request(
-    store: FeedStore, trigger: Callable[[Sequence[Trigger]], None], kind: str, body: Mapping[str, Any]
+    store: FeedStore,
+    trigger: Callable[[Sequence[Trigger]], None],
+    kind: str,
+    body: Mapping[str, Any],
+    wait: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """The service's answer to one listener request (raises ours for a bad one)."""
+    """The service's answer to one listener request (raises ours for a bad one).
+
+    A feed request with ``wait_s`` that finds nothing is held until the
+    service appends (``wait``) or ``wait_s`` passes, then read once more: a
+    remote listener hears new events within milliseconds without polling fast.
+    """
     if kind == "feed":
         patterns = check_patterns(_list(body, "patterns"))
         position = _position(body.get("position"), optional=True)
-        limit = body.get("limit")
+        limit, wait_s = body.get("limit"), body.get("wait_s", 0)
         if type(limit) is not int or not 0 < limit <= 10_000:
             raise InvalidOption("a feed request's limit must be a whole number from 1 to 10000")
+        if not isinstance(wait_s, int | float) or not 0 <= wait_s <= MAX_WAIT_S:
+            raise InvalidOption(f"a feed request's wait_s must be seconds from 0 to {MAX_WAIT_S}")
+        deadline = time.monotonic() + wait_s
         while True:
             events, after = store.read_feed(position, patterns, limit)
-            docs = [ev.to_doc(event) for event in events]
-            if limit == 1 or _size(docs) <= FEED_BYTES:
-                return {"events": docs, "position": after}
-            limit = max(1, limit // 4)
+            left = deadline - time.monotonic()
+            if events or wait is None or left <= 0:
+                return _batch(events, after, store, position, patterns, limit)
+            wait(left)
     if kind == "head":
         return {"position": store.feed_head(check_patterns(_list(body, "patterns")))}
     if kind == "checkpoint":
@@ -97,6 +115,23 @@ def listener_request(
         trigger([Trigger.from_doc(_mapping(doc, "trigger")) for doc in docs])
         return {}
     raise InvalidOption(f"unknown listener request {kind!r}")
+
+
+def _batch(
+    events: list[Event],
+    after: Position,
+    store: FeedStore,
+    position: Position | None,
+    patterns: Sequence[str],
+    limit: int,
+) -> dict[str, Any]:
+    """The reply: the batch read, or a smaller one read again while it is over ``FEED_BYTES``."""
+    while True:
+        docs = [ev.to_doc(event) for event in events]
+        if limit == 1 or _size(docs) <= FEED_BYTES:
+            return {"events": docs, "position": after}
+        limit = max(1, limit // 4)
+        events, after = store.read_feed(position, patterns, limit)
 
 
 def _size(docs: list[dict[str, Any]]) -> int:
