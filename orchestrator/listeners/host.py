@@ -48,7 +48,8 @@ SAVE_S = 1.0
 past events of other types only; a turn that handled events and caught up always saves. Saving less
 often costs only calls again after a crash, never a second run."""
 BACKOFF_S = (0.1, 0.5, 2.0)
-IO_THREADS = 4
+IO_THREADS = 16
+"""Threads for store, feed and trigger calls (made as needed): a remote listener's long poll holds one."""
 
 
 class ListenerHost:
