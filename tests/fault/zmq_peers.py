@@ -174,4 +174,4 @@ def forged_done(run: str, node: str, attempt: int, result: Any = "forged") -> by
     """A well-formed ``done`` claiming the attempt succeeded with ``result``, by ``FORGER``."""
     now = datetime.now(UTC)
     outcome = Outcome(run, node, attempt, ok=True, result=result, started_at=now, finished_at=now, by=FORGER)
-    return protocol.done([protocol.outcome_doc(outcome)])
+    return protocol.done_frames([protocol.encoded_outcome(outcome)])[0]

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import ProtocolError
 from orchestrator.core.registry import NAME_PATTERN
+from workers.wire import dumps, outcome_to_doc
 from workers.zmq import protocol
 from workers.zmq.protocol import Ack, Calls, Done, Hello, Request, Reset, Signal, Welcome
 
@@ -77,7 +78,7 @@ def test_a_hello_crosses_unchanged(
 def test_every_message_crosses_unchanged() -> None:
     outcome = the_outcome()
     envelope = Envelope("run", "r.0", 1, "inc", [1], {"x": b"\x00"}, None, "run/r.0")
-    assert protocol.from_peer(protocol.done([protocol.outcome_doc(outcome)])) == Done([outcome])
+    assert protocol.from_peer(protocol.done_frames([protocol.encoded_outcome(outcome)])[0]) == Done([outcome])
     assert protocol.from_peer(protocol.signal("bye")) == Signal("bye")
     request = protocol.from_peer(protocol.request("watch", "q1", run="run"))
     assert isinstance(request, Request) and (request.type, request.req, request.body["run"]) == (
@@ -132,10 +133,10 @@ def test_a_hello_with_one_field_spoiled_is_refused_or_still_sane(field: str, val
 
 
 @FUZZ
-@given(field=st.sampled_from(sorted(protocol.outcome_doc(the_outcome()))), value=json_values)
+@given(field=st.sampled_from(sorted(outcome_to_doc(the_outcome()))), value=json_values)
 def test_a_done_with_one_outcome_field_spoiled_raises_only_protocol_errors(field: str, value: Any) -> None:
-    doc = {**protocol.outcome_doc(the_outcome()), field: value}
-    read(protocol.from_peer, protocol.done([doc]))
+    doc = {**outcome_to_doc(the_outcome()), field: value}
+    read(protocol.from_peer, protocol.done_frames([dumps(doc)])[0])
 
 
 def assert_hello_is_sane(hello: Hello) -> None:

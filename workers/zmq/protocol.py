@@ -114,11 +114,6 @@ def hello(name: str, commands: list[str], queues: list[str], slots: int, session
     return dumps({**doc, "slots": slots, "session": session})
 
 
-def done(outcomes: list[dict[str, Any]]) -> bytes:
-    """One ``done`` message of outcome documents."""
-    return dumps({"t": "done", "outcomes": outcomes})
-
-
 OUTCOME_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 """The largest encoded outcome a worker sends: one message, with room for its framing."""
 
@@ -162,10 +157,6 @@ def done_frames(parts: list[bytes]) -> list[bytes]:
 
 def _done_frame(parts: list[bytes]) -> bytes:
     return b'{"t":"done","outcomes":[' + b",".join(parts) + b"]}"
-
-
-def outcome_doc(outcome: Outcome) -> dict[str, Any]:
-    return outcome_to_doc(outcome)
 
 
 def signal(kind: str) -> bytes:
