@@ -29,8 +29,6 @@ from orchestrator.core.envelope import (
     ErrorInfo,
     Outcome,
     now_precise,
-    qualified_name,
-    truncate_traceback,
 )
 from orchestrator.core.errors import CommandTimeout, UnknownCommand
 from orchestrator.core.flows import encode_flow, is_flow
@@ -161,25 +159,10 @@ def failed(
     message: str | None = None,
 ) -> Outcome:
     """The outcome of an attempt that ended in ``exc``."""
-    error = error_info(exc, traceback=tb, reason=reason)
+    error = ErrorInfo.from_exception(exc, traceback=tb, reason=reason)
     if message is not None:
         error = replace(error, message=message)
     return Outcome.failed(envelope, error, started_at=started_at, finished_at=now_precise(), by=by)
-
-
-def error_info(exc: BaseException, *, traceback: str = "", reason: EndReason = "raised") -> ErrorInfo:
-    """``ErrorInfo.from_exception``, surviving an exception whose ``__str__`` raises."""
-    try:
-        return ErrorInfo.from_exception(exc, reason=reason, traceback=traceback)
-    except Exception:
-        kind = type(exc)
-        return ErrorInfo(
-            type=qualified_name(kind),
-            message=f"<{kind.__name__} whose message could not be rendered>",
-            mro=tuple(qualified_name(k) for k in kind.__mro__ if k is not object),
-            traceback=truncate_traceback(traceback),
-            reason=reason,
-        )
 
 
 def timed_out(envelope: Envelope, *, by: str, started_at: datetime | None, when: str) -> Outcome:

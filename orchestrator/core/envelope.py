@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from .codec import storable_text
+from .stored_names import stored_name
+
 EndReason = Literal["raised", "timeout", "lost"]
 
 
@@ -39,13 +42,25 @@ def attempt_id(run: str, node: str, attempt: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """A failure as the log keeps it: names rather than classes, text rather than frames."""
+    """A failure as the log keeps it: names rather than classes, text rather than frames.
+
+    Whatever it is made from (an exception, a peer's message, a stored event),
+    its text is storable: lone surrogates escaped, the message cut to
+    ``MAX_MESSAGE`` characters and the traceback to ``MAX_TRACEBACK`` (head and
+    tail kept), every name to ``MAX_NAME``.
+    """
 
     type: str
     message: str
     mro: tuple[str, ...] = ()
     traceback: str = ""
     reason: EndReason = "raised"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", storable_text(str(self.type), MAX_NAME))
+        object.__setattr__(self, "message", storable_text(str(self.message), MAX_MESSAGE))
+        object.__setattr__(self, "mro", tuple(storable_text(str(name), MAX_NAME) for name in self.mro))
+        object.__setattr__(self, "traceback", storable_text(str(self.traceback), MAX_TRACEBACK))
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -70,30 +85,24 @@ class ErrorInfo:
     def from_exception(
         cls, exc: BaseException, *, reason: EndReason = "raised", traceback: str = ""
     ) -> ErrorInfo:
+        """Any exception, even one whose ``__str__`` raises or returns 10 MB, or whose args are not text."""
         kind = type(exc)
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<{kind.__name__} whose message could not be rendered>"
         return cls(
-            type=qualified_name(kind),
-            message=str(exc)[:MAX_MESSAGE],
-            mro=tuple(qualified_name(k) for k in kind.__mro__ if k is not object),
-            traceback=truncate_traceback(traceback),
+            type=stored_name(kind),
+            message=message,
+            mro=tuple(stored_name(k) for k in kind.__mro__ if k is not object),
+            traceback=traceback,
             reason=reason,
         )
 
 
 MAX_MESSAGE = 4_000
 MAX_TRACEBACK = 16_000
-
-
-def qualified_name(kind: type) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def truncate_traceback(text: str) -> str:
-    """Keep the head and the tail (where the raise is), never drop it entirely."""
-    if len(text) <= MAX_TRACEBACK:
-        return text
-    half = MAX_TRACEBACK // 2
-    return f"{text[:half]}\n... [{len(text) - MAX_TRACEBACK:,} characters cut] ...\n{text[-half:]}"
+MAX_NAME = 1_000
 
 
 def now_precise() -> datetime:

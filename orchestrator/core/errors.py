@@ -8,14 +8,19 @@
     ├── InvalidOption             a node or command option is wrong
     ├── UnknownCommand            a name no registry here knows
     ├── PayloadError              a value would not survive the log unchanged
+    │   ├── InvalidEvent          an event a command emits that the log cannot take
+    │   └── EventRefused          a store refused events for what they hold
     ├── ConcurrencyConflict       another writer appended the same seq first
     ├── CorruptEvent              a stored event does not decode
     ├── RunNotFound               no run with that id
     ├── InvalidRunState           the run is in the wrong state for the request
+    ├── RunParked                 a run this orchestrator's registry cannot drive
     ├── IdempotencyConflict       a submission key already names a run with another payload
     ├── ResultTimeout             waiting for a run's result timed out
     ├── ProtocolError             a malformed or oversize message from a peer
     ├── RemoteError               a command raised, elsewhere, an exception this process cannot rebuild
+    ├── ListenerError             a listener failed; logged as the failure of the run it would start
+    │   └── CascadeLimit          listeners kept triggering each other past the limit
     ├── RunFailed                 a run ended in failure; lists every failed node
     │   └── RunCancelled          a run was cancelled
     └── CommandError              the kinds of attempt failure evenflow itself reports
@@ -94,6 +99,18 @@ class PayloadError(EvenflowError):
 
 class InvalidEvent(PayloadError):
     """An event a command emits that the log cannot take (bad type, data, or too many)."""
+
+
+class EventRefused(PayloadError):
+    """A store refused events for what they hold (too large, not encodable); ``events`` names them.
+
+    Raised before anything of the append is written. Unlike ``StoreUnavailable``,
+    trying again cannot help: the engine ends what produced the events instead.
+    """
+
+    def __init__(self, message: str, *, events: Sequence[str]) -> None:
+        super().__init__(message)
+        self.events = tuple(events)
 
 
 class ListenerError(EvenflowError):
@@ -224,14 +241,3 @@ class RemoteError(EvenflowError):
         super().__init__(f"{type}: {message}")
         self.type = type
         self.remote_traceback = remote_traceback
-
-
-INTERRUPTED = "orchestrator.core.errors.Interrupted"
-
-NEVER_RETRY = (
-    "orchestrator.core.errors.UnknownCommand",
-    "orchestrator.core.errors.PayloadError",
-    "orchestrator.core.errors.InvalidFlow",
-    "orchestrator.core.errors.ConfigurationError",
-)
-"""Errors no retry can heal, whatever a policy says."""

@@ -101,6 +101,11 @@ def event_id(run: str, seq: int) -> str:
     return f"{run}/{seq:0{SEQ_DIGITS}d}"
 
 
+def run_of(event_id: str) -> str:
+    """The run an event id (``<run>/<seq>``) belongs to."""
+    return event_id.rsplit("/", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     run: str

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import events as ev
-from .errors import INTERRUPTED, CorruptEvent
+from .errors import CorruptEvent
 from .events import Event
 from .flows import reroot
 from .state import (
@@ -30,6 +30,7 @@ from .state import (
     NodeState,
     RunState,
 )
+from .stored_names import INTERRUPTED, INVALID_FLOW
 
 
 def fold(run: str, events: Iterable[Event]) -> RunState:
@@ -79,7 +80,8 @@ def _submitted(state: RunState, event: Event) -> None:
 def _run_ended(state: RunState, event: Event) -> None:
     state.finished, state.finished_at = True, event.at
     state.status = event.type.removeprefix("run.")
-    state.result = event.data.get("result")
+    omitted = "result_omitted" in event.data  # too large to log twice: the nodes hold it
+    state.result = state.root.result if omitted else event.data.get("result")
     state.failures = list(event.data.get("failures", ()))
     if state.root.status not in TERMINAL:
         _cancel(state, state.root.path)
@@ -314,8 +316,8 @@ def _current_attempt(state: RunState, event: Event) -> NodeState:
 def _bad_map_input(node: NodeState, value: Any) -> dict[str, Any]:
     shown = "nothing" if value is NO_INPUT else f"a {type(value).__name__}"
     return {
-        "type": "orchestrator.core.errors.InvalidFlow",
-        "mro": ["orchestrator.core.errors.InvalidFlow"],
+        "type": INVALID_FLOW,
+        "mro": [INVALID_FLOW],
         "message": f"each({node.spec['template']['command']!r}) at {node.path} needs a list, got {shown}",
         "traceback": "",
         "reason": "raised",

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from .codec import check_payload
+from .codec import check_payload, is_text
 from .errors import EvenflowError, InvalidFlow, InvalidOption
 from .policy import RetryPolicy
-from .registry import check_name, check_options
+from .registry import MAX_TIMEOUT, check_name, check_options
 
 Siblings = Literal["finish", "cancel"]
 SIBLINGS: tuple[Siblings, ...] = ("finish", "cancel")
@@ -74,8 +74,8 @@ class Call(Node):
             if value is not None
         }
         check_options(f"call({self.command!r})", retry=retry, timeout=timeout, route=route)
-        if key is not None and not (isinstance(key, str) and key):
-            raise InvalidOption(f"call({self.command!r}): key must be a non-empty string, got {key!r}")
+        if key is not None and not (isinstance(key, str) and 0 < len(key) <= 1_000 and is_text(key)):
+            raise InvalidOption(f"call({self.command!r}): key must be a non-empty string, got {key!r:.80}")
         return replace(self, **changes)
 
     def si(self) -> Call:
@@ -281,7 +281,7 @@ def parse_flow(doc: Any) -> Node:
         ) from None
     except RecursionError:
         raise InvalidFlow("the flow's children form a cycle or nest too deep") from None
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise InvalidFlow(f"the flow document is malformed: {exc}") from None
 
 
@@ -305,18 +305,30 @@ def _decode(by_path: Mapping[str, Mapping[str, Any]], path: str) -> Node:
 
 
 def _decode_call(spec: Mapping[str, Any]) -> Call:
+    """A call from its stored form, its options checked as ``Call.options`` checks them."""
     if not isinstance(spec.get("args", []), list) or not isinstance(spec.get("kwargs", {}), dict):
         raise InvalidFlow("a call's args must be a list and its kwargs an object", path=spec.get("path"))
-    return Call(
-        command=spec["command"],
-        args=tuple(spec.get("args", ())),
-        kwargs=dict(spec.get("kwargs", {})),
+    immutable = spec.get("immutable", False)
+    if not isinstance(immutable, bool):
+        raise InvalidOption(f"call({spec['command']!r}): immutable must be true or false, got {immutable!r}")
+    node = Call(
+        spec["command"], tuple(spec.get("args", ())), dict(spec.get("kwargs", {})), immutable=immutable
+    )
+    return node.options(
         retry=RetryPolicy.from_doc(spec["retry"]) if spec.get("retry") else None,
-        timeout=timedelta(seconds=spec["timeout_s"]) if spec.get("timeout_s") else None,
+        timeout=_timeout(spec) if spec.get("timeout_s") is not None else None,
         route=spec.get("route"),
         key=spec.get("key"),
-        immutable=spec.get("immutable", False),
     )
+
+
+def _timeout(spec: Mapping[str, Any]) -> timedelta:
+    seconds = spec["timeout_s"]
+    limit = MAX_TIMEOUT.total_seconds()
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= limit:
+        owner, bound = f"call({spec['command']!r})", f"(0, {limit:.0f}]"
+        raise InvalidOption(f"{owner}: timeout_s must be seconds in {bound}, got {seconds!r:.30}")
+    return timedelta(seconds=seconds)
 
 
 def call_specs(doc: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
+from .codec import is_text
 from .envelope import ErrorInfo
 from .errors import CascadeLimit, ConfigurationError, EvenflowError, ListenerError
 from .events import Event
@@ -99,7 +100,7 @@ def on(
         raise ConfigurationError(f"since must be 'now' or 'start', got {since!r}")
     if name is None:
         name = f"{_qualified(fn)} on {','.join(patterns)}"
-    if not isinstance(name, str) or not 0 < len(name) <= 200:
+    if not isinstance(name, str) or not 0 < len(name) <= 200 or not is_text(name):
         raise ConfigurationError(f"a listener name must be a string of 1 to 200 characters, got {name!r:.80}")
     return Listener(patterns, fn, name, predicate, since, process)
 
@@ -211,11 +212,6 @@ def failure_doc(listener: str, event: str, type_: str, exc: BaseException) -> di
     return {"node": ROOT, "command": None, "attempt": None, **info.to_doc(), "message": message[:4_000]}
 
 
-def cause_run(event: str) -> str:
-    """The run an event id belongs to (``<run>/<seq>``)."""
-    return event.rsplit("/", 1)[0]
-
-
 def _flows(listener: str, answer: Any) -> list[Node]:
     if answer is None:
         return []
@@ -251,8 +247,8 @@ def _failure(doc: Any) -> dict[str, Any]:
 
 def _text(doc: Mapping[str, Any], name: str) -> str:
     value = doc.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= 1_000:
-        raise ListenerError(f"a trigger's {name} must be a string of 1 to 1000 characters")
+    if not isinstance(value, str) or not 0 < len(value) <= 1_000 or not is_text(value):
+        raise ListenerError(f"a trigger's {name} must be a string of 1 to 1000 characters of valid Unicode")
     return value
 
 

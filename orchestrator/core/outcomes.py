@@ -6,6 +6,11 @@ cancellation) becomes an ``outcome.ignored`` event, so the audit shows it.
 The events a command emitted are logged between ``command.started`` and the
 attempt's ending only when its outcome is accepted; an ignored outcome names
 their types and nothing acts on them.
+
+What an executor reports is checked here again, whichever executor it came
+from: a result, an expansion or emitted events the log cannot hold end the
+attempt ``failed`` with a ``PayloadError`` (never retried), and the events
+are dropped.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from datetime import datetime
 from typing import Any
 
 from . import events as ev
-from .codec import check_payload
+from .codec import check_event_data, check_payload
+from .context import MAX_EMITTED, MAX_EMITTED_BYTES
 from .envelope import ErrorInfo, Outcome
-from .errors import EvenflowError, PayloadError
+from .errors import EvenflowError, InvalidEvent, PayloadError
 from .flows import decode_flow, encode_flow
 from .planner import Draft
 from .state import CANCELLED, RUNNING, NodeState, RunState
@@ -41,11 +47,32 @@ def record_outcome(state: RunState, outcome: Outcome, check_flow: CheckFlow | No
         command,
         data={"started_at": _millis(outcome.started_at), "by": outcome.by},
     )
-    emitted = [
-        Draft(event["type"], outcome.node, outcome.attempt, command, data=event.get("data") or {})
-        for event in outcome.events
-    ]
+    try:
+        emitted = _emitted(outcome, command)
+    except EvenflowError as exc:
+        return [started, _failure(outcome, command, exc)]
     return [started, *emitted, _ending(outcome, command, check_flow)]
+
+
+def _emitted(outcome: Outcome, command: str) -> list[Draft]:
+    """Drafts of the events the attempt emitted, held to what ``emit`` allows in the command."""
+    if len(outcome.events) > MAX_EMITTED:
+        raise InvalidEvent(f"command {command!r} emitted {len(outcome.events)} events, over {MAX_EMITTED}")
+    drafts, size = [], 0
+    for event in outcome.events:
+        type_, data = ev.check_domain_type(event.get("type")), event.get("data") or {}
+        size += check_payload(data, f"data of event {type_!r}")
+        drafts.append(Draft(type_, outcome.node, outcome.attempt, command, data=data))
+    if size > MAX_EMITTED_BYTES:
+        raise InvalidEvent(
+            f"command {command!r} emitted {size:,} bytes of event data, over {MAX_EMITTED_BYTES:,}"
+        )
+    return drafts
+
+
+def _failure(outcome: Outcome, command: str, exc: EvenflowError) -> Draft:
+    base: dict[str, Any] = {"node": outcome.node, "attempt": outcome.attempt, "command": command}
+    return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(exc).to_doc()})
 
 
 def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Draft:
@@ -60,10 +87,11 @@ def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Dra
             flow = encode_flow(decode_flow(outcome.expansion))
             if check_flow is not None:
                 check_flow(flow)
+            check_event_data(flow, f"the flow {command!r} returned")
             return Draft(ev.COMMAND_EXPANDED, **base, data={"flow": flow})
         check_payload(outcome.result, "result")
     except EvenflowError as exc:
-        return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(exc).to_doc()})
+        return _failure(outcome, command, exc)
     except Exception as exc:  # a malformed expansion from a remote worker may fail in any way
         bad = PayloadError(f"the flow returned by {command!r} does not decode: {exc!r}")
         return Draft(ev.COMMAND_FAILED, **base, data={"error": ErrorInfo.from_exception(bad).to_doc()})
@@ -72,10 +100,11 @@ def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Dra
 
 
 def _why_ignored(node: NodeState | None, outcome: Outcome) -> str:
-    """``duplicate``: that attempt's outcome was already accepted; ``late``: the attempt was given up."""
+    """``duplicate``: that attempt's outcome was already accepted; ``late``: the attempt was given up
+    (timed out, or ended as lost or interrupted by the orchestrator while its command still ran)."""
     if node is None or node.attempt != outcome.attempt or node.status == CANCELLED:
         return "late"
-    if node.error is not None and node.error.get("reason") == "timeout":
+    if node.error is not None and node.error.get("reason") in ("timeout", "lost"):
         return "late"
     return "duplicate"
 

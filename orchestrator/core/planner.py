@@ -17,9 +17,10 @@ from typing import Any
 from . import events as ev
 from .codec import check_payload
 from .envelope import Envelope, ErrorInfo, attempt_id
-from .errors import INTERRUPTED, CommandTimeout, PayloadError
+from .errors import CommandTimeout, PayloadError
 from .policy import retry_delay, should_retry
 from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, RunState
+from .stored_names import INTERRUPTED
 
 _NO_RETRY = {"max_attempts": 1, "retry_on": [], "never_retry": []}
 
@@ -27,6 +28,9 @@ RESTART_REDISPATCHES = 10
 """An attempt interrupted by an orchestrator restart is sent again, up to this many restarts in a row
 during which its run made no progress: a command that kills its own orchestrator ends in a failed
 node instead of a crash loop, while restarts that let the run advance never fail a node."""
+MAX_FAILURES_LOGGED = 100
+"""Failures ``run.failed`` lists in full; a run with more says how many it left out (each node's own
+``node.failed`` has them all)."""
 LOST_REDISPATCHES = 3
 """An attempt whose worker died (or froze) is sent again at once this many times, whatever the
 retry policy says: the command did not fail, its host did. The bound stops a command that kills
@@ -51,15 +55,32 @@ def decide(state: RunState, now: datetime) -> list[Draft]:
         return [Draft(ev.RUN_FAILED, data={"failures": [state.refused]})]
     root = state.root
     if root.status == SUCCEEDED:
-        return [Draft(ev.RUN_SUCCEEDED, data={"result": root.result})]
+        return [Draft(ev.RUN_SUCCEEDED, data=_final_result(root.result))]
     if root.status == FAILED:
-        return [Draft(ev.RUN_FAILED, data={"failures": root.failures})]
+        return [Draft(ev.RUN_FAILED, data=_final_failures(root.failures))]
     drafts: list[Draft] = []
     for draft in _candidates(state, now):
         drafts.append(draft)
         if draft.type == ev.NODE_FAILED:
             break  # failing a node may cancel others: decide again once it is applied
     return drafts
+
+
+def _final_result(result: Any) -> dict[str, Any]:
+    """``run.succeeded``'s data: the result, unless it is too large to log again (a group of many
+    large results); then its size, and the fold takes the result from the nodes, which hold it."""
+    try:
+        check_payload(result, "the run's result")
+    except PayloadError as exc:
+        return {"result_omitted": str(exc)}
+    return {"result": result}
+
+
+def _final_failures(failures: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(failures) <= MAX_FAILURES_LOGGED:
+        return {"failures": failures}
+    omitted = len(failures) - MAX_FAILURES_LOGGED
+    return {"failures": failures[:MAX_FAILURES_LOGGED], "failures_omitted": omitted}
 
 
 def _candidates(state: RunState, now: datetime) -> Iterator[Draft]:

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .envelope import ErrorInfo, qualified_name
-from .errors import NEVER_RETRY, InvalidOption
+from .codec import is_text
+from .envelope import ErrorInfo
+from .errors import InvalidOption
+from .stored_names import NEVER_RETRY, stored_name
 
 ExceptionSpec = type[BaseException] | str
+MAX_ATTEMPTS = 10_000
+MAX_DELAY = timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +43,14 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         _require(
-            isinstance(self.max_attempts, int) and self.max_attempts >= 1, "max_attempts must be an int >= 1"
+            type(self.max_attempts) is int and 1 <= self.max_attempts <= MAX_ATTEMPTS,
+            f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS:,}",
         )
         for name in ("initial_delay", "max_delay"):
             value = getattr(self, name)
             _require(
-                isinstance(value, timedelta) and value >= timedelta(0),
-                f"{name} must be a non-negative datetime.timedelta, got {value!r}",
+                isinstance(value, timedelta) and timedelta(0) <= value <= MAX_DELAY,
+                f"{name} must be a datetime.timedelta from zero to {MAX_DELAY.days} days, got {value!r}",
             )
         _require(isinstance(self.backoff, int | float) and self.backoff >= 1, "backoff must be a number >= 1")
         _require(
@@ -76,9 +81,9 @@ class RetryPolicy:
         initial, cap = default.initial_delay.total_seconds(), default.max_delay.total_seconds()
         return cls(
             max_attempts=doc.get("max_attempts", default.max_attempts),
-            initial_delay=timedelta(seconds=doc.get("initial_delay_s", initial)),
+            initial_delay=_seconds(doc, "initial_delay_s", initial),
             backoff=doc.get("backoff", default.backoff),
-            max_delay=timedelta(seconds=doc.get("max_delay_s", cap)),
+            max_delay=_seconds(doc, "max_delay_s", cap),
             jitter=doc.get("jitter", default.jitter),
             retry_on=tuple(doc.get("retry_on", default.retry_on)),
             never_retry=tuple(doc.get("never_retry", ())),
@@ -97,7 +102,10 @@ def should_retry(policy: Mapping[str, Any], error: ErrorInfo, attempt: int) -> b
 
 def retry_delay(policy: Mapping[str, Any], attempt: int, salt: str) -> timedelta:
     """Delay before attempt ``attempt + 1``; jitter is derived from ``salt`` so replays agree."""
-    base = policy["initial_delay_s"] * policy["backoff"] ** (attempt - 1)
+    try:
+        base = policy["initial_delay_s"] * policy["backoff"] ** (attempt - 1)
+    except OverflowError:  # a large backoff over many attempts: the cap applies
+        base = policy["max_delay_s"]
     capped = min(base, policy["max_delay_s"])
     digest = hashlib.blake2b(salt.encode(), digest_size=8).digest()
     spread = (int.from_bytes(digest, "big") / 2**64) * 2 - 1  # in [-1, 1)
@@ -108,14 +116,24 @@ def _exception_names(specs: Iterable[ExceptionSpec], field_name: str) -> Iterabl
     if isinstance(specs, str | type):
         specs = (specs,)
     for spec in specs:
-        if isinstance(spec, str) and spec:
+        if isinstance(spec, str) and spec and is_text(spec):
             yield spec
         elif isinstance(spec, type) and issubclass(spec, BaseException):
-            yield qualified_name(spec)
+            yield stored_name(spec)
         else:
             raise InvalidOption(
-                f"RetryPolicy.{field_name} takes exception classes or their qualified names, got {spec!r}"
+                f"RetryPolicy.{field_name} takes exception classes or their qualified names, got {spec!r:.80}"
             )
+
+
+def _seconds(doc: Mapping[str, Any], name: str, default: float) -> timedelta:
+    value = doc.get(name, default)
+    try:
+        return timedelta(seconds=value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidOption(
+            f"RetryPolicy: {name} must be a finite number of seconds, got {value!r:.40}"
+        ) from None
 
 
 def _require(ok: bool, message: str) -> None:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from .codec import is_text
 from .errors import InvalidOption, UnknownCommand
 from .policy import RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+MAX_TIMEOUT = timedelta(days=366)
+"""A node's timeout: long enough for anything, short enough for a deadline the log can store."""
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 
 
@@ -125,7 +128,10 @@ def check_name(name: object) -> None:
 def check_options(owner: str, *, retry: object = None, timeout: object = None, route: object = None) -> None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidOption(f"{owner}: retry must be a RetryPolicy, got {retry!r}")
-    if timeout is not None and not (isinstance(timeout, timedelta) and timeout > timedelta(0)):
-        raise InvalidOption(f"{owner}: timeout must be a positive datetime.timedelta, got {timeout!r}")
-    if route is not None and not (isinstance(route, str) and route):
-        raise InvalidOption(f"{owner}: route must be a non-empty executor name, got {route!r}")
+    if timeout is not None and not (isinstance(timeout, timedelta) and timedelta(0) < timeout <= MAX_TIMEOUT):
+        raise InvalidOption(
+            f"{owner}: timeout must be a datetime.timedelta over zero and at most {MAX_TIMEOUT.days} days, "
+            f"got {timeout!r}"
+        )
+    if route is not None and not (isinstance(route, str) and 0 < len(route) <= 200 and is_text(route)):
+        raise InvalidOption(f"{owner}: route must be a non-empty executor name, got {route!r:.80}")

@@ -19,11 +19,11 @@ import pytest
 
 from orchestrator import Orchestrator, RunFailed, call, chord
 from orchestrator.core import events as ev
-from orchestrator.core.errors import INTERRUPTED
 from orchestrator.core.events import Event
 from orchestrator.core.evolve import fold
 from orchestrator.core.keys import run_for_key
 from orchestrator.core.planner import LOST_REDISPATCHES, RESTART_REDISPATCHES
+from orchestrator.core.stored_names import INTERRUPTED
 from tests.commands import ledger_read
 from tests.fault.soak_commands import Owners, count_and_sum, soak_registry
 from tests.support.invariants import check

@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core import events as ev
-from orchestrator.core.errors import INTERRUPTED, StoreUnavailable
+from orchestrator.core.errors import StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.evolve import fold
 from orchestrator.core.keys import run_for_key
 from orchestrator.core.planner import RESTART_REDISPATCHES
+from orchestrator.core.stored_names import INTERRUPTED
 from orchestrator.store import open_store
 from tests.commands import ledger_read
 from tests.fault.soak_commands import Owners, count_and_sum, poll

@@ -28,11 +28,12 @@ import pytest
 
 from orchestrator import Orchestrator, RetryPolicy, call, current_call, parallel, sequence
 from orchestrator.core import events as ev
-from orchestrator.core.errors import INTERRUPTED, StoreUnavailable
+from orchestrator.core.errors import StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.evolve import fold
 from orchestrator.core.flows import Node
 from orchestrator.core.registry import Registry
+from orchestrator.core.stored_names import INTERRUPTED
 from orchestrator.store.mongo import MongoStore
 from tests.commands import ledger_append, ledger_read, make_registry, wait_for_file
 from tests.support.faulty_store import Docs, Fault, FaultyCollection, Kind, Match, faulty_store, has_type

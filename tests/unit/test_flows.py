@@ -16,6 +16,7 @@ from orchestrator.core.flows import (
     each,
     encode_flow,
     parallel,
+    parse_flow,
     sequence,
 )
 from orchestrator.core.submission import FlowChecker
@@ -139,3 +140,36 @@ def test_any_callable_registers() -> None:
         commands.register("g", 42)  # type: ignore[arg-type]
     with pytest.raises(InvalidOption, match="already registered"):
         commands.register("a", lambda: 2)
+
+
+BAD_OPTIONS = {
+    "an infinite timeout": {"timeout_s": float("inf")},
+    "a NaN timeout": {"timeout_s": float("nan")},
+    "a negative timeout": {"timeout_s": -1},
+    "a timeout past a year": {"timeout_s": 1e300},
+    "an infinite retry delay": {"retry": {"initial_delay_s": float("inf")}},
+    "a delay past a year": {"retry": {"max_delay_s": 1e12}},
+    "attempts beyond 64 bits": {"retry": {"max_attempts": 2**70}},
+    "a NaN backoff": {"retry": {"backoff": float("nan")}},
+    "a key that is not Unicode": {"key": "k\udcff"},
+    "a route that is not Unicode": {"route": "r\udcff"},
+    "an exception name that is not Unicode": {"retry": {"retry_on": ["x\udcff"]}},
+    "immutable not a bool": {"immutable": "yes"},
+}
+
+
+@pytest.mark.parametrize("fields", list(BAD_OPTIONS.values()), ids=list(BAD_OPTIONS))
+def test_a_json_flows_bad_option_is_refused_by_name(fields: dict[str, object]) -> None:
+    """Whatever a JSON flow holds becomes our error naming the option, never another exception."""
+    node = {"path": "r", "kind": "call", "command": "noop", **fields}
+    with pytest.raises((InvalidOption, InvalidFlow)) as caught:
+        parse_flow({"root": "r", "nodes": [node]})
+    options = ("timeout", "delay", "attempts", "backoff", "key", "route", "retry_on", "immutable")
+    assert any(name in str(caught.value) for name in options), caught.value
+
+
+def test_a_python_timeout_or_delay_past_a_year_is_refused() -> None:
+    with pytest.raises(InvalidOption, match="366 days"):
+        call("noop").options(timeout=timedelta(days=400))
+    with pytest.raises(InvalidOption, match="366 days"):
+        RetryPolicy(max_delay=timedelta(days=400))

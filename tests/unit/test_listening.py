@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import CascadeLimit, ConfigurationError, ListenerError, on
+from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.flows import Parallel, call, decode_flow, encode_flow, parallel, sequence
 from orchestrator.core.keys import run_for_key
@@ -29,7 +30,6 @@ from orchestrator.core.listening import (
     Listener,
     Trigger,
     cascade_limit,
-    cause_run,
     check_patterns,
     failed_trigger,
     matches,
@@ -223,7 +223,7 @@ def test_a_flow_triggers_one_run_keyed_on_listener_event_and_index() -> None:
     assert trigger.key == trigger_key("receipts", EVENT.id, 0) == "listener:receipts:run-a/0000000004#0"
     assert trigger.run == run_for_key(trigger.key)
     assert trigger.correlation == "root-run"
-    assert cause_run(trigger.event) == "run-a"
+    assert ev.run_of(trigger.event) == "run-a"
 
 
 def test_an_event_without_correlation_starts_a_chain_at_its_run() -> None:
@@ -343,7 +343,6 @@ def test_a_bad_trigger_document_is_refused(change: dict[str, Any], message: str)
 
 def test_a_logged_listener_failure_fails_its_run_from_run_submitted_alone() -> None:
     """The failure rides on run.submitted, so a partial append (run.failed lost) cannot end it succeeded."""
-    from orchestrator.core import events as ev
     from orchestrator.core.evolve import fold
     from orchestrator.core.listening import NOTHING, failure_doc
     from orchestrator.core.planner import decide
