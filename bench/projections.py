@@ -104,12 +104,12 @@ def main() -> None:
 
 def _replay(events: Any) -> Any:
     """What the CLI does on the embedded store: the log, in order, through the engine's reducer."""
-    from orchestrator.store.mongo import decode
+    from orchestrator.store.encoding import decode
+    from orchestrator.store.faithful_mock import client
     from projections import RunsProjector
-    from projections.documents import aggregate
 
-    log = sorted((decode(doc) for doc in aggregate(events, [{"$match": {}}])), key=lambda e: (e.run, e.seq))
-    projector = RunsProjector.in_memory()
+    log = sorted((decode(doc) for doc in events.aggregate([{"$match": {}}])), key=lambda e: (e.run, e.seq))
+    projector = RunsProjector.in_memory(client()["evenflow"]["runs"])
     projector.apply(log)
     return projector.runs
 

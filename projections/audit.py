@@ -36,7 +36,6 @@ from typing import Any
 
 from orchestrator.core import events as ev
 
-from .documents import aggregate
 from .source import BY_CORRELATION, BY_RUN, EventsCollection, IndexKeys, Pipeline, aware
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_RUN, BY_CORRELATION)
@@ -140,24 +139,24 @@ def chain_pipeline(correlation: str) -> Pipeline:
 
 def audit_trail(events: EventsCollection, run: str) -> list[AuditEntry]:
     """The audit trail of ``run``; empty when the log holds no such run."""
-    return [entry(row["event"], row.get("worker")) for row in aggregate(events, audit_pipeline(run))]
+    return [entry(row["event"], row.get("worker")) for row in events.aggregate(audit_pipeline(run))]
 
 
 def audit_chain(events: EventsCollection, run: str) -> list[AuditEntry]:
     """The trail of every run in ``run``'s chain, run after run in causal order; [] for no such run."""
     runs = chain_runs(events, run)
     rank = {name: index for index, name in enumerate(runs)}
-    rows = aggregate(events, chain_events_pipeline(runs))
+    rows = events.aggregate(chain_events_pipeline(runs))
     entries = [entry(row["event"], row.get("worker")) for row in rows]
     return sorted(entries, key=lambda item: (rank[item.run], item.seq))
 
 
 def chain_runs(events: EventsCollection, run: str) -> list[str]:
     """The runs of ``run``'s chain in causal order (``run`` alone if none other); empty for no such run."""
-    found = list(aggregate(events, correlation_pipeline(run)))
+    found = list(events.aggregate(correlation_pipeline(run)))
     if not found:
         return []
-    chain = [row["run"] for row in aggregate(events, chain_pipeline(found[0]["correlation"]))]
+    chain = [row["run"] for row in events.aggregate(chain_pipeline(found[0]["correlation"]))]
     return chain if run in chain else [run, *chain]
 
 

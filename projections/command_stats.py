@@ -24,7 +24,6 @@ from typing import Any
 
 from orchestrator.core import events as ev
 
-from .documents import aggregate
 from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, at_window
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_TYPE_AND_TIME,)
@@ -101,7 +100,7 @@ def command_stats(
     events: EventsCollection, since: datetime | None = None, until: datetime | None = None
 ) -> list[CommandStats]:
     """Statistics of every command with an event in [since, until), by command name."""
-    return [_stats(row) for row in aggregate(events, command_stats_pipeline(since, until))]
+    return [_stats(row) for row in events.aggregate(command_stats_pipeline(since, until))]
 
 
 def p95(durations: Sequence[float]) -> float | None:

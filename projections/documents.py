@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from .memory_runs import MemoryRuns
-from .source import EventsCollection
 
 DUPLICATE_KEY = 11000
 
@@ -62,32 +61,6 @@ def upsert_newer(collection: Documents, docs: Sequence[Mapping[str, Any]]) -> se
             raise
         return {docs[error["index"]]["_id"] for error in errors}
     return set()
-
-
-def aggregate(
-    collection: EventsCollection, pipeline: list[dict[str, Any]], **kwargs: Any
-) -> Iterable[dict[str, Any]]:
-    """``collection.aggregate(pipeline)``, in linear time on mongomock too (a server's cursor streams).
-
-    mongomock 4.3 starts every pipeline by reading the whole collection through
-    a cursor whose every step copies the results still to come (quadratic: 27 s
-    for one run's status in a log of 90,000 events) and applies a leading
-    ``$match`` only then. Here, on mongomock, that ``$match`` is the ``find``
-    filter and the results are taken in one step (0.4 s); the rest of the
-    pipeline runs in mongomock's own pipeline code, so the answer is the same.
-    """
-    if not type(collection).__module__.startswith("mongomock"):
-        answer: Iterable[dict[str, Any]] = collection.aggregate(pipeline, **kwargs)
-        return answer
-    from mongomock import aggregate as mongomock_pipeline
-
-    first = pipeline[0] if pipeline else {}
-    match, rest = (first["$match"], pipeline[1:]) if "$match" in first else ({}, pipeline)
-    cursor: Any = cast(Any, collection).find(match)
-    results = getattr(cursor, "_compute_results", None)
-    docs = results() if results is not None else list(cursor)
-    database = cast(Any, collection).database
-    return list(mongomock_pipeline.process_pipeline(docs, database, rest, None))
 
 
 def stored_docs(collection: Documents, ids: Sequence[Any]) -> list[dict[str, Any]]:

@@ -54,9 +54,7 @@ class MemoryRuns:
     def aggregate(self, pipeline: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         with self._lock:
             self._sync()
-            from .documents import aggregate
-
-            return list(aggregate(self.inner, pipeline, **kwargs))
+            return list(self.inner.aggregate(pipeline, **kwargs))
 
     def find(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         with self._lock:

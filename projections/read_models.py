@@ -32,7 +32,7 @@ from typing import Any
 
 from orchestrator.core.events import Event
 
-from .documents import Documents, aggregate, chunks, stored_docs, upsert_newer
+from .documents import Documents, chunks, stored_docs, upsert_newer
 from .indexes import ensure_indexes
 from .memory_runs import MemoryRuns
 from .run_status import RUNNING, RunStatus, run_status_pipeline
@@ -66,12 +66,10 @@ class RunsProjector:
         return cls(runs_beside(events), read_log=read_log)
 
     @classmethod
-    def in_memory(cls, *, read_log: ReadLog | None = None) -> RunsProjector:
-        """A projector writing a private in-process ``runs`` collection (mongomock)."""
-        import mongomock
-
-        client: Any = mongomock.MongoClient(tz_aware=True)
-        runs = MemoryRuns(client["evenflow"]["runs"])
+    def in_memory(cls, collection: Any, *, read_log: ReadLog | None = None) -> RunsProjector:
+        """A projector writing a private in-process ``runs``: a ``MemoryRuns`` over ``collection``
+        (an empty mongomock one, as ``orchestrator.store.faithful_mock`` makes)."""
+        runs = MemoryRuns(collection)
         ensure_indexes({"runs": runs})
         return cls(runs, read_log=read_log)
 
@@ -174,7 +172,7 @@ def rebuild_runs(events: Documents, runs: Documents) -> int:
     """
     runs.delete_many({})
     written = 0
-    for docs in chunks(aggregate(events, run_status_pipeline(), allowDiskUse=True), RUNS_PER_QUERY):
+    for docs in chunks(events.aggregate(run_status_pipeline(), allowDiskUse=True), RUNS_PER_QUERY):
         written += len(docs) - len(upsert_newer(runs, docs))
     return written
 
@@ -185,11 +183,11 @@ def catch_up(events: Documents, runs: Documents) -> list[str]:
     The log's last seq per run comes from ``LAST_SEQ_PIPELINE``, which the
     ``run_seq`` index answers on a server without reading events.
     """
-    heads = {doc["_id"]: doc["last_seq"] for doc in aggregate(events, LAST_SEQ_PIPELINE, allowDiskUse=True)}
+    heads = {doc["_id"]: doc["last_seq"] for doc in events.aggregate(LAST_SEQ_PIPELINE, allowDiskUse=True)}
     stored = {doc["_id"]: doc.get("last_seq", 0) for doc in runs.find({}, {"last_seq": 1})}
     behind = sorted(run for run, last_seq in heads.items() if stored.get(run, 0) < last_seq)
     for group in chunks(behind, RUNS_PER_QUERY):
-        upsert_newer(runs, list(aggregate(events, run_status_pipeline(group))))
+        upsert_newer(runs, list(events.aggregate(run_status_pipeline(group))))
     return behind
 
 

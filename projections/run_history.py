@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from orchestrator.core.errors import InvalidOption
 
-from .documents import Documents, aggregate
+from .documents import Documents
 from .run_status import RUN_STATES, RunStatus
 from .source import to_bson_time
 
@@ -65,7 +65,7 @@ def run_history(
         limit=limit,
         after=after,
     )
-    docs = list(aggregate(runs, pipeline))
+    docs = list(runs.aggregate(pipeline))
     rows = [RunStatus.from_doc(doc) for doc in docs[:limit]]
     more = len(docs) > limit
     return Page(rows, encode_cursor(rows[-1]) if more and rows else None)

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from orchestrator.core import events as ev
 
-from .documents import Documents, aggregate
+from .documents import Documents
 from .source import aware
 
 # Run states: "running" until a terminal event names the end.
@@ -126,7 +126,7 @@ class RunStatus:
 
 def run_status(events: Documents, run: str) -> RunStatus | None:
     """The status of ``run`` computed from the log now; None if the log has no such run."""
-    for doc in aggregate(events, run_status_pipeline([run])):
+    for doc in events.aggregate(run_status_pipeline([run])):
         return RunStatus.from_doc(doc)
     return None
 

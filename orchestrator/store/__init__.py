@@ -6,8 +6,8 @@
     mongomock:// or mongomock://h/db  in-process mongomock, gone with the process
     mongodb://... / mongodb+srv://... a MongoDB server; database from the URL path, default "evenflow"
 
-PyMongo and mongomock are imported only when a store needs them, so importing
-this package (and ``evenflow --help``) stays cheap.
+PyMongo (its ``bson`` too) and mongomock are imported only when a store needs
+them, so importing this package (and ``evenflow --help``) stays cheap.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from urllib.parse import unquote, urlsplit
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.ports import EventStore
 
-from .memory import MemoryStore
-
 if TYPE_CHECKING:
     from .embedded import EmbeddedStore
+    from .memory import MemoryStore
     from .mongo import MongoStore
 
 __all__ = ["EmbeddedStore", "EventStore", "MemoryStore", "MongoStore", "default_home", "open_store"]
@@ -73,6 +72,8 @@ def open_store(
 
         return EmbeddedStore(_embedded_home(url, home), read_only=read_only)
     if scheme == "memory":
+        from .memory import MemoryStore
+
         return MemoryStore(read_only=read_only)
     if scheme == "mongomock":
         from .mongo import open_mongomock
@@ -107,7 +108,11 @@ def _no_options(kind: str, options: dict[str, Any]) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """Import the PyMongo-backed classes on first use only."""
+    """Import the stores, which encode with PyMongo's ``bson``, on first use only."""
+    if name == "MemoryStore":
+        from .memory import MemoryStore
+
+        return MemoryStore
     if name == "EmbeddedStore":
         from .embedded import EmbeddedStore
 

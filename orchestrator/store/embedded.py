@@ -28,24 +28,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import bson
-from bson.errors import InvalidDocument
-
 from orchestrator.core import events as ev
+from orchestrator.core.codec import is_text
 from orchestrator.core.crashpoints import crash_point
-from orchestrator.core.errors import (
-    ConcurrencyConflict,
-    CorruptEvent,
-    PayloadError,
-    StoreLocked,
-    StoreUnavailable,
-)
+from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, StoreLocked, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 
+from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
-from .mongo import CODEC_OPTIONS, CORRUPT_FIELD, MongoStore, decode, oldest_first, round_trip
+from .mongo import MongoStore, oldest_first
 
 log = logging.getLogger("evenflow.store")
 
@@ -101,9 +94,9 @@ class EmbeddedStore:
         """The ``events`` collection (mongomock) for aggregation pipelines, loaded on first use."""
         with self._lock:
             if self._mirror is None:
-                import mongomock
+                from .faithful_mock import client as mock_client
 
-                client: Any = mongomock.MongoClient(tz_aware=True)
+                client: Any = mock_client()
                 self._mirror = MongoStore(client["evenflow"]["events"], client=client, label=str(self.home))
                 self._mirror_new_rows()
             return self._mirror.events
@@ -114,21 +107,23 @@ class EmbeddedStore:
         with self._lock:
             db = self._open_db()
             conflict = None
+            rows = _rows(events)
             try:  # the common case: nothing of this batch is stored yet, so no lookup first
-                rows = [_row(event) for event in events]
                 self._commit(db, rows)
             except ConcurrencyConflict:
                 stored = {event.id: event for event in self._stored([e.id for e in events])}
                 fresh, conflict = plan_append(events, stored, round_trip)
-                rows = [_row(event) for event in fresh]
+                rows = _rows(fresh)
                 if rows:
                     self._commit(db, rows)
             if self._mirror is not None and rows:  # the writer's mirror follows its own appends
-                self._mirror.events.insert_many([bson.decode(row[4], CODEC_OPTIONS) for row in rows])
+                self._mirror.events.insert_many([decode_doc(row[4]) for row in rows])
         if conflict is not None:
             raise conflict
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
+        if not is_text(run):  # no run has such an id, and SQLite cannot take it
+            return []
         bounds = (ev.event_id(run, after_seq), run + "/\uffff", run)
         rows = self._query(_READ, bounds, f"reading run {run!r}")
         return [decode(_loaded_doc(*row)) for row in rows]
@@ -308,18 +303,17 @@ class EmbeddedStore:
             raise StoreUnavailable(f"the embedded journal {self.path} refused an append: {exc}") from exc
 
 
-def _row(event: Event) -> Row:
-    try:
-        blob = bson.encode(ev.to_doc(event))
-    except InvalidDocument as exc:
-        raise PayloadError(f"event {event.id} cannot be stored: {exc}") from exc
-    return (event.id, event.run, event.seq, event.type, blob)
+def _rows(events: Sequence[Event]) -> list[Row]:
+    return [
+        (event.id, event.run, event.seq, event.type, blob)
+        for event, blob in zip(events, encode_events(events), strict=True)
+    ]
 
 
 def _loaded_doc(event_id: str, run: str, seq: int, type_: str, blob: bytes) -> dict[str, Any]:
     """The stored document of a journal row, or a placeholder that reads as ``CorruptEvent``."""
     try:
-        doc = bson.decode(blob, CODEC_OPTIONS)
+        doc = decode_doc(blob)
     except Exception as exc:  # whatever bson raises, the row is damaged
         reason = f"its journal row is not valid BSON ({type(exc).__name__}: {exc})"
     else:
@@ -331,7 +325,7 @@ def _loaded_doc(event_id: str, run: str, seq: int, type_: str, blob: bytes) -> d
 
 def _submitted_at(blob: bytes) -> datetime | None:
     with contextlib.suppress(Exception):  # a damaged row sorts first; reading the run names the damage
-        at = bson.decode(blob, CODEC_OPTIONS).get("at")
+        at = decode_doc(blob).get("at")
         return at if isinstance(at, datetime) else None
     return None
 

@@ -61,7 +61,9 @@ class FeedWindow:
             raise bad_position(position, '{"at": ms, "floor": ms or null, "seen": [[id, ms], ...]}')
         if position["at"] is None:
             return Window(None, None, {})
-        mark, floor, seen = position.get("at"), position.get("floor"), position.get("seen") or []
+        mark: Any = position.get("at")
+        floor: Any = position.get("floor")
+        seen: Any = position.get("seen") or []
         pairs = isinstance(seen, list) and all(
             isinstance(entry, list | tuple)
             and len(entry) == 2
@@ -71,7 +73,7 @@ class FeedWindow:
         )
         if not (_whole(mark) and (floor is None or _whole(floor)) and pairs):
             raise bad_position(position, '{"at": ms, "floor": ms or null, "seen": [[id, ms], ...]}')
-        return Window(mark, floor, {id_: at for id_, at in seen})
+        return Window(int(mark), None if floor is None else int(floor), {id_: int(at) for id_, at in seen})
 
     def query(self, window: Window) -> dict[str, Any]:
         """Events not yet delivered, stamped within the window (from the first event without a mark)."""
@@ -127,10 +129,10 @@ def row_of(position: Position | None) -> int:
     """The journal row a position of a one-writer store names (``{"row": n}``; none: the start)."""
     if not position:
         return 0
-    row = position.get("row") if isinstance(position, Mapping) else None
-    if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+    row: Any = position.get("row") if isinstance(position, Mapping) else None
+    if not _whole(row) or row < 0:
         raise bad_position(position, '{"row": n}')
-    return row
+    return int(row)
 
 
 def bad_position(position: Any, form: str) -> InvalidOption:
@@ -141,7 +143,8 @@ def bad_position(position: Any, form: str) -> InvalidOption:
 
 
 def _whole(value: Any) -> bool:
-    return type(value) is int
+    """A whole number, whichever int type a driver hands back (PyMongo's ``Int64`` among them)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)

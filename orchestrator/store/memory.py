@@ -1,28 +1,29 @@
 """The in-memory twin of the event store, and the append rule every store follows.
 
-``MemoryStore`` keeps the stored documents (``events.to_doc``) in dicts and
-decodes them on read, exactly as the MongoDB store does, so tests written
-against it mean the same thing on a server. It refuses what BSON would refuse
-(through ``codec.check_payload``) so a payload that only works in memory fails
-here too. Nothing survives the process.
+``MemoryStore`` keeps each event as the BSON every store writes
+(``encoding.encode_events``) and decodes it on read, exactly as the MongoDB
+store does, so tests written against it mean the same thing on a server: what
+a server would refuse is refused here, and values come back typed as a server
+gives them. Nothing survives the process.
 """
 
 from __future__ import annotations
 
 import bisect
-import copy
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import bson
+
 from orchestrator.core import events as ev
-from orchestrator.core.codec import check_payload
 from orchestrator.core.errors import ConcurrencyConflict, ConfigurationError
 from orchestrator.core.events import Event
 from orchestrator.core.listening import matches
 from orchestrator.core.ports import Position
 
+from .encoding import decode_doc, encode_events
 from .feed import row_of
 
 
@@ -73,25 +74,27 @@ class MemoryStore:
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only
         self._lock = threading.Lock()
-        self._docs: dict[str, dict[str, Any]] = {}
+        self._docs: dict[str, bytes] = {}
+        """Each event's stored BSON, by ``_id``."""
+        self._types: dict[str, str] = {}
         self._seqs: dict[str, list[int]] = {}
         self._submitted: dict[str, datetime] = {}
         self._finished: set[str] = set()
         self._order: list[str] = []
         """Every ``_id`` in the order it was appended: the feed's positions index it."""
-        self._checkpoints: dict[str, Position] = {}
+        self._checkpoints: dict[str, bytes] = {}
 
     def append(self, events: Sequence[Event]) -> None:
         if self.read_only:
             raise read_only_error("memory store")
-        docs: dict[str, dict[str, Any]] = {}
-        for event in events:  # the first of several events with one id is the one that may be written
-            docs.setdefault(event.id, self._checked_doc(event))
+        blobs: dict[str, bytes] = {}
+        for event, blob in zip(events, encode_events(events), strict=True):
+            blobs.setdefault(event.id, blob)  # the first of several events with one id may be written
         with self._lock:
             stored = {e.id: self._decode(e.id) for e in events if e.id in self._docs}
             fresh, conflict = plan_append(events, stored)
             for event in fresh:
-                self._put(docs[event.id])
+                self._put(event.id, event.run, event.seq, event.type, event.at, blobs[event.id])
         if conflict is not None:
             raise conflict
 
@@ -114,10 +117,10 @@ class MemoryStore:
         found: list[Event] = []
         with self._lock:
             while row < len(self._order) and len(found) < limit:
-                doc = self._docs[self._order[row]]
+                event_id = self._order[row]
                 row += 1
-                if matches(patterns, doc["type"]):
-                    found.append(self._decode(doc["_id"]))
+                if matches(patterns, self._types[event_id]):
+                    found.append(self._decode(event_id))
         return found, {"row": row}
 
     def feed_head(self, patterns: Sequence[str]) -> Position:
@@ -126,39 +129,37 @@ class MemoryStore:
 
     def load_checkpoint(self, name: str) -> Position | None:
         with self._lock:
-            return copy.deepcopy(self._checkpoints.get(name))
+            stored = self._checkpoints.get(name)
+        return None if stored is None else dict(decode_doc(stored)["position"])
 
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
             raise read_only_error("memory store")
         row_of(position)
+        stored = bson.encode({"position": position})  # what a server would refuse is refused here
         with self._lock:
-            self._checkpoints[name] = copy.deepcopy(position)
+            self._checkpoints[name] = stored
 
     def close(self) -> None:
         """Nothing to release; the events stay readable until the store is dropped."""
 
     def _insert_raw(self, doc: Mapping[str, Any]) -> None:
-        """Store a document as is, bypassing every check: for tests of corrupt logs only."""
+        """Store a document as is, bypassing every check but BSON's: for tests of corrupt logs only."""
         with self._lock:
-            self._put(copy.deepcopy(dict(doc)))
+            at = doc.get("at")
+            when = at if isinstance(at, datetime) else None
+            self._put(doc["_id"], doc["run"], doc["seq"], doc.get("type", ""), when, bson.encode(doc))
 
-    @staticmethod
-    def _checked_doc(event: Event) -> dict[str, Any]:
-        doc = ev.to_doc(event)
-        check_payload(doc, f"event {event.id}")
-        return copy.deepcopy(doc)
-
-    def _put(self, doc: dict[str, Any]) -> None:
-        run, seq = doc["run"], doc["seq"]
-        if doc["_id"] not in self._docs:
+    def _put(self, event_id: str, run: str, seq: int, type_: str, at: datetime | None, blob: bytes) -> None:
+        if event_id not in self._docs:
             bisect.insort(self._seqs.setdefault(run, []), seq)
-            self._order.append(doc["_id"])
-        self._docs[doc["_id"]] = doc
-        if doc.get("type") == ev.RUN_SUBMITTED and isinstance(doc.get("at"), datetime):
-            self._submitted.setdefault(run, doc["at"])
-        elif doc.get("type") in ev.RUN_TERMINAL:
+            self._order.append(event_id)
+        self._docs[event_id] = blob
+        self._types[event_id] = type_
+        if type_ == ev.RUN_SUBMITTED and at is not None:
+            self._submitted.setdefault(run, at)
+        elif type_ in ev.RUN_TERMINAL:
             self._finished.add(run)
 
     def _decode(self, event_id: str) -> Event:
-        return ev.from_doc(copy.deepcopy(self._docs[event_id]))
+        return ev.from_doc(decode_doc(self._docs[event_id]))

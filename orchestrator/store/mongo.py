@@ -14,25 +14,33 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import bson
-from bson.codec_options import CodecOptions
-from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from orchestrator.core import events as ev
+from orchestrator.core.codec import is_text
 from orchestrator.core.crashpoints import armed, crash_point
-from orchestrator.core.errors import CorruptEvent, PayloadError, StoreUnavailable
+from orchestrator.core.errors import CorruptEvent, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 
+from .encoding import (
+    CODEC_OPTIONS,
+    TYPE_REGISTRY,
+    decode,
+    decode_doc,
+    encode_events,
+    refusal,
+    round_trip,
+)
 from .feed import FeedWindow, Window, type_filter
 from .memory import conflict_error, plan_append, read_only_error
 
@@ -50,10 +58,6 @@ FEED_WINDOW_S = 30.0
 """How late, after its ``at``, an event may become readable and still reach the listeners."""
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
 DUPLICATE_KEY = 11000
-CORRUPT_FIELD = "corrupt"
-"""Set on a placeholder document for a stored event that would not decode (embedded journal)."""
-
-CODEC_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 
 class IndexSpec(NamedTuple):
@@ -93,14 +97,15 @@ class MongoStore:
         feed_window_s: float = FEED_WINDOW_S,
     ) -> None:
         self._server = isinstance(collection, Collection)
-        if self._server:
-            collection = collection.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
         self.events = collection
         self.leases = collection.database[LEASES]
         self.checkpoints = collection.database[CHECKPOINTS]
-        if self._server:
-            self.leases = self.leases.with_options(write_concern=write_concern)
-            self.checkpoints = self.checkpoints.with_options(write_concern=write_concern)
+        if self._server:  # whoever opened the client, values come back by evenflow's type mapping
+            self.events = self.events.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
+            self.leases = self.leases.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
+            self.checkpoints = self.checkpoints.with_options(
+                codec_options=CODEC_OPTIONS, write_concern=write_concern
+            )
         self.feed = FeedWindow(feed_window_s)
         self.read_only = read_only
         self._client = client
@@ -117,6 +122,8 @@ class MongoStore:
             self._write_all(list(events))
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
+        if not is_text(run):  # no run has such an id, and BSON cannot carry it
+            return []
         query = {"run": run, "_id": {"$gt": ev.event_id(run, after_seq), "$lt": run + "/\uffff"}}
         with self._lock, self._guard(f"reading run {run!r}"):
             docs = list(self.events.find(query).sort("seq", ASCENDING))
@@ -191,8 +198,13 @@ class MongoStore:
             self._client = None
 
     def _insert(self, events: Sequence[Event]) -> int | None:
-        """Insert in order; return the index of the first duplicate, or None when all were written."""
-        docs = [ev.to_doc(event) for event in events]
+        """Insert in order; return the index of the first duplicate, or None when all were written.
+
+        Every event is encoded (and checked) before anything is sent: a server gets the bytes as they
+        are, mongomock their decoding (it takes no raw BSON).
+        """
+        blobs = encode_events(events)
+        docs: list[Any] = [RawBSONDocument(blob) if self._server else decode_doc(blob) for blob in blobs]
         try:
             with self._guard(f"appending {len(docs)} events", "some may have landed: re-read the runs"):
                 if armed("mid-batch") and len(docs) > 1:  # die with half of the batch written
@@ -201,8 +213,6 @@ class MongoStore:
                 self.events.insert_many(docs, ordered=True)
         except BulkWriteError as exc:
             return self._first_duplicate(exc, events)
-        except InvalidDocument as exc:
-            raise _payload_error(events, exc) from exc
         return None
 
     def _first_duplicate(self, exc: BulkWriteError, events: Sequence[Event]) -> int:
@@ -215,11 +225,10 @@ class MongoStore:
             ) from exc
         first = errors[0]  # an ordered insert stops here, so its index is also nInserted
         index = int(first.get("index", details.get("nInserted", 0)))
-        if first.get("code") != DUPLICATE_KEY:
-            raise PayloadError(
-                f"{self._label} refused event {events[index].id} (code {first.get('code')}): "
-                f"{first.get('errmsg', 'no message')}"
-            ) from exc
+        if first.get("code") != DUPLICATE_KEY:  # the events before it are written: callers re-read
+            code, message = first.get("code"), first.get("errmsg", "no message")
+            why = f"was refused by {self._label} (code {code}): {message}"
+            raise refusal([(events[index], why)]) from exc
         return index
 
     def _skip_stored(self, rest: Sequence[Event]) -> list[Event]:
@@ -261,17 +270,6 @@ class MongoStore:
             ) from _safe_cause(exc)
 
 
-def decode(doc: Mapping[str, Any]) -> Event:
-    if CORRUPT_FIELD in doc:
-        raise CorruptEvent(f"event {doc.get('_id')!r} is damaged in the store: {doc[CORRUPT_FIELD]}")
-    return ev.from_doc(doc)
-
-
-def round_trip(event: Event) -> Event:
-    """The event as the store gives it back (BSON turns tuples into lists, drops microseconds)."""
-    return ev.from_doc(bson.decode(bson.encode(ev.to_doc(event)), CODEC_OPTIONS))
-
-
 def connect(
     url: str,
     *,
@@ -288,7 +286,7 @@ def connect(
     query = {key.lower() for key, _ in parse_qsl(urlsplit(url).query)}
     if "serverselectiontimeoutms" not in query:
         client_options.setdefault("serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS)
-    client_options.update(tz_aware=True, tzinfo=UTC)
+    client_options.update(tz_aware=True, tzinfo=UTC, type_registry=TYPE_REGISTRY)
     try:
         client: MongoClient[dict[str, Any]] = MongoClient(url, **client_options)
     except (PyMongoError, ValueError, TypeError) as exc:
@@ -310,11 +308,11 @@ def connect(
 
 
 def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> MongoStore:
-    """A fresh in-memory mongomock server; the URL path names the database."""
-    import mongomock
+    """A fresh in-memory mongomock server held to a server's BSON rules; the URL path names the database."""
+    from .faithful_mock import client as mock_client
 
     database = unquote(urlsplit(url).path.strip("/")) or DEFAULT_DATABASE
-    client: Any = mongomock.MongoClient(tz_aware=True)
+    client: Any = mock_client()
     return MongoStore(
         client[database]["events"], write_concern=None, read_only=read_only, client=client, label=url
     )
@@ -338,15 +336,6 @@ def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
         f"{what}: {redact(str(exc))}; check the URL, that the server is running and reachable, and the "
         "credentials"
     )
-
-
-def _payload_error(events: Sequence[Event], exc: InvalidDocument) -> PayloadError:
-    for event in events:
-        try:
-            bson.encode(ev.to_doc(event))
-        except InvalidDocument as bad:
-            return PayloadError(f"event {event.id} cannot be stored in MongoDB: {bad}")
-    return PayloadError(f"an event of this append cannot be stored in MongoDB: {exc}")
 
 
 def oldest_first(run: str, at: Any) -> tuple[datetime, str]:

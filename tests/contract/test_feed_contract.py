@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -330,6 +331,48 @@ def test_checkpoints_round_trip_by_name(harness: Harness) -> None:
         reopened = harness.reopen()
         for name, position in names.items():
             assert reopened.load_checkpoint(name) == position
+
+
+def numbers(value: Any) -> list[Any]:
+    """Every number inside a position (marks, floors, the stamps in ``seen``, rows)."""
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in numbers(item)]
+    if isinstance(value, list | tuple):
+        return [n for item in value for n in numbers(item)]
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
+
+
+def test_a_checkpoint_comes_back_with_plain_ints_and_advances(harness: Harness) -> None:
+    """Stamps in milliseconds pass 2**31: a server hands them back as Int64 unless told otherwise."""
+    store = harness.store
+    first = append_all(store, interleaved_log(runs=2, per_run=4, seed=3))
+    delivered, position = read_all(store, None, ["*"])
+    assert sorted(ids(delivered)) == sorted(ids(first))
+    store.save_checkpoint("big", position)
+    later = append_all(store, [stamped("run-later", 3, T0 + timedelta(minutes=1))])
+    if harness.durable:
+        store = harness.reopen()
+    loaded = store.load_checkpoint("big")
+    assert loaded == position and all(type(n) is int for n in numbers(loaded)), loaded
+    assert harness.kind in ("memory", "embedded") or max(numbers(loaded)) > 2**31
+    delivered, _ = read_all(store, loaded, ["*"])
+    assert sorted(ids(delivered)) == sorted(ids(later))
+
+
+def test_a_checkpoint_another_client_wrote_with_int64_still_advances(mongo: Harness) -> None:
+    """What a driver without evenflow's codec options writes and reads back: Int64 everywhere."""
+    store = mongo.store
+    append_all(store, interleaved_log(runs=2, per_run=4, seed=5))
+    _, position = read_all(store, None, ["*"])
+    foreign = {
+        **position,
+        "at": Int64(position["at"]),
+        "seen": [[i, Int64(at)] for i, at in position["seen"]],
+    }
+    store.checkpoints.replace_one({"_id": "foreign"}, {"position": foreign}, upsert=True)
+    later = append_all(store, [stamped("run-later", 2, T0 + timedelta(minutes=1))])
+    delivered, _ = read_all(store, store.load_checkpoint("foreign"), ["*"])
+    assert sorted(ids(delivered)) == sorted(ids(later))
 
 
 def test_a_loaded_position_reads_on_exactly_as_the_one_saved(harness: Harness) -> None:

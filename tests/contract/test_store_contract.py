@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import mongomock
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
 
@@ -23,6 +22,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, PayloadError, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import EventStore
+from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
 from tests.support.stores import MONGODB_URL, open_kind
 
@@ -336,7 +336,7 @@ class FaultyCollection:
 
 @pytest.fixture
 def faulty() -> Iterator[tuple[Any, FaultyCollection]]:
-    collection = FaultyCollection(mongomock.MongoClient(tz_aware=True).db.events)
+    collection = FaultyCollection(client().db.events)
     store = MongoStore(collection, write_concern=None)  # type: ignore[arg-type]
     try:
         yield store, collection

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mongomock
 import pytest
 from pymongo.errors import InvalidOperation
 
@@ -56,6 +55,7 @@ from orchestrator.core.evolve import fold
 from orchestrator.core.listening import Trigger
 from orchestrator.core.ports import Position
 from orchestrator.store import open_store
+from orchestrator.store.faithful_mock import client
 from orchestrator.store.feed import FeedWindow
 from orchestrator.store.mongo import MongoStore
 from tests.commands import LEDGER_ENV, ledger_read
@@ -395,7 +395,7 @@ PER_WRITER = 10
 
 
 def shared_collection() -> Any:
-    return mongomock.MongoClient(tz_aware=True)["evenflow"]["events"]
+    return client()["evenflow"]["events"]
 
 
 def run_writers(store: MongoStore, work_s: float = 0.0) -> list[Orchestrator]:

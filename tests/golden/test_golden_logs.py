@@ -22,7 +22,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 from orchestrator.core.events import Event
 from orchestrator.core.evolve import fold
 from orchestrator.core.planner import decide
-from orchestrator.store.mongo import CODEC_OPTIONS, decode
+from orchestrator.store.encoding import CODEC_OPTIONS, decode
 from tests.golden.snapshot import snapshot
 from tests.support.stores import open_kind
 
@@ -74,16 +74,7 @@ def test_nothing_is_left_to_decide_in_a_golden_run(name: str) -> None:
         assert decide(state, later) == [], run
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "memory", marks=pytest.mark.xfail(strict=True, reason="issue 11: Int64 from a store is refused")
-        ),
-        "mongomock",
-        "embedded",
-    ],
-)
+@pytest.mark.parametrize("kind", ["memory", "mongomock", "embedded"])
 @pytest.mark.parametrize("name", NAMES)
 def test_every_store_reads_a_golden_log_back_to_the_same_states(name: str, kind: str, tmp_path: Path) -> None:
     expected = expected_states(name)

@@ -23,6 +23,7 @@ import pytest
 from orchestrator import Orchestrator, RetryPolicy, RunFailed, call, chord, each, parallel, sequence
 from orchestrator.core.events import Event
 from orchestrator.core.flows import Node
+from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
 from projections.run_status import RunStatus
 from tests.commands import make_registry
@@ -51,9 +52,7 @@ class Backend:
 @pytest.fixture(params=["mongomock", "mongodb"])
 def runs_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "mongomock":
-        import mongomock
-
-        yield Backend("mongomock", mongomock.MongoClient(tz_aware=True)["evenflow"])
+        yield Backend("mongomock", client()["evenflow"])
         return
     url = os.environ.get(SERVER_ENV)
     if not url:
@@ -61,12 +60,12 @@ def runs_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     from pymongo import MongoClient
 
     name = f"evenflow_runs_{uuid.uuid4().hex[:12]}"
-    client = MongoClient(url, serverSelectionTimeoutMS=5_000, tz_aware=True)
+    server: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5_000, tz_aware=True)
     try:
-        yield Backend("mongodb", client[name])
+        yield Backend("mongodb", server[name])
     finally:
-        client.drop_database(name)
-        client.close()
+        server.drop_database(name)
+        server.close()
 
 
 # --- logs from real flows ------------------------------------------------------------------

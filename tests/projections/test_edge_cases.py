@@ -15,6 +15,7 @@ from orchestrator.cli import main
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event, to_doc
 from orchestrator.core.registry import Registry
+from orchestrator.store.faithful_mock import client
 from projections import failures, run_history, stored_status
 from projections.read_models import RunsProjector, rebuild_runs, runs_beside
 from projections.run_status import NODE_STATES, RunStatus
@@ -82,7 +83,7 @@ def test_event_window_until_with_microseconds_excludes_an_earlier_event(events_c
 
 
 def _runs_with_one_submitted_at_t() -> Any:
-    runs = RunsProjector.in_memory().runs
+    runs = RunsProjector.in_memory(client()["evenflow"]["runs"]).runs
     doc = RunStatus(
         run="a",
         flow="f",

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mongomock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.flows import encode_flow
 from orchestrator.store import EmbeddedStore
+from orchestrator.store.faithful_mock import client
 from projections.documents import upsert_newer
 from projections.indexes import INDEXES, ensure_indexes
 from projections.read_models import RunsProjector, catch_up, rebuild_runs, stored_status
@@ -434,7 +434,7 @@ def test_the_embedded_engine_keeps_its_read_model_without_loading_the_journal_mi
         assert maintained == {run: tally(run, journal.read(run)) for run in ["left", *runs]}
         assert maintained["left"].state == "succeeded"
 
-        rebuilt = mongomock.MongoClient(tz_aware=True)["evenflow"]["runs"]
+        rebuilt = client()["evenflow"]["runs"]
         rebuild_runs(journal.events, rebuilt)  # what a reader does
         assert statuses(rebuilt) == maintained
 

@@ -271,10 +271,9 @@ def faulty_store(database: str = "evenflow") -> tuple[MongoStore, FaultyCollecti
     The store owns no client, so ``Orchestrator.close()`` leaves the data for the next
     orchestrator a test builds on the same store (a restart).
     """
-    import mongomock
+    from orchestrator.store.faithful_mock import client
 
-    client: Any = mongomock.MongoClient(tz_aware=True)
-    faulty = FaultyCollection(client[database]["events"])
+    faulty = FaultyCollection(client()[database]["events"])
     return MongoStore(cast(Any, faulty), write_concern=None, label="mongomock (faulty)"), faulty
 
 
