@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .core import events as ev
-from .core.codec import check_payload
+from .core.codec import check_event_data, check_payload
 from .core.errors import ConfigurationError, EvenflowError, IdempotencyConflict, ResultTimeout
 from .core.events import Event
 from .core.evolve import fold
@@ -38,7 +38,6 @@ from .core.listening import (
     Since,
     Trigger,
     cascade_limit,
-    cause_run,
     failure_doc,
     on,
 )
@@ -324,7 +323,7 @@ class Orchestrator:
                 _wait(future, TRIGGER_WAIT_S)
 
     def _trigger_one(self, trigger: Trigger) -> Future[str] | None:
-        depth = self._depth(cause_run(trigger.event)) + 1
+        depth = self._depth(ev.run_of(trigger.event)) + 1
         if depth > self.cascade_limit + 1:  # the cause is itself the record of a cut chain
             log.warning(
                 "listener %r: event %s is past the cascade limit; not answered",
@@ -343,6 +342,7 @@ class Orchestrator:
         if failure is None and flow is not None:
             try:
                 self._checker.check(flow)  # resolves defaults in place: the trigger's own copy
+                check_event_data(flow, f"the flow listener {trigger.listener!r} answered")
             except EvenflowError as exc:
                 failure = failure_doc(trigger.listener, trigger.event, trigger.type, exc)
         if failure is not None:
@@ -557,11 +557,12 @@ def _runs_projector(store: EventStore) -> RunsProjector:
     """
     from projections.read_models import RunsProjector
 
+    from .store.faithful_mock import client
     from .store.mongo import MongoStore
 
     if isinstance(store, MongoStore):
         return RunsProjector.beside(store.events, read_log=store.read)
-    return RunsProjector.in_memory(read_log=store.read)
+    return RunsProjector.in_memory(client()["evenflow"]["runs"], read_log=store.read)
 
 
 def _store(spec: str | EventStore | None, home: str | os.PathLike[str] | None) -> EventStore:

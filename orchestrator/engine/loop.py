@@ -25,15 +25,18 @@ from datetime import datetime
 from typing import Any
 
 from ..core import events as ev
+from ..core.codec import check_event_data, check_text
 from ..core.crashpoints import crash_point
 from ..core.envelope import Envelope, ErrorInfo, Outcome
 from ..core.errors import (
     ConfigurationError,
     CorruptEvent,
     EvenflowError,
+    EventRefused,
     IdempotencyConflict,
     Interrupted,
     InvalidRunState,
+    PayloadError,
     RunNotFound,
     RunParked,
     StoreUnavailable,
@@ -45,8 +48,9 @@ from ..core.outcomes import CheckFlow, record_outcome
 from ..core.planner import Draft, decide, envelope_for
 from ..core.ports import Clock, EventStore, Executor
 from ..core.state import NO_INPUT, RunState
-from .messages import Cancel, Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
+from .messages import Abort, Cancel, Stop, Submit, Turn, Watch, answer_the_rest, resolve, settle
 from .ownership import Leases
+from .refusals import judge
 
 log = logging.getLogger("evenflow.engine")
 
@@ -58,6 +62,8 @@ AppendHook = Callable[[list[Event]], None]
 """Called with every batch once it is durable, after the turn's actions (read models)."""
 BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
 """Pauses after consecutive store failures."""
+MAX_REASON = 4_000
+"""Characters of a cancel reason."""
 SUBMIT_TRIES = 8
 """Appends of one submission before its caller is told the store is unavailable."""
 
@@ -100,6 +106,10 @@ class Engine:
         """Runs taken over but left untouched, with the reason: another orchestrator may drive them."""
         self._foreign: dict[str, str | None] = {}
         """Unfinished runs another orchestrator drives, with their owner."""
+        self._converted: set[str] = set()
+        """Attempts whose outcome was turned into a failure because the log refused what they reported."""
+        self._aborted: set[str] = set()
+        """Runs ended failed because the log refused their own decisions."""
         self._failures = 0
         self._stopping = False
         self._drain_until: float | None = None
@@ -139,6 +149,9 @@ class Engine:
         A listener's run names its ``cause`` and joins that event's ``correlation``;
         ``more`` may hold ``refused``, a failure logged in place of work: the run then fails at once.
         """
+        for text, what in ((name, "a run's name"), (key, "a submission key")):
+            if text is not None:
+                check_text(text, what)
         future: Future[str] = Future()
         submit = Submit(
             run,
@@ -153,11 +166,13 @@ class Engine:
             cause=cause,
             correlation=correlation,
         )
+        check_event_data(submit.data(), "the submission (its flow, input and options)")
         self._inbox.put(submit)
         return future
 
     def cancel(self, run: str, reason: str) -> Future[None]:
         """Append ``run.cancelled``; from then on nothing of the run is dispatched."""
+        check_text(reason, "a cancel reason", max_chars=MAX_REASON, empty=True)
         future: Future[None] = Future()
         self._inbox.put(Cancel(run, reason, future))
         return future
@@ -243,6 +258,8 @@ class Engine:
                 self._on_watch(item)
             elif isinstance(item, Cancel):
                 self._on_cancel(item, turn)
+            elif isinstance(item, Abort):
+                self._on_abort(item, turn)
             elif isinstance(item, Stop):
                 self._stop(item)
         now = self.clock.now()
@@ -326,6 +343,19 @@ class Engine:
         self._parked.pop(item.run, None)
         turn.cancels.append(item)
 
+    def _on_abort(self, item: Abort, turn: Turn) -> None:
+        """End a run failed because the log refused one of its decisions (see refusals.py)."""
+        state = self._live.get(item.run)
+        if state is None or state.finished or not self._owns(state):
+            return
+        if item.run in self._aborted:  # even its failure was refused: leave the run as the log has it
+            log.error("run %s is parked: the log refuses even the record of its failure", item.run)
+            self._live.pop(item.run, None)
+            self._fail_waiters(item.run, RunParked(f"run {item.run} is parked: the log refuses its events"))
+            return
+        self._aborted.add(item.run)
+        self._apply(state, Draft(ev.RUN_FAILED, data={"failures": [item.failure]}), turn, causation=None)
+
     def _on_outcome(self, outcome: Outcome, turn: Turn) -> None:
         if outcome.run in self._stale:
             self._stale[outcome.run].append(outcome)
@@ -400,14 +430,14 @@ class Engine:
     # --- after the append ------------------------------------------------------------------
 
     def _commit(self, turn: Turn) -> None:
-        batch = turn.batch()
-        if batch:
+        if turn.events:
             try:
-                self.store.append(batch)
+                self._append(turn)
             except Exception as exc:
                 self._append_failed(turn, exc)
                 return
             self._failures = 0
+        batch = turn.batch()
         crash_point("after-append-before-dispatch")
         cancelled = {cancel.run for cancel in turn.cancels}
         for route, envelopes in turn.dispatches.items():
@@ -428,6 +458,53 @@ class Engine:
             self._finished(state)
         if batch and self._on_append is not None:
             self._after_append(batch)
+
+    def _append(self, turn: Turn) -> None:
+        """Append the turn; runs whose events the store refuses for what they hold are split off and
+        judged, so the rest is appended and goes on."""
+        while batch := turn.batch():
+            try:
+                self.store.append(batch)
+                return
+            except EventRefused as exc:
+                guilty = {ev.run_of(event_id) for event_id in exc.events} & set(turn.events)
+                if not guilty:
+                    raise
+                self._refused(turn.split(guilty), exc)
+            except PayloadError as exc:  # a store that cannot say which events: find them one by one
+                refused = [bad for events in turn.events.values() if (bad := self._first_refused(events))]
+                if refused:
+                    guilty = {ev.run_of(event_id) for event_id in refused}
+                    self._refused(turn.split(guilty), EventRefused(str(exc), events=refused))
+                return
+
+    def _first_refused(self, events: list[Event]) -> str | None:
+        """Append one run's events one at a time; the id of the first the store refuses, if one is.
+
+        The events before it stay written, as any prefix of a turn may: reloading the run finds them.
+        """
+        for event in events:
+            try:
+                self.store.append([event])
+            except PayloadError:
+                return event.id
+        return None
+
+    def _refused(self, part: Turn, exc: EventRefused) -> None:
+        log.error(
+            "the log refused events of run(s) %s, which end; the others go on: %s", sorted(part.events), exc
+        )
+        for verdict in judge(part, exc, self._converted):
+            for submit in verdict.refused:
+                self._refuse(submit, exc)
+                self._fail_waiters(submit.run, exc)
+            for submit in verdict.unsure:  # its run.submitted may have landed: the log answers it
+                submit.refusal = exc
+                self._unsure[submit.run] = submit
+            for item in [*verdict.again, *([verdict.abort] if verdict.abort else [])]:
+                self._inbox.put(item)
+        self._inflight.update(outcome.attempt_id for outcome in part.outcomes)
+        self._reload(list(part.touched))
 
     def _after_append(self, batch: list[Event]) -> None:
         """Read models follow the log; their failure is logged and never stops the engine."""
@@ -632,14 +709,16 @@ class Engine:
     def _not_in_log(self, run: str, exc: RunNotFound) -> None:
         """A submission whose append failed without landing is offered again, a few times."""
         submit = self._unsure.pop(run, None)
-        if submit is not None and submit.tries < SUBMIT_TRIES:
+        if submit is not None and submit.refusal is None and submit.tries < SUBMIT_TRIES:
             self._waiters.pop(run, None)
             submit.tries += 1
             self._inbox.put(submit)
             return
-        error = (
-            StoreUnavailable(f"run {run} could not be logged after {SUBMIT_TRIES} tries") if submit else exc
-        )
+        error: BaseException = exc
+        if submit is not None:
+            error = submit.refusal or StoreUnavailable(
+                f"run {run} could not be logged after {SUBMIT_TRIES} tries"
+            )
         self._fail_waiters(run, error)
         if submit is not None:
             settle(submit.future, error=error)

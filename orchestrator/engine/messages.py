@@ -31,6 +31,8 @@ class Submit:
     """The event a listener answered with this run (``run.submitted``'s causation)."""
     correlation: str | None = None
     """The chain the run joins; None starts a chain named after the run."""
+    refusal: BaseException | None = None
+    """Why the store refused an append holding this submission; it is not offered again."""
 
     def data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"flow": self.flow, "name": self.name, **self.more}
@@ -55,6 +57,14 @@ class Watch:
 
 
 @dataclass(slots=True)
+class Abort:
+    """End a run failed: the store refused one of its own decisions, so it cannot go on as it was."""
+
+    run: str
+    failure: dict[str, Any]
+
+
+@dataclass(slots=True)
 class Stop:
     drain_s: float = 0.0
     """How long to keep logging the outcomes of attempts in flight, dispatching nothing new."""
@@ -74,6 +84,26 @@ class Turn:
 
     def batch(self) -> list[Event]:
         return [event for events in self.events.values() for event in events]
+
+    def split(self, runs: set[str]) -> Turn:
+        """Move everything of ``runs`` out of this turn into a new one."""
+        part = Turn()
+        for run in runs:
+            part.events[run] = self.events.pop(run, [])
+            if run in self.touched:
+                part.touched[run] = self.touched.pop(run)
+        for route, envelopes in list(self.dispatches.items()):
+            part.dispatches[route] = [e for e in envelopes if e.run in runs]
+            self.dispatches[route] = [e for e in envelopes if e.run not in runs]
+        for name in ("finished", "outcomes", "submits", "cancels"):
+            items = getattr(self, name)
+            setattr(part, name, [item for item in items if _run_of(item) in runs])
+            setattr(self, name, [item for item in items if _run_of(item) not in runs])
+        return part
+
+
+def _run_of(item: RunState | Outcome | Submit | Cancel) -> str:
+    return item.run
 
 
 def settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
