@@ -11,9 +11,11 @@ import asyncio
 import functools
 import json
 import os
+import pickle
 import signal
 import sys
 import threading
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,6 +76,33 @@ class UnprintableError(Exception):
 
 
 def raise_unprintable() -> None:
+    raise UnprintableError()
+
+
+def packed(value: Any) -> bytes:
+    """Any Python value as small bytes to pass as an argument (pickled, then compressed)."""
+    return zlib.compress(pickle.dumps(value))
+
+
+def from_pickle(blob: bytes) -> Any:
+    """Return the value ``packed`` into ``blob``: any Python value as a result, whatever args may hold."""
+    return pickle.loads(zlib.decompress(blob))
+
+
+def emit_from_pickle(blob: bytes) -> None:
+    """Emit ``value.seen`` with the value ``packed`` into ``blob`` as its data's ``v``."""
+    emit("value.seen", {"v": from_pickle(blob)})
+
+
+def raise_odd(kind: str) -> None:
+    """Raise an exception whose text is hard to store: a lone surrogate, 10 MB, args that are not
+    text, or a ``__str__`` that raises."""
+    if kind == "surrogate":
+        raise ValueError("cannot open 'bad\udcff.txt'")
+    if kind == "huge":
+        raise ValueError("x" * 10_000_000)
+    if kind == "args":
+        raise ValueError(b"\xff\xfe", {1, 2}, object())
     raise UnprintableError()
 
 
@@ -194,6 +223,24 @@ async def async_emits(types: list[str], fail: bool = False) -> int:
     return len(types)
 
 
+def list_dir(path: str) -> list[str]:
+    """The names in a directory, as ``os.listdir`` gives them: a name that is not UTF-8 holds lone
+    surrogates (``'bad\\udcff'``), as real file systems make them."""
+    return sorted(os.listdir(path))
+
+
+def blob(size: int) -> str:
+    """A result of ``size`` characters: large results without large arguments."""
+    return "y" * size
+
+
+def big_numbers(fail_marker: str = "") -> dict[str, int]:
+    """Sizes and times beyond 32 bits; fails while ``fail_marker`` names a file that does not exist."""
+    if fail_marker and not os.path.exists(fail_marker):
+        raise FileNotFoundError(f"{fail_marker} is not there yet")
+    return {"size": 2**40, "ms": 2**62, "low": -(2**63)}
+
+
 # --- the external ledger ----------------------------------------------------------------
 
 
@@ -265,6 +312,12 @@ COMMANDS: dict[str, Any] = {
     "wait_for_file": wait_for_file,
     "emits": emits,
     "async_emits": async_emits,
+    "list_dir": list_dir,
+    "big_numbers": big_numbers,
+    "blob": blob,
+    "raise_odd": raise_odd,
+    "from_pickle": from_pickle,
+    "emit_from_pickle": emit_from_pickle,
 }
 
 

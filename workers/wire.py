@@ -19,14 +19,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.core.codec import check_payload
+from orchestrator.core.codec import check_payload, is_text
 from orchestrator.core.context import MAX_EMITTED
-from orchestrator.core.envelope import MAX_MESSAGE, Envelope, ErrorInfo, Outcome, truncate_traceback
+from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import PayloadError, ProtocolError
 from orchestrator.core.events import is_domain_type
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-"""Twice the log's payload limit: room for a full-size result plus its traceback and framing."""
+MAX_MESSAGE_BYTES = 24 * 1024 * 1024
+"""A message as JSON: room for the largest event the log holds (16 MiB as BSON; base64 makes bytes a
+third larger) plus framing, so whatever the log can take can be sent."""
 
 _REASONS = ("raised", "timeout", "lost")
 _NON_FINITE = ("NaN", "Infinity", "-Infinity")
@@ -181,7 +182,12 @@ def outcome_to_doc(outcome: Outcome) -> dict[str, Any]:
 
 
 def outcome_from_doc(doc: Any) -> Outcome:
-    """An outcome from a peer, every field checked before it can reach the log."""
+    """An outcome from a peer, every field checked before it can reach the log.
+
+    A malformed outcome is a ``ProtocolError``. A well-formed one whose result,
+    flow or events the log cannot hold is let through: the engine ends that
+    attempt failed with the reason, as it does for every executor.
+    """
     doc = _mapping(doc, "outcome")
     ok = doc.get("ok")
     if type(ok) is not bool:
@@ -192,27 +198,23 @@ def outcome_from_doc(doc: Any) -> Outcome:
     expansion = doc.get("expansion")
     if expansion is not None and not (ok and isinstance(expansion, dict)):
         raise ProtocolError("an outcome's expansion must be a flow document on a successful outcome")
-    result = doc.get("result")
-    _payload(result, "result")
-    if expansion is not None:
-        _payload(expansion, "expansion")
     return Outcome(
         run=_text(doc, "run"),
         node=_text(doc, "node"),
         attempt=_count(doc, "attempt"),
         ok=ok,
-        result=result,
+        result=doc.get("result"),
         error=_error(error) if error is not None else None,
         expansion=expansion,
         started_at=_when(doc, "started_at"),
         finished_at=_when(doc, "finished_at"),
-        by=_field(doc, "by", str, default=None),
+        by=_name(doc, "by"),
         events=_emitted(doc.get("events")),
     )
 
 
 def _emitted(events: Any) -> tuple[dict[str, Any], ...]:
-    """A peer's emitted events, held to what ``emit`` allows locally."""
+    """A peer's emitted events, in the shape ``emit`` gives them (their data is checked by the engine)."""
     if events is None:
         return ()
     if not isinstance(events, list) or len(events) > MAX_EMITTED:
@@ -223,9 +225,7 @@ def _emitted(events: Any) -> tuple[dict[str, Any], ...]:
         type_ = _field(event, "type", str)
         if not is_domain_type(type_):
             raise ProtocolError(f"event type {type_!r:.80} is not one a command may emit")
-        data = _field(event, "data", dict, default={})
-        _payload(data, f"data of event {type_!r:.80}")
-        checked.append({"type": type_, "data": data})
+        checked.append({"type": type_, "data": _field(event, "data", dict, default={})})
     return tuple(checked)
 
 
@@ -239,9 +239,9 @@ def _error(doc: Any) -> ErrorInfo:
         raise ProtocolError(f"error reason must be one of {_REASONS}")
     return ErrorInfo(  # cut to the sizes a local error has, so no peer can bloat the log
         type=_text(doc, "type"),
-        message=_field(doc, "message", str, default="")[:MAX_MESSAGE],
+        message=_field(doc, "message", str, default=""),
         mro=tuple(mro),
-        traceback=truncate_traceback(_field(doc, "traceback", str, default="")),
+        traceback=_field(doc, "traceback", str, default=""),
         reason=reason,
     )
 
@@ -266,8 +266,16 @@ def _field(doc: Mapping[str, Any], name: str, kind: type, *, default: Any = ...)
 
 def _text(doc: Mapping[str, Any], name: str) -> str:
     value: str = _field(doc, name, str)
-    if not value or len(value) > 1_000:
-        raise ProtocolError(f"field {name!r} must be 1 to 1000 characters")
+    if not value or len(value) > 1_000 or not is_text(value):
+        raise ProtocolError(f"field {name!r} must be 1 to 1000 characters of valid Unicode")
+    return value
+
+
+def _name(doc: Mapping[str, Any], name: str) -> str | None:
+    """An optional short text the log keeps as it is (who ran an attempt)."""
+    value: str | None = _field(doc, name, str, default=None)
+    if value is not None and (len(value) > 1_000 or not is_text(value)):
+        raise ProtocolError(f"field {name!r} must be up to 1000 characters of valid Unicode")
     return value
 
 

@@ -9,14 +9,15 @@ the owner's next append conflicts and it folds the run again). With
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import EvenflowError, RunFailed, StoreLocked
 from ..core.registry import Registry
 from . import terminable
+from .arguments import run_id
 from .remote import client_keys
+from .render import to_json
 
 Adder = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[str, type, str], Any]
@@ -29,7 +30,7 @@ def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder
         description="Log run.cancelled: nothing of the run is dispatched after it. Commands already "
         "running finish; their results are logged as ignored.",
     )
-    cancel.add_argument("run", metavar="RUN")
+    cancel.add_argument("run", metavar="RUN", type=run_id)
     cancel.add_argument("--reason", default="cancelled by request", help="recorded in the log")
     _service(cancel)
     store_options(cancel)
@@ -42,7 +43,7 @@ def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder
         "that succeeded, and print its id. Retrying the same run again gives the same new run. With "
         "--registry, run it here until it ends; otherwise `evenflow resume` or a service runs it.",
     )
-    retry.add_argument("run", metavar="RUN")
+    retry.add_argument("run", metavar="RUN", type=run_id)
     retry.add_argument(
         "--registry", metavar="MODULE:REGISTRY", help="run the new run here with these commands"
     )
@@ -113,7 +114,7 @@ def _retry(args: argparse.Namespace, load: Loader) -> int:
             print(new)
             if args.registry is None:
                 return 0
-            print(json.dumps({"run": new, "result": client.result(new, args.timeout)}, default=str))
+            print(to_json({"run": new, "result": client.result(new, args.timeout)}, indent=None))
         return 0
     if args.registry is None:
         from ..control import retry_run
@@ -157,7 +158,7 @@ def _resume(args: argparse.Namespace, load: Loader) -> int:
             rows.append(_resumed(orch, run, args.timeout))
     if args.json:
         keys = ("run", "name", "status", "error")
-        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows]))
+        print(to_json([dict(zip(keys, row, strict=True)) for row in rows], indent=None))
     elif rows:
         print(table(("run", "name", "status", "error"), rows))
     else:

@@ -13,8 +13,6 @@ run alone.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +23,8 @@ from typing import Any
 
 from ..core.errors import ConfigurationError, CorruptEvent, RunNotFound
 from ..core.events import KNOWN_TYPES
-from .render import table
+from .arguments import run_id
+from .render import table, to_json
 from .timespec import parse_moment
 
 
@@ -65,7 +64,9 @@ class Source:
         events = list(_every_event(self.store, lambda run, exc: corrupt.setdefault(run, exc)))
         for run, exc in corrupt.items():
             print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
-        projector = RunsProjector.in_memory()
+        from ..store.faithful_mock import client
+
+        projector = RunsProjector.in_memory(client()["evenflow"]["runs"])
         projector.apply([event for event in events if event.run not in corrupt])
         return projector.runs
 
@@ -86,7 +87,7 @@ def _every_event(store: Any, on_corrupt: Callable[[str, CorruptEvent], Any]) -> 
         return
     events = getattr(store, "events", None)
     if events is not None:
-        from ..store.mongo import decode
+        from ..store.encoding import decode
 
         yield from (decode(doc) for doc in events.find({}).sort([("run", 1), ("seq", 1)]))
 
@@ -263,7 +264,9 @@ def add_parsers(commands: Any, common: Any) -> None:
     ):
         parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
         if one_run:
-            parser.add_argument("run", metavar="RUN", help="the run id, as `evenflow runs` shows it")
+            parser.add_argument(
+                "run", metavar="RUN", type=run_id, help="the run id, as `evenflow runs` shows it"
+            )
         else:
             parser.add_argument(
                 "--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time"
@@ -303,18 +306,7 @@ def _plain(value: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(_finite(value), default=_json_default, indent=2, sort_keys=True, allow_nan=False))
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities are not JSON: they print as the strings "NaN", "Infinity", "-Infinity"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
+    print(to_json(value))
 
 
 def _line(text: str | None, width: int = 120) -> str | None:
@@ -322,16 +314,6 @@ def _line(text: str | None, width: int = 120) -> str | None:
     if text is None:
         return None
     return _short(text.splitlines()[0] if text else "", width)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, tuple | set | frozenset):
-        return list(value)
-    return str(value)
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -343,5 +325,5 @@ def _nodes(counts: Any) -> str:
 
 
 def _short(value: Any, width: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    text = value if isinstance(value, str) else to_json(value, indent=None)
     return text if len(text) <= width else text[: width - 1] + "…"

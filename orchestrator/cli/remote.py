@@ -15,6 +15,7 @@ from typing import Any
 from ..core.errors import ConfigurationError, RunFailed
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
+from .render import to_json
 
 Adder = Callable[[argparse.ArgumentParser], None]
 
@@ -167,9 +168,9 @@ def _submit(args: argparse.Namespace) -> int:
         try:
             result = client.result(run, args.timeout)
         except RunFailed as exc:
-            print(json.dumps({"run": run, "status": "failed", "error": str(exc)}))
+            print(to_json({"run": run, "status": "failed", "error": str(exc)}, indent=None))
             raise
-        print(json.dumps({"run": run, "status": "succeeded", "result": result}, default=str))
+        print(to_json({"run": run, "status": "succeeded", "result": result}, indent=None))
     return 0
 
 

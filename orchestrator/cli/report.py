@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..orchestrator import Orchestrator
-from .render import table
+from .render import table, to_json
 from .summary import node_rows
 
 
@@ -23,10 +22,10 @@ def print_run(orch: Orchestrator, run_id: str, *, as_json: bool) -> None:
             "events": len(events),
             "nodes": [row.to_json() for row in rows],
         }
-        print(json.dumps(document, default=str, indent=2))
+        print(to_json(document))
         return
     if state.status == "succeeded":
-        print(f"result: {json.dumps(state.result, default=str)}")
+        print(f"result: {to_json(state.result, indent=None)}")
     print(f"run:    {run_id} ({state.status}, {len(events)} events)")
     print()
     headers = ("node", "command", "attempts", "duration_s", "outcome")

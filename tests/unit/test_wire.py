@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +19,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core import events as ev
 from orchestrator.core.codec import INT64_MAX, INT64_MIN, check_payload
 from orchestrator.core.envelope import MAX_MESSAGE, MAX_TRACEBACK, Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import ProtocolError
-from orchestrator.core.flows import encode_flow
+from orchestrator.core.events import Event
+from orchestrator.core.evolve import fold
+from orchestrator.core.flows import call, encode_flow
+from orchestrator.core.outcomes import record_outcome
 from tests.strategies import flows
 from workers.wire import (
     MAX_MESSAGE_BYTES,
@@ -141,7 +146,7 @@ def only_protocol_errors(read: Callable[[Any], Any], value: Any) -> Any:
 @FUZZ
 @given(payloads)
 @example([math.nan, math.inf, -math.inf, -0.0])
-@example({"lone surrogate": "\udc80", "bytes": b"", "when": datetime(1, 1, 2, tzinfo=UTC)})
+@example({"astral": "\U0001d11e", "bytes": b"", "when": datetime(1, 1, 2, tzinfo=UTC)})
 def test_every_storable_value_crosses_unchanged(value: Any) -> None:
     check_payload(value)
     assert same(loads(dumps(value)), value)
@@ -355,8 +360,6 @@ BAD_OUTCOMES: dict[str, Any] = {
     "by not a string": {**OK, "by": 5},
     "started_at untagged": {**OK, "started_at": "2024-01-01"},
     "finished_at a number": {**OK, "finished_at": 1.5},
-    "'$'-key in result": {**OK, "result": {"$set": 1}},
-    "'$'-key in expansion": {**OK, "result": None, "expansion": {"$root": "r"}},
     "error not an object": {**FAILED, "error": "boom"},
     "error without type": {**FAILED, "error": {"message": "m"}},
     "error type empty": {**FAILED, "error": {"type": ""}},
@@ -373,6 +376,35 @@ BAD_OUTCOMES: dict[str, Any] = {
 def test_a_bad_outcome_is_refused(doc: Any) -> None:
     with pytest.raises(ProtocolError):
         outcome_from_doc(loads(dumps(doc)))
+
+
+UNSTORABLE: dict[str, Any] = {
+    "'$'-key in result": {**OK, "result": {"$set": 1}},
+    "a lone surrogate in result": {**OK, "result": ["ok", "bad\udcff"]},
+    "'$'-key in expansion": {**OK, "result": None, "expansion": {"$root": "r"}},
+    "'$'-key in event data": {**OK, "events": [{"type": "order.placed", "data": {"$set": 1}}]},
+    "int over 64 bits in event data": {**OK, "events": [{"type": "order.placed", "data": {"n": 2**63}}]},
+}
+
+
+@pytest.mark.parametrize("doc", list(UNSTORABLE.values()), ids=list(UNSTORABLE))
+def test_a_well_formed_outcome_the_log_cannot_hold_fails_its_attempt(doc: Any) -> None:
+    """The wire lets it through; the engine, as for every executor, ends the attempt failed and says why."""
+    outcome = outcome_from_doc(loads(dumps(doc)))
+    flow = encode_flow(call("noop"))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    state = fold(
+        "r",
+        [
+            Event("r", 1, ev.RUN_SUBMITTED, at, data={"flow": flow, "name": None}),
+            Event("r", 2, ev.COMMAND_DISPATCHED, at, node="r", attempt=1, command="noop", data={"args": []}),
+        ],
+    )
+    drafts = record_outcome(state, replace(outcome, node="r"))
+    assert [draft.type for draft in drafts] == [ev.COMMAND_STARTED, ev.COMMAND_FAILED]
+    error = drafts[-1].data["error"]
+    assert error["type"].endswith(("PayloadError", "InvalidEvent")), error
+    assert check_payload(drafts[-1].data) > 0, "the failure itself is storable"
 
 
 # --- the events a command emitted ----------------------------------------------------------------
@@ -433,8 +465,6 @@ BAD_EVENTS: dict[str, Any] = {
     "data a list": [{"type": "order.placed", "data": [1]}],
     "data a string": [{"type": "order.placed", "data": "{}"}],
     "data null": [{"type": "order.placed", "data": None}],
-    "'$'-key in data": [{"type": "order.placed", "data": {"$set": 1}}],
-    "int over 64 bits in data": [{"type": "order.placed", "data": {"n": 2**63}}],
     "a bad one after a good one": [{"type": "order.placed", "data": {}}, {"type": "run.failed", "data": {}}],
 }
 

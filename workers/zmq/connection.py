@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from orchestrator.core.errors import ProtocolError
+from orchestrator.core.errors import PayloadError, ProtocolError
 
 from ..wire import MAX_MESSAGE_BYTES, loads
 from . import protocol
@@ -37,8 +37,15 @@ class Connection:
     def send(self, kind: str, req: str | None = None, **body: Any) -> str:
         """Send one request; returns its id, which its replies carry."""
         req = req or uuid.uuid4().hex
+        frame = protocol.request(kind, req, **body)
+        if len(frame) > MAX_MESSAGE_BYTES:  # the service would drop it unread: say so here instead
+            raise PayloadError(
+                f"this {kind} request is {len(frame):,} bytes as JSON, over the {MAX_MESSAGE_BYTES:,} bytes "
+                "one message to the service may hold; pass large data by reference (a path, a URL, a key), "
+                "or split the work into several runs"
+            )
         with self._lock:
-            self._socket.send(protocol.request(kind, req, **body))
+            self._socket.send(frame)
         return req
 
     def wait(self, req: str, timeout: float) -> dict[str, Any] | None:
