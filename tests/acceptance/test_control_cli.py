@@ -40,7 +40,8 @@ from tests.acceptance.walkthrough_commands import GATE_ENV, MARKER_ENV
 from tests.commands import LEDGER_ENV, LedgerEntry, ledger_read
 from tests.support.invariants import check
 from tests.support.logs import read_log
-from tests.support.zmq_cluster import REPO, Proc, free_endpoint, poll_until, service, worker
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import REPO, Proc, free_endpoint, service, worker
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,11 @@ class Place:
 
     def executing(self, node: str) -> LedgerEntry:
         """The first execution of ``node`` in the ledger, once there is one."""
-        return poll_until(lambda: next((e for e in self.executions() if e.node == node), None), DEADLINE_S)
+        return wait_until(
+            lambda: next((e for e in self.executions() if e.node == node), None),
+            timeout=DEADLINE_S,
+            what=f"{node} executing",
+        )
 
     def log(self, run: str) -> list[Event]:
         return read_log(self.home, run)
@@ -247,7 +252,7 @@ class Shell:
                     return run
             return None
 
-        self.crashed = poll_until(third_dispatched, DEADLINE_S)
+        self.crashed = wait_until(third_dispatched, timeout=DEADLINE_S, what="r.2 of a run dispatched")
         self.background.send_signal(signal.SIGKILL)
         assert self.background.wait(DEADLINE_S) == -signal.SIGKILL
 
@@ -326,7 +331,7 @@ def test_resume_keeps_a_retry_timer_at_its_logged_time(tmp_path: Path) -> None:
         def scheduled() -> Event | None:
             return next(iter(of_type(place.log(run), ev.RETRY_SCHEDULED)), None)
 
-        timer = poll_until(scheduled, DEADLINE_S)
+        timer = wait_until(scheduled, timeout=DEADLINE_S, what="the retry of r.1 scheduled")
         stop(owner)  # kill -9 while the retry waits
     place.marker.touch()
     resume = place.evenflow("resume", "--registry", REGISTRY, "--json")
@@ -354,7 +359,11 @@ def crashed_with_gated_runs(place: Place, count: int) -> list[str]:
         assert owner.stdout is not None
         runs = owner.stdout.readline().split()
         assert len(runs) == count, runs
-        poll_until(lambda: sum(e.node == "r.1" for e in place.executions()) == count, DEADLINE_S)
+        wait_until(
+            lambda: sum(e.node == "r.1" for e in place.executions()) == count,
+            timeout=DEADLINE_S,
+            what=f"{count} runs at the gate",
+        )
     finally:
         stop(owner)
     return runs
@@ -522,12 +531,14 @@ def test_sigterm_drains_serve_and_logs_the_outcome_in_flight(tmp_path: Path) -> 
         service(endpoint, place.home, tmp_path, extra=("--drain", "5", "--debug")) as serving,
         worker(endpoint, tmp_path, registry=EVERYTHING, env=place.env()),
     ):
-        poll_until(lambda: "joined" in serving.output(), DEADLINE_S)
+        wait_until(
+            lambda: "joined" in serving.output(), timeout=DEADLINE_S, what="a worker joined the service"
+        )
         with Client(endpoint) as client:
             run = client.submit(flow)
         place.executing("r.0")
         serving.signal(signal.SIGTERM)
-        poll_until(lambda: "draining:" in serving.output(), DEADLINE_S)
+        wait_until(lambda: "draining:" in serving.output(), timeout=DEADLINE_S, what="the service draining")
         place.gate.touch()
         assert serving.popen.wait(DEADLINE_S) == 0, serving.output()
 
@@ -553,7 +564,9 @@ def served(tmp_path: Path) -> Iterator[tuple[Place, str, Proc]]:
         service(endpoint, place.home, tmp_path, extra=("--debug",)) as serving,
         worker(endpoint, tmp_path, registry=EVERYTHING, env=place.env()),
     ):
-        poll_until(lambda: "joined" in serving.output(), DEADLINE_S)
+        wait_until(
+            lambda: "joined" in serving.output(), timeout=DEADLINE_S, what="a worker joined the service"
+        )
         yield place, endpoint, serving
 
 
@@ -578,7 +591,11 @@ def test_cancel_and_retry_through_connect(served: tuple[Place, str, Proc]) -> No
     done = place.evenflow("cancel", run, "--connect", endpoint)
     assert (done.returncode, done.stdout.strip()) == (0, f"cancelled {run}"), done
     place.gate.touch()  # the running attempt finishes: its outcome is ignored, nothing follows it
-    poll_until(lambda: of_type(place.log(run), ev.OUTCOME_IGNORED), DEADLINE_S)
+    wait_until(
+        lambda: of_type(place.log(run), ev.OUTCOME_IGNORED),
+        timeout=DEADLINE_S,
+        what="the running attempt's outcome ignored",
+    )
     events = place.log(run)
     assert fold(run, events).status == "cancelled"
     assert after_cancel(events) <= {ev.OUTCOME_IGNORED}, after_cancel(events)

@@ -45,7 +45,8 @@ from tests.acceptance.listen_commands import (
     receipts,
     registry,
 )
-from tests.support.zmq_cluster import REPO, Proc, _start, free_endpoint, poll_until, service, worker
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import READY_S, REPO, Proc, _start, free_endpoint, service, worker
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,11 @@ def listening(
     args = ["listen", "--connect", endpoint, "--listeners", spec, "--poll", "0.1", "--timeout", "10"]
     proc = _start(args, log, {CRASH_ENV: crash} if crash else None)
     try:
-        poll_until(lambda: "evenflow: listening to" in proc.output() or proc.popen.poll() is not None)
+        wait_until(
+            lambda: "evenflow: listening to" in proc.output() or proc.popen.poll() is not None,
+            timeout=READY_S,
+            what=f"evenflow listen listening, or ended (log: {log})",
+        )
         assert proc.popen.poll() is None, f"evenflow listen exited {proc.popen.returncode}:\n{proc.output()}"
         yield proc
     finally:
@@ -167,14 +172,20 @@ def test_listen_triggers_each_event_once_across_a_sigkill_and_stops_on_sigterm(t
         # pass 1 logs receipts' triggers, pass 2 (filing's or receipts' next) dies before its checkpoint
         with listening(endpoint, tmp_path, crash=f"{POINT}@2") as first:
             place(endpoint, range(ORDERS))
-            poll_until(lambda: first.popen.poll() is not None, CHAIN_S)
+            wait_until(
+                lambda: first.popen.poll() is not None, timeout=CHAIN_S, what="the armed listen process ended"
+            )
             assert first.popen.returncode == -signal.SIGKILL, first.output()
         pending = replays_pending(home)
         assert pending, "the listen process died with no triggered run past its checkpoint"
 
         with listening(endpoint, tmp_path, spec=f"{MODULE}:make_listeners") as second:
             place(endpoint, range(ORDERS, 2 * ORDERS))
-            poll_until(lambda: chain_complete(whole_log(home), 2 * ORDERS), CHAIN_S)
+            wait_until(
+                lambda: chain_complete(whole_log(home), 2 * ORDERS),
+                timeout=CHAIN_S,
+                what="the chain complete",
+            )
             check_exactly_once(whole_log(home), 2 * ORDERS)
             began = time.monotonic()
             code = second.terminate(timeout_s=30)
@@ -220,7 +231,11 @@ def test_audit_of_an_order_shows_the_whole_chain(tmp_path: Path) -> None:
         assert orch.result(order_run, timeout=CHAIN_S) == 7
         [placed] = [e for e in orch.events(order_run) if e.type == ORDER_PLACED]
         receipt_run = triggered_run(RECEIPTS, placed.id)
-        poll_until(lambda: any(e.type in ev.RUN_TERMINAL for e in orch.events(receipt_run)), CHAIN_S)
+        wait_until(
+            lambda: any(e.type in ev.RUN_TERMINAL for e in orch.events(receipt_run)),
+            timeout=CHAIN_S,
+            what=f"the receipt run {receipt_run} finished",
+        )
 
     entries = audit(home, order_run)
     assert all({"run", "seq", "type", "causation", "summary", "event"} <= set(e) for e in entries), entries[0]

@@ -19,7 +19,8 @@ import pytest
 
 from orchestrator import Client, RunFailed, call, parallel
 from orchestrator.core.errors import ConfigurationError
-from tests.support.zmq_cluster import REPO, Proc, free_endpoint, poll_until, service, worker
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import READY_S, REPO, Proc, free_endpoint, service, worker
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,9 @@ def evenflow(
 
 def live_workers(proc: Proc, count: int) -> None:
     """Until the service has logged ``count`` workers joining (it logs at INFO only with --debug)."""
-    poll_until(lambda: proc.output().count("joined") >= count)
+    wait_until(
+        lambda: proc.output().count("joined") >= count, timeout=READY_S, what=f"{count} workers joined"
+    )
 
 
 @pytest.fixture

@@ -81,19 +81,6 @@ def envelope(command: str, *args: Any, **kwargs: Any) -> Envelope:
     )
 
 
-def poll_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S, interval_s: float = 0.02) -> None:
-    """Check ``predicate`` until it holds, failing after ``timeout_s``."""
-    deadline = threading.Event()
-    timer = threading.Timer(timeout_s, deadline.set)
-    timer.start()
-    try:
-        while not predicate():
-            if deadline.wait(interval_s):
-                raise AssertionError(f"condition not met within {timeout_s}s")
-    finally:
-        timer.cancel()
-
-
 @dataclass
 class Harness:
     kind: str

@@ -10,8 +10,9 @@ import redis
 
 from orchestrator.core.errors import ConfigurationError
 from tests.commands import make_registry
-from tests.contract.executor_suite import ExecutorContract, MakeExecutor, envelope, poll_until, started
+from tests.contract.executor_suite import WAIT_S, ExecutorContract, MakeExecutor, envelope, started
 from tests.support.celery_worker import CeleryWorker, registry
+from tests.support.polling import wait_until
 from tests.support.redis_server import free_port
 from workers import executor_from_url
 from workers.celery import CeleryExecutor
@@ -88,7 +89,11 @@ def test_nothing_is_reported_after_close(celery: CeleryWorker, ledger: str) -> N
     open(gate, "w").close()
     replies = redis.Redis.from_url(celery.broker)
     try:  # the abandoned attempt finishes on the worker and replies, to an executor that reports no more
-        poll_until(lambda: replies.llen(executor._reply_key) == 1)
+        wait_until(
+            lambda: replies.llen(executor._reply_key) == 1,
+            timeout=WAIT_S,
+            what="the abandoned attempt's reply on the reply list",
+        )
     finally:
         replies.close()
     assert len(outcomes.items) == 1

@@ -23,9 +23,9 @@ from tests.contract.executor_suite import (
     MakeExecutor,
     Outcomes,
     envelope,
-    poll_until,
     started,
 )
+from tests.support.polling import wait_until
 from workers import (
     AsyncioExecutor,
     InlineExecutor,
@@ -185,7 +185,7 @@ def test_closing_processes_does_not_wait_for_a_stuck_command(ledger: str) -> Non
         stuck_pid = ledger_read(ledger)[0].pid
     finally:
         executor.close()
-    poll_until(lambda: not _alive(stuck_pid))
+    wait_until(lambda: not _alive(stuck_pid), timeout=WAIT_S, what=f"the stuck child {stuck_pid} gone")
     assert len(outcomes.items) == 1
 
 

@@ -23,9 +23,9 @@ from tests.contract.executor_suite import (
     Harness,
     MakeExecutor,
     envelope,
-    poll_until,
     started,
 )
+from tests.support.polling import wait_until
 from workers import FuturesExecutor, InlineExecutor, as_executor
 
 Pool = concurrent.futures.Executor
@@ -165,7 +165,7 @@ def test_closing_an_owned_process_pool_kills_a_stuck_command(ledger: str) -> Non
         stuck_pid = ledger_read(ledger)[0].pid
     finally:
         executor.close()
-    poll_until(lambda: not alive(stuck_pid))
+    wait_until(lambda: not alive(stuck_pid), timeout=WAIT_S, what=f"the stuck child {stuck_pid} gone")
     assert len(outcomes.items) == 1
 
 

@@ -20,7 +20,6 @@ waits for every unfinished run.
 from __future__ import annotations
 
 import sys
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from orchestrator.core.flows import Node, call, chord
 from orchestrator.core.policy import RetryPolicy
 from orchestrator.core.registry import Registry
 from tests import commands
+from tests.support.polling import wait_until
 
 RETRY = RetryPolicy(max_attempts=3, initial_delay=timedelta(milliseconds=50), jitter=0.0)
 GATE_S = 60.0
@@ -106,14 +106,13 @@ def first(home: str, executor: str, ledger: str, gate: str) -> int:
     orch = Orchestrator(make_registry(), executor=executor, home=home).start()
     run = orch.submit(crash_flow(ledger, gate))
     print(run.id, flush=True)
-    pause = threading.Event()
-    for _ in range(int(FINISH_S / 0.01)):
-        if orch.state(run.id).finished:
-            print("finished", flush=True)
-            orch.close()
-            return 0
-        pause.wait(0.01)
-    return 3
+    try:
+        wait_until(lambda: orch.state(run.id).finished, timeout=FINISH_S, what=f"run {run.id} finished")
+    except AssertionError:
+        return 3
+    print("finished", flush=True)
+    orch.close()
+    return 0
 
 
 def resume(home: str, executor: str) -> int:

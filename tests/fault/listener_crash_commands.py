@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 from orchestrator.core.context import emit
@@ -39,6 +38,7 @@ from orchestrator.core.keys import run_for_key
 from orchestrator.core.listening import Listener, on, trigger_key
 from orchestrator.core.registry import Registry
 from tests.commands import LEDGER_ENV, ledgered
+from tests.support.polling import wait_until
 
 ORDERS_LISTENER = "receipts"
 RECEIPTS_LISTENER = "archive"
@@ -139,7 +139,6 @@ def owner(home: str, orders: str, stop: str, work_s: str, paced: str) -> int:
     for listener in listeners():
         orch.listen(listener)
     print("started", flush=True)
-    pause = threading.Event()
     for i in range(int(orders)):
         run = orch.submit(order_flow(i, float(work_s)), key=order_key(i))
         print(i, run.id, flush=True)
@@ -148,12 +147,11 @@ def owner(home: str, orders: str, stop: str, work_s: str, paced: str) -> int:
             if receipt is None:
                 print(f"order {i}: no receipt run within {PACE_S}s", flush=True)
                 return 4
-    deadline = time.monotonic() + OWNER_S
-    while not os.path.exists(stop):
-        if time.monotonic() > deadline:
-            print(f"no stop file within {OWNER_S}s", flush=True)
-            return 3
-        pause.wait(0.02)
+    try:
+        wait_until(lambda: os.path.exists(stop), timeout=OWNER_S, what="the stop file")
+    except AssertionError:
+        print(f"no stop file within {OWNER_S}s", flush=True)
+        return 3
     orch.close()
     print("stopped", flush=True)
     return 0
@@ -161,16 +159,19 @@ def owner(home: str, orders: str, stop: str, work_s: str, paced: str) -> int:
 
 def _receipt_run(orch: Any, order_run: str) -> str | None:
     """Until the order's ``order.placed`` is logged and its receipt run too (bounded); that run's id."""
-    pause = threading.Event()
-    deadline = time.monotonic() + PACE_S
-    while time.monotonic() < deadline:
+
+    def receipt_run() -> str | None:
         placed = [event for event in orch.events(order_run) if event.type == ORDER_PLACED]
         if placed:
             receipt = triggered_run(ORDERS_LISTENER, placed[0].id)
             if orch.events(receipt):
                 return receipt
-        pause.wait(0.01)
-    return None
+        return None
+
+    try:
+        return wait_until(receipt_run, timeout=PACE_S, what=f"the receipt run of {order_run}")
+    except AssertionError:
+        return None
 
 
 def main(argv: list[str]) -> None:

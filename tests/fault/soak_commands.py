@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +60,6 @@ def soak_registry() -> Registry:
 
 
 # --- test-side helpers ----------------------------------------------------------------------
-
-
-def poll(condition: Callable[[], bool], seconds: float, what: str, step: float = 0.005) -> None:
-    """Return once ``condition()`` holds; raise AssertionError naming ``what`` after ``seconds``."""
-    waiting = threading.Event()
-    deadline = time.monotonic() + seconds
-    while True:
-        if condition():
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {seconds}s")
-        waiting.wait(step)
 
 
 class Owners:

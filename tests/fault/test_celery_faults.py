@@ -25,9 +25,10 @@ from orchestrator.core import events as ev
 from orchestrator.core.envelope import Envelope
 from orchestrator.core.events import Event, utcnow
 from tests.commands import ledger_read
-from tests.contract.executor_suite import Outcomes, envelope, poll_until
+from tests.contract.executor_suite import WAIT_S, Outcomes, envelope
 from tests.support.celery_worker import CeleryWorker, registry
 from tests.support.invariants import check
+from tests.support.polling import wait_until
 from workers.celery import CeleryExecutor
 from workers.celery.app import MAX_DELIVERIES
 from workers.celery.executor import TIME_LIMIT_GRACE_S
@@ -97,10 +98,12 @@ def test_a_child_sigkilled_mid_command_is_redelivered_and_the_run_completes(
         call("ledgered", 1, ledger=ledger), call("ledgered_wait", ledger, gate, 41).si(), call("inc")
     )
     run = orch.submit(flow)
-    poll_until(lambda: any(e.node == "r.1" for e in ledger_read(ledger)))
+    wait_until(lambda: any(e.node == "r.1" for e in ledger_read(ledger)), timeout=WAIT_S, what="r.1 started")
     victim = next(e.pid for e in ledger_read(ledger) if e.node == "r.1")
     os.kill(victim, signal.SIGKILL)
-    poll_until(lambda: sum(e.node == "r.1" for e in ledger_read(ledger)) == 2)  # acks_late: redelivered
+    wait_until(  # acks_late: redelivered
+        lambda: sum(e.node == "r.1" for e in ledger_read(ledger)) == 2, timeout=WAIT_S, what="r.1 redelivered"
+    )
     Path(gate).touch()
     assert run.result(timeout=TERMINAL_S) == 42
     events, executions = verified(orch, run.id, ledger, nodes=2)
@@ -153,7 +156,9 @@ def test_a_task_delivered_twice_is_reported_once(celery: CeleryWorker, ledger: s
     executor = Doubling(celery.broker, queue=celery.queue)
     with Orchestrator(registry(), executor=executor, store="memory://") as orch:
         run = orch.submit(sequence(call("ledgered_wait", ledger, gate, 7), call("inc")))
-        poll_until(lambda: len(ledger_read(ledger)) == 2)  # both deliveries are running at once
+        wait_until(  # both deliveries are running at once
+            lambda: len(ledger_read(ledger)) == 2, timeout=WAIT_S, what="both deliveries started"
+        )
         Path(gate).touch()
         assert run.result(timeout=TERMINAL_S) == 8
         events, executions = verified(orch, run.id, ledger, nodes=1)
@@ -177,7 +182,11 @@ def test_an_attempt_past_its_deadline_times_out_and_the_worker_is_freed(
         assert outcome.error is not None and outcome.error.type == "orchestrator.core.errors.CommandTimeout"
         assert outcome.error.reason == "timeout"
         victim = ledger_read(ledger)[0].pid
-        poll_until(lambda: not alive(victim), timeout_s=TIME_LIMIT_GRACE_S + 10.0)  # Celery's time limit
+        wait_until(  # Celery's time limit
+            lambda: not alive(victim),
+            timeout=TIME_LIMIT_GRACE_S + 10.0,
+            what=f"the stuck child {victim} killed",
+        )
         executor.dispatch([envelope("inc", 1)])
         assert outcomes.wait_for(2)[1].result == 2
     finally:

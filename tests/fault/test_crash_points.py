@@ -73,7 +73,8 @@ from tests.fault.crash_commands import (
 )
 from tests.support.invariants import Tally, check, check_prefix, check_replay, check_result
 from tests.support.logs import read_log
-from tests.support.zmq_cluster import free_endpoint, poll_until
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import free_endpoint
 from workers.zmq import ZmqExecutor
 from workers.zmq.connection import Connection
 
@@ -247,7 +248,7 @@ class Proc:
 
     def died_by_sigkill(self, why: str) -> None:
         """Until the process is gone (bounded); it must have died by SIGKILL, not exited."""
-        poll_until(lambda: not self.alive(), DEATH_S)
+        wait_until(lambda: not self.alive(), timeout=DEATH_S, what=f"{self.name} gone ({why})")
         code = self.popen.returncode
         assert code == -signal.SIGKILL, (
             f"{self.name} should have died by SIGKILL ({why}) but ended with {code}:\n{self.output()[-3000:]}"
@@ -350,7 +351,11 @@ class Case:
     def serve(self, name: str, crash: str | None) -> Proc:
         args = ["serve", "--bind", self.endpoint, "--home", str(self.home), "--heartbeat", str(HEARTBEAT_S)]
         serve = self.procs.start(["-m", "orchestrator.cli", *args], name, crash)
-        poll_until(lambda: "serving on" in serve.output() or not serve.alive(), DEATH_S)
+        wait_until(
+            lambda: "serving on" in serve.output() or not serve.alive(),
+            timeout=DEATH_S,
+            what=f"{name} serving, or gone",
+        )
         return serve
 
     def resume(self, crash: str) -> Proc:
@@ -390,7 +395,9 @@ def submit_remote(case: Case, serve: Proc) -> str | None:
         def answer_or_death() -> dict[str, Any] | str | None:
             return connection.wait(req, 0.02) or (None if serve.alive() else "dead")
 
-        reply = poll_until(answer_or_death, DEATH_S)
+        reply = wait_until(
+            answer_or_death, timeout=DEATH_S, what="the submission answered, or the service gone"
+        )
         if reply == "dead":  # take a reply it sent just before it died, if one is on its way
             reply = connection.wait(req, 0.2)
     finally:
@@ -551,10 +558,17 @@ def test_a_crash_while_taking_the_store_over_loses_nothing(
     case = Case(executor, tmp_path, procs)
     first = case.orchestrator()
     answered = submit_remote(case, first) if case.zmq else None
-    poll_until(lambda: any(entry.node == GATE_NODE for entry in case.executions()), DEATH_S)
+    wait_until(
+        lambda: any(entry.node == GATE_NODE for entry in case.executions()),
+        timeout=DEATH_S,
+        what=f"{GATE_NODE} executing",
+    )
     [run] = unfinished(case.home)
     if executor != "inline":  # inline runs the gated command inside the submission's turn: no answer yet
-        assert (answered or poll_until(lambda: case.submitted(first), DEATH_S)) == run
+        printed = answered or wait_until(
+            lambda: case.submitted(first), timeout=DEATH_S, what="the first process printed its run id"
+        )
+        assert printed == run
     first.sigkill()
     assert first.popen.returncode == -signal.SIGKILL
     crashed = read_log(case.home, run)

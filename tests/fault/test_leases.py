@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,21 +26,12 @@ from orchestrator.core.events import Event, to_millis
 from orchestrator.store.mongo import MongoStore, connect, open_mongomock
 from tests.commands import ledger_read, make_registry
 from tests.support.invariants import check
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
 LEASE_S = 0.5
 DEADLINE_S = 30.0
-
-
-def poll(condition: Callable[[], Any], seconds: float = DEADLINE_S) -> Any:
-    waiting = threading.Event()
-    for _ in range(int(seconds / 0.01)):
-        found = condition()
-        if found:
-            return found
-        waiting.wait(0.01)
-    raise AssertionError(f"condition not met within {seconds}s")
 
 
 @pytest.fixture
@@ -135,17 +126,27 @@ def test_a_paused_owner_is_taken_over_and_fenced_out(store: MongoStore, tmp_path
     try:
         flow = sequence(call("ledgered", 1, ledger=ledger), call("wait_for_file", str(gate), 5).si())
         run = a.submit(flow).id
-        poll(lambda: any(e.type == ev.COMMAND_DISPATCHED and e.node == "r.1" for e in store.read(run)))
+        wait_until(
+            lambda: any(e.type == ev.COMMAND_DISPATCHED and e.node == "r.1" for e in store.read(run)),
+            timeout=DEADLINE_S,
+            what="r.1 dispatched",
+        )
 
         a_view.pause()
         paused_at = time.monotonic()
-        change = poll(lambda: owner_changes(store, run))[0]
+        change = wait_until(
+            lambda: owner_changes(store, run), timeout=DEADLINE_S, what="B took the run over"
+        )[0]
         takeover_s = time.monotonic() - paused_at
         gate.touch()  # both attempts of the waiting step may now finish
         assert b.result(run, timeout=DEADLINE_S) == 5
 
         a_view.wake()  # A's engine goes on: its outcome for attempt 1 must not be used
-        poll(lambda: any(e.type == ev.OUTCOME_IGNORED for e in store.read(run)) or a_done(a, run))
+        wait_until(
+            lambda: any(e.type == ev.OUTCOME_IGNORED for e in store.read(run)) or a_done(a, run),
+            timeout=DEADLINE_S,
+            what="A's late outcome ignored or the run dropped by A",
+        )
     finally:
         a_view.wake()
         a.close()
@@ -179,7 +180,9 @@ def test_clock_skew_does_not_take_over_a_live_owner(
     try:
         run = a.submit(call("wait_for_file", str(gate), 3)).id
         beats = store.read_leases()[b.by][0]
-        poll(lambda: store.read_leases()[b.by][0] >= beats + 15)  # B judged A's lease for 3 lease periods
+        wait_until(  # B judged A's lease for 3 lease periods
+            lambda: store.read_leases()[b.by][0] >= beats + 15, timeout=DEADLINE_S, what="15 more beats of B"
+        )
         assert owner_changes(store, run) == []
         gate.touch()
         assert a.result(run, timeout=DEADLINE_S) == 3
@@ -195,11 +198,19 @@ def test_a_clean_stop_frees_its_runs_at_once(store: MongoStore, tmp_path: Path) 
     b = orchestrator(Shared(store), lease_s=lease_s).start()
     try:
         run = a.submit(call("wait_for_file", str(gate), 7)).id
-        poll(lambda: any(e.type == ev.COMMAND_DISPATCHED for e in store.read(run)))
+        wait_until(
+            lambda: any(e.type == ev.COMMAND_DISPATCHED for e in store.read(run)),
+            timeout=DEADLINE_S,
+            what="the command dispatched",
+        )
         stopped_at = time.monotonic()
         gate.touch()
         a.close()  # released: B need not wait for the lease to run out
-        poll(lambda: owner_changes(store, run) or a_finished(store, run))
+        wait_until(
+            lambda: owner_changes(store, run) or a_finished(store, run),
+            timeout=DEADLINE_S,
+            what="the run taken over or finished",
+        )
         freed_s = time.monotonic() - stopped_at
         assert b.result(run, timeout=DEADLINE_S) == 7
     finally:

@@ -73,7 +73,7 @@ from tests.fault.listener_crash_commands import (
 )
 from tests.support.faulty_store import Docs, Kind, faulty_store
 from tests.support.invariants import check, check_prefix
-from tests.support.zmq_cluster import poll_until
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -257,14 +257,16 @@ class Owners:
                 return True
             return "started" in self.logs[-1].read_text(errors="replace").split()
 
-        poll_until(busy, DEATH_S)
+        wait_until(busy, timeout=DEATH_S, what="the owner at work, or ended")
 
     def finish(self, orders: int, work_s: float, what: str) -> list[Event]:
         """A clean owner (the same orders: the same keys and flows): until the chain is complete
         (L4, bounded), then stop it; the final log."""
         popen = self.start(orders, work_s, paced=False)
-        poll_until(
-            lambda: popen.poll() is not None or chain_complete(embedded_log(self.home), orders), FINISH_S
+        wait_until(
+            lambda: popen.poll() is not None or chain_complete(embedded_log(self.home), orders),
+            timeout=FINISH_S,
+            what=f"{what}: the chain complete under the clean owner, or the owner ended",
         )
         assert popen.poll() is None, f"{what}: the clean owner ended by itself:\n{self.output()}"
         self.stop.touch()
@@ -322,7 +324,7 @@ CRASH_ORDERS = 5
 @pytest.mark.parametrize("spec", [POINT, f"{POINT}@2", f"{POINT}@3"])
 def test_a_crash_between_trigger_and_checkpoint_triggers_nothing_twice(spec: str, owners: Owners) -> None:
     first = owners.start(CRASH_ORDERS, 0.0, paced=True, crash=spec)
-    poll_until(lambda: first.poll() is not None, DEATH_S)
+    wait_until(lambda: first.poll() is not None, timeout=DEATH_S, what=f"the owner armed with {spec} ended")
     assert first.returncode == -signal.SIGKILL, (
         f"the owner armed with {spec} ended {first.returncode}:\n{owners.output()}"
     )
@@ -444,7 +446,9 @@ def test_writers_sharing_one_store_trigger_each_event_once() -> None:
     try:
         writers = run_writers(store)
         orders = WRITERS * PER_WRITER
-        poll_until(lambda: chain_complete(whole_log(store), orders), FINISH_S)
+        wait_until(
+            lambda: chain_complete(whole_log(store), orders), timeout=FINISH_S, what="the chain complete"
+        )
         events = whole_log(store)
         assert check_exactly_once(events, orders) == 2 * orders
         assert check_runs(events) == 3 * orders
@@ -517,7 +521,9 @@ def test_appends_committed_out_of_order_still_trigger_exactly_once() -> None:
     try:
         writers = run_writers(store, work_s=HOLD_WORK_S)
         orders = WRITERS * PER_WRITER
-        poll_until(lambda: chain_complete(whole_log(store), orders), FINISH_S)
+        wait_until(
+            lambda: chain_complete(whole_log(store), orders), timeout=FINISH_S, what="the chain complete"
+        )
         events = whole_log(store)
         assert store.overtaken, (
             f"no held append was overtaken by the listener within {HOLD_S}s ({len(store.timed_out)} timed "
@@ -549,7 +555,7 @@ def test_the_hold_overtakes_the_listener_so_a_window_shorter_than_it_misses_even
             mark = (store.load_checkpoint(ORDERS_LISTENER) or {}).get("at")
             return mark is not None and mark >= newest and not store.unfinished_runs()
 
-        poll_until(caught_up, FINISH_S)
+        wait_until(caught_up, timeout=FINISH_S, what="the listener caught up with every order")
         events = whole_log(store)
         missed = {
             e.id
@@ -653,7 +659,11 @@ def test_a_failed_append_of_a_triggered_run_still_gives_one_run(kind: Kind) -> N
         for i in range(FAULT_ORDERS):
             assert orch.run(order_flow(i), timeout=30) == i
         with faulty.unfaulted():
-            poll_until(lambda: chain_complete(whole_log(store), FAULT_ORDERS), FINISH_S)
+            wait_until(
+                lambda: chain_complete(whole_log(store), FAULT_ORDERS),
+                timeout=FINISH_S,
+                what="the chain complete",
+            )
             events = whole_log(store)
             kept = [faulty.inner.find_one({"_id": doc["_id"]}) for doc in fault.snapshot]
         assert fault.hits == 1, f"the {kind} fault did not fire"
@@ -744,7 +754,11 @@ def test_a_listener_whose_turn_fails_retries_and_the_others_go_on(
             runs = [store.read(triggered_run(AUDIT, e.id)) for e in placed]
             return all(run and run[-1].type in ev.RUN_TERMINAL for run in runs)
 
-        poll_until(lambda: audited() and store.failures >= 2, FINISH_S)  # the other listeners went on
+        wait_until(  # the other listeners went on
+            lambda: audited() and store.failures >= 2,
+            timeout=FINISH_S,
+            what="every order audited, and two injected failures of receipts",
+        )
         assert orch.run(call("archive_order", 99), timeout=30) == 99  # and so does the orchestrator
         placed = [e for e in whole_log(store) if e.type == ORDER_PLACED]
         if fault in ("read_feed", "trigger_before"):
@@ -757,7 +771,7 @@ def test_a_listener_whose_turn_fails_retries_and_the_others_go_on(
                 mine = Counter(k for k in keys if k.startswith(f"listener:{ORDERS_LISTENER}:"))
                 return any(n > 1 for n in mine.values())
 
-            poll_until(replayed, FINISH_S)
+            wait_until(replayed, timeout=FINISH_S, what="a trigger of receipts replayed")
         assert store.failures >= 2
 
         store.active.clear()
@@ -767,7 +781,7 @@ def test_a_listener_whose_turn_fails_retries_and_the_others_go_on(
             pending, _ = store.read_feed(position, [ORDER_PLACED], 100)
             return not pending and chain_complete(whole_log(store), FAULT_ORDERS, WITH_AUDIT)
 
-        poll_until(caught_up, FINISH_S)
+        wait_until(caught_up, timeout=FINISH_S, what="receipts caught up, the chain complete")
         events = whole_log(store)
         assert check_exactly_once(events, FAULT_ORDERS, WITH_AUDIT) == 3 * FAULT_ORDERS
         assert check_runs(events) == 4 * FAULT_ORDERS + 1

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.evolve import fold
 from orchestrator.store import open_store
 from tests.commands import make_registry
+from tests.support.polling import wait_until
 
 OWNER = """
 import sys
@@ -32,15 +32,6 @@ run = orch.submit(flow)
 print(run.id, flush=True)
 run.result()
 """
-
-
-def poll(condition, seconds: float = 30.0) -> None:
-    waiting = threading.Event()
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        waiting.wait(0.02)
-    raise AssertionError(f"condition not met within {seconds}s")
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def dispatched(home: Path, run: str, node: str) -> bool:
 
 def test_a_run_survives_sigkill_of_its_orchestrator(owner) -> None:
     process, run, home, gate = owner
-    poll(lambda: dispatched(home, run, "r.1"))
+    wait_until(lambda: dispatched(home, run, "r.1"), timeout=30.0, what="r.1 dispatched by the owner")
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     before = open_store(None, home=home, read_only=True)
@@ -89,7 +80,7 @@ def test_a_run_survives_sigkill_of_its_orchestrator(owner) -> None:
 
 def test_a_corrupt_run_is_refused_and_other_runs_go_on(owner) -> None:
     process, run, home, gate = owner
-    poll(lambda: dispatched(home, run, "r.1"))
+    wait_until(lambda: dispatched(home, run, "r.1"), timeout=30.0, what="r.1 dispatched by the owner")
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     with sqlite3.connect(home / "events.sqlite3") as db:  # damage a copy of the run under another id

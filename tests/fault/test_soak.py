@@ -33,8 +33,9 @@ from orchestrator.core.planner import RESTART_REDISPATCHES
 from orchestrator.core.stored_names import INTERRUPTED
 from orchestrator.store import open_store
 from tests.commands import ledger_read
-from tests.fault.soak_commands import Owners, count_and_sum, poll
+from tests.fault.soak_commands import Owners, count_and_sum
 from tests.support.invariants import check
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,12 @@ class Rounds:
 
     def wait_for_progress(self, process: subprocess.Popen[bytes], baseline: int, what: str) -> None:
         """Until an outcome beyond ``baseline`` is logged, or the owner ends."""
-        poll(lambda: process.poll() is not None or self.progress() > baseline, 20, what)
+        wait_until(
+            lambda: process.poll() is not None or self.progress() > baseline,
+            timeout=20.0,
+            what=what,
+            every=0.005,
+        )
 
 
 def snapshot(home: Path, runs: list[str]) -> dict[str, list[Event]]:

@@ -16,7 +16,6 @@ log (checked by the command itself as it starts, not only at the end).
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from orchestrator.store.mongo import MongoStore
 from tests.commands import ledger_append, ledger_read, make_registry, wait_for_file
 from tests.support.faulty_store import Docs, Fault, FaultyCollection, Kind, Match, faulty_store, has_type
 from tests.support.invariants import ACCEPTED, check
+from tests.support.polling import wait_until
 
 QUICK = RetryPolicy(max_attempts=3, initial_delay=timedelta(milliseconds=20), jitter=0)
 OUTAGE_S = 0.4
@@ -230,18 +230,6 @@ def submit(orch: Orchestrator, flow: Node, key: str | None = None) -> str:
     return run
 
 
-def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    pause = threading.Event()
-    for _ in range(int(seconds / 0.01) + 1):
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        pause.wait(0.01)
-    assert predicate(), f"{what} within {seconds}s"
-
-
 def crashed_owner(store: MongoStore, ledger: str, gate: str) -> str:
     """A run whose orchestrator stopped with both branches in flight, as if it had died there.
 
@@ -253,13 +241,15 @@ def crashed_owner(store: MongoStore, ledger: str, gate: str) -> str:
 
     def release_when_stopped() -> None:
         try:
-            wait_until(lambda: not owner.engine._thread.is_alive(), RESULT_S, "the first engine stopped")
+            wait_until(
+                lambda: not owner.engine._thread.is_alive(), timeout=RESULT_S, what="the first engine stopped"
+            )
         finally:
             Path(gate).touch()  # always, or the owner's close would wait for its commands
 
     with owner:
         run = submit(owner, blocking(ledger, gate))
-        wait_until(lambda: len(ledger_read(ledger)) == 2, RESULT_S, "both branches started")
+        wait_until(lambda: len(ledger_read(ledger)) == 2, timeout=RESULT_S, what="both branches started")
         releaser = threading.Thread(target=release_when_stopped, name="release-gate")
         releaser.start()
     releaser.join(RESULT_S)
@@ -439,7 +429,7 @@ def test_the_store_reports_each_fault_as_unavailable_and_an_append_again_complet
     assert fault.hits == 1
     with faulty.unfaulted():
         assert [e.seq for e in store.read("r1")] == list(range(1, landed + 1))
-    wait_until(lambda: not faulty.down, 1.0, "the outage ended")
+    wait_until(lambda: not faulty.down, timeout=1.0, what="the outage ended")
     store.append(batch)  # idempotent by _id: what landed is skipped, the rest written
     assert [e.seq for e in store.read("r1")] == [1, 2, 3, 4]
     assert faulty.inner.count_documents({}) == 4
@@ -453,7 +443,7 @@ def test_an_outage_refuses_reads_too_until_its_deadline() -> None:
         store.read("r1")
     with pytest.raises(StoreUnavailable):
         store.unfinished_runs()
-    wait_until(lambda: not faulty.down, 1.0, "the outage ended")
+    wait_until(lambda: not faulty.down, timeout=1.0, what="the outage ended")
     assert [e.seq for e in store.read("r1")] == [1]
     assert faulty.refused == Counter({"events.find": 2})
 

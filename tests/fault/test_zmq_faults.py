@@ -34,7 +34,8 @@ from tests.commands import LedgerEntry, ledger_read
 from tests.fault.zmq_peers import FORGER, RawPeer, bad_hellos, forged_done, junk_frames, oversize_frame
 from tests.support.invariants import ACCEPTED, Tally, check
 from tests.support.logs import read_log
-from tests.support.zmq_cluster import Proc, free_endpoint, poll_until, service, worker
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import READY_S, Proc, free_endpoint, service, worker
 from workers.zmq import ZmqExecutor, make_keypair
 from workers.zmq.hub import WorkerInfo
 from workers.zmq.security import ServerKeys
@@ -77,7 +78,11 @@ class Cluster:
 
     def live(self, count: int) -> list[WorkerInfo]:
         """Until the hub sees exactly ``count`` live workers."""
-        return poll_until(lambda: found if len(found := self.executor.workers()) == count else None)
+        return wait_until(
+            lambda: found if len(found := self.executor.workers()) == count else None,
+            timeout=READY_S,
+            what=f"exactly {count} live workers",
+        )
 
     def pids(self) -> set[int]:
         """The pids of the live workers (their default name is ``host:pid``)."""
@@ -176,10 +181,16 @@ def test_a_worker_killed_mid_command_has_its_attempt_rerun_elsewhere(
     cluster.live(2)
     gate = tmp_path / "gate"
     run = cluster.orch.submit(wait_call(cluster, gate, "survived"))
-    [first] = poll_until(lambda: cluster.executions(run.id))
+    [first] = wait_until(
+        lambda: cluster.executions(run.id), timeout=READY_S, what="the first attempt running"
+    )
     killed_at = time.monotonic()
     procs[first.pid].kill()
-    [second] = poll_until(lambda: [e for e in cluster.executions(run.id) if e.attempt == 2])
+    [second] = wait_until(
+        lambda: [e for e in cluster.executions(run.id) if e.attempt == 2],
+        timeout=READY_S,
+        what="attempt 2 running",
+    )
     rerun_s = time.monotonic() - killed_at
     gate.touch()
 
@@ -207,31 +218,43 @@ def test_a_frozen_worker_is_declared_dead_then_its_late_result_ignored_and_it_re
     cluster.live(2)
     hub, gate = cluster.executor.hub, tmp_path / "gate"
     run = cluster.orch.submit(wait_call(cluster, gate, "first answer"))
-    [first] = poll_until(lambda: cluster.executions(run.id))
+    [first] = wait_until(
+        lambda: cluster.executions(run.id), timeout=READY_S, what="the first attempt running"
+    )
     frozen = procs.pop(first.pid)
     [other] = procs.values()
 
     frozen.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
-    poll_until(lambda: hub.stats["forgotten"] >= 1)
+    wait_until(lambda: hub.stats["forgotten"] >= 1, timeout=READY_S, what="the frozen worker declared dead")
     declared_s = time.monotonic() - stopped_at
-    [second] = poll_until(lambda: [e for e in cluster.executions(run.id) if e.attempt == 2])
+    [second] = wait_until(
+        lambda: [e for e in cluster.executions(run.id) if e.attempt == 2],
+        timeout=READY_S,
+        what="attempt 2 running",
+    )
     assert second.pid == other.pid
     gate.touch()  # both attempts may finish now; only the running one can, until SIGCONT
     assert run.result(TERMINAL_S) == "first answer"
 
     frozen.signal(signal.SIGCONT)
-    late = poll_until(lambda: [e for e in cluster.orch.events(run.id) if e.type == ev.OUTCOME_IGNORED])
+    late = wait_until(
+        lambda: [e for e in cluster.orch.events(run.id) if e.type == ev.OUTCOME_IGNORED],
+        timeout=READY_S,
+        what="the late outcome recorded and ignored",
+    )
     assert [(e.attempt, e.data["reason"]) for e in late] == [(1, "late")], hub.stats
     assert cluster.orch.result(run.id, TERMINAL_S) == "first answer"
     assert cluster.orch.state(run.id).status == "succeeded"
     tally = cluster.check(run.id, nodes=1)
     assert tally.dispatches == 2 and tally.ignored == 1
 
-    poll_until(lambda: cluster.pids() == {frozen.pid, other.pid})  # it said hello again
+    wait_until(  # it said hello again
+        lambda: cluster.pids() == {frozen.pid, other.pid}, timeout=READY_S, what="the thawed worker back"
+    )
     assert hub.stats["hello"] == 3 and hub.stats["forgotten"] == 1
     other.kill()
-    poll_until(lambda: cluster.pids() == {frozen.pid})
+    wait_until(lambda: cluster.pids() == {frozen.pid}, timeout=READY_S, what="only the thawed worker live")
     again = cluster.orch.submit(call("ledgered", "again", ledger=cluster.ledger))
     assert again.result(TERMINAL_S) == "again"
     assert {e.pid for e in cluster.executions(again.id)} == {frozen.pid}
@@ -267,12 +290,22 @@ def test_a_result_held_while_the_service_is_down_is_stored_once_after_restart(tm
         working = stack.enter_context(worker(endpoint, tmp_path, heartbeat_s=HEARTBEAT_S))
         client = stack.enter_context(Client(endpoint))
         run = client.submit(call("ledgered_wait", ledger, str(gate), "kept", str(finished)))
-        poll_until(lambda: [e for e in ledger_read(ledger) if e.run == run])
+        wait_until(
+            lambda: [e for e in ledger_read(ledger) if e.run == run],
+            timeout=READY_S,
+            what="the command started",
+        )
 
         first.kill()
         gate.touch()
-        poll_until(finished.exists)  # the command is over while no service can take its outcome
-        poll_until(lambda: "went silent" in working.output())
+        wait_until(  # the command is over while no service can take its outcome
+            finished.exists, timeout=READY_S, what="the command finished"
+        )
+        wait_until(
+            lambda: "went silent" in working.output(),
+            timeout=READY_S,
+            what="the worker saw the service go silent",
+        )
         restarted_at = time.monotonic()
         stack.enter_context(service(endpoint, home, tmp_path, heartbeat_s=HEARTBEAT_S))
         assert client.result(run, timeout=TERMINAL_S) == "kept"
@@ -313,7 +346,7 @@ def test_junk_and_forged_frames_never_reach_the_log(
     cluster.live(1)
     hub, gate = cluster.executor.hub, tmp_path / "gate"
     run = cluster.orch.submit(wait_call(cluster, gate, "legit"))
-    poll_until(lambda: cluster.executions(run.id))
+    wait_until(lambda: cluster.executions(run.id), timeout=READY_S, what="the command running")
 
     junk = [*junk_frames(seed), *bad_hellos()]
     forged = forged_done(run.id, "r", 1)
@@ -328,7 +361,11 @@ def test_junk_and_forged_frames_never_reach_the_log(
             peer.send(forged_done(run.id, "r", attempt))
         replies = peer.replies(TERMINAL_S, until=1)
     expected = len(junk) + len(several)
-    poll_until(lambda: hub.stats["malformed"] >= expected and hub.stats["unknown"] >= 2)
+    wait_until(
+        lambda: hub.stats["malformed"] >= expected and hub.stats["unknown"] >= 2,
+        timeout=READY_S,
+        what=f"{expected} malformed messages and 2 unknown ones counted",
+    )
     with RawPeer(cluster.executor.endpoint) as big:
         assert big.connected()
         big.send(oversize_frame())
@@ -362,7 +399,7 @@ def test_with_curve_peers_without_an_authorized_key_get_nothing_in(
     cluster.live(1)
     hub, gate = cluster.executor.hub, tmp_path / "gate"
     run = cluster.orch.submit(wait_call(cluster, gate, "legit"))
-    poll_until(lambda: cluster.executions(run.id))
+    wait_until(lambda: cluster.executions(run.id), timeout=READY_S, what="the command running")
 
     intruders: dict[str, dict[str, Path]] = {
         "no keys": {},
@@ -374,7 +411,11 @@ def test_with_curve_peers_without_an_authorized_key_get_nothing_in(
         with RawPeer(cluster.executor.endpoint, **peer_keys) as peer:
             peer.send(next(bad_hellos()))
             peer.send(forged_done(run.id, "r", 1))
-            poll_until(lambda: hub.stats["refused_handshake"] > refused)  # noqa: B023 (used at once)
+            wait_until(
+                lambda: hub.stats["refused_handshake"] > refused,  # noqa: B023 (used at once)
+                timeout=READY_S,
+                what=f"the handshake of {name!r} refused",
+            )
             assert peer.replies(3 * HEARTBEAT_S) == [], name
 
     assert hub.stats["refused_handshake"] >= len(intruders)
@@ -440,10 +481,12 @@ def test_sigterm_drains_a_worker(
     cluster.live(1)
     gate = tmp_path / "gate"
     run = cluster.orch.submit(wait_call(cluster, gate, "drained"))
-    poll_until(lambda: cluster.executions(run.id))
+    wait_until(lambda: cluster.executions(run.id), timeout=READY_S, what="the command running")
 
     leaving.signal(signal.SIGTERM)
-    poll_until(lambda: "is draining" in caplog.text)
+    wait_until(
+        lambda: "is draining" in caplog.text, timeout=READY_S, what="the service logged the worker draining"
+    )
     later = cluster.orch.submit(call("ledgered", "later", ledger=cluster.ledger))
     gate.touch()
     assert run.result(TERMINAL_S) == "drained"

@@ -10,12 +10,9 @@ it, and computes what the event asked for.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +22,7 @@ from orchestrator.core.listening import trigger_key
 from tests.commands import make_registry
 from tests.integration.listener_commands import answer_tick
 from tests.support.celery_worker import CeleryWorker
+from tests.support.polling import wait_until
 from tests.support.zmq_cluster import wait_for_workers, worker
 
 pytest_plugins = ["tests.support.redis_server", "tests.support.celery_worker"]
@@ -50,17 +48,14 @@ def answered_everywhere(orch: Orchestrator) -> None:
     for event in emitted:
         for listener in LISTENERS:
             triggered = run_for_key(trigger_key(listener, event.id, 0))
-            poll(lambda: orch.events(triggered), f"{listener} answered {event.type}")  # noqa: B023
+            wait_until(
+                lambda: orch.events(triggered),  # noqa: B023
+                timeout=WAIT_S,
+                what=f"{listener} answered {event.type}",
+            )
             assert orch.result(triggered, timeout=WAIT_S) == event.data["index"] + 1
             (submitted, *_) = orch.events(triggered)
             assert (submitted.causation, submitted.correlation) == (event.id, run.id)
-
-
-def poll(condition: Callable[[], Any], what: str) -> None:
-    deadline, pause = time.monotonic() + WAIT_S, threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
-        pause.wait(0.02)
 
 
 @pytest.mark.parametrize("executor", ["inline", "asyncio", "threads://2", "processes://2"])

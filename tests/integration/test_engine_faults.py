@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -35,6 +34,7 @@ from orchestrator.core.flows import encode_flow
 from orchestrator.core.state import NO_INPUT
 from orchestrator.store.memory import MemoryStore
 from tests.simulation import Simulation
+from tests.support.polling import wait_until
 from workers.execution import execute
 from workers.inline import InlineExecutor
 
@@ -186,15 +186,6 @@ def orchestrator(store: MemoryStore, executor: Any = "threads://2") -> Orchestra
     return Orchestrator(make_registry(), executor=executor, store=store)
 
 
-def poll(predicate: Any, seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.01)
-    return predicate()
-
-
 # --- 1. decide's drafts are applied as a batch although one can invalidate the next -----------
 
 
@@ -218,7 +209,11 @@ def test_a_resumed_run_whose_log_ends_at_submission_is_driven_on_start() -> None
     flow = encode_flow(call("noop", 1))
     store.append([Event("r1", 1, ev.RUN_SUBMITTED, FakeClock().now(), data={"flow": flow, "name": None})])
     with orchestrator(store):
-        assert poll(lambda: any(e.type == ev.RUN_SUCCEEDED for e in store.read("r1")))
+        wait_until(
+            lambda: any(e.type == ev.RUN_SUCCEEDED for e in store.read("r1")),
+            timeout=3.0,
+            what="the resumed run succeeded",
+        )
 
 
 def test_a_partially_written_turn_does_not_leave_run_waiting_forever() -> None:
@@ -258,7 +253,12 @@ def test_a_refused_dispatch_ends_the_attempt_as_lost_and_the_policy_retries_it()
 def test_an_append_failure_does_not_run_a_finished_attempt_again() -> None:
     with orchestrator(FailSucceededOnce()) as orch:
         assert orch.run(call("counted", 1), timeout=5) == 1
-        assert poll(lambda: len(executions) >= 2, 0.5) is False, executions
+        try:  # a check that something does NOT happen: a second execution, at any time within 0.5 s
+            wait_until(lambda: len(executions) >= 2, timeout=0.5, what="a second execution")
+        except AssertionError:
+            pass  # 0.5 s went by without one, as it should
+        else:
+            pytest.fail(f"the finished attempt ran again: {executions}")
 
 
 # --- 6. one event too big for the store stalls its run (and every run batched with it) ----------
@@ -324,9 +324,9 @@ def test_close_answers_runs_still_being_waited_on() -> None:
     orch = Orchestrator(commands, executor="threads://2", store=MemoryStore()).start()
     with ThreadPoolExecutor(2) as pool:
         waiting = pool.submit(orch.run, call("wait"), timeout=3)
-        assert poll(lambda: bool(orch.engine._live))
+        wait_until(lambda: bool(orch.engine._live), timeout=3.0, what="the run live in the engine")
         closing = pool.submit(orch.close)
-        assert poll(lambda: not orch.engine._thread.is_alive())
+        wait_until(lambda: not orch.engine._thread.is_alive(), timeout=3.0, what="the engine thread stopped")
         gate.set()
         closing.result(5)
         with pytest.raises(Exception) as caught:

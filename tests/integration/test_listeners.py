@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +51,7 @@ from tests.integration.listener_commands import (
     make_registry,
     only_even,
 )
+from tests.support.polling import wait_until
 from workers.threads import ThreadExecutor
 
 KINDS = ["memory", "mongomock", "embedded"]
@@ -75,19 +75,6 @@ def orchestrator(kind: str, tmp_path: Path, **options: Any) -> Iterator[Orchestr
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """``condition()``'s first truthy value, checked every 20 ms until ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        pause.wait(0.02)
 
 
 def feed(orch: Orchestrator) -> FeedStore:
@@ -117,7 +104,11 @@ def is_past(orch: Orchestrator, listener: Listener, event_id: str) -> bool:
 
 
 def wait_past(orch: Orchestrator, listener: Listener, event_id: str) -> None:
-    poll(lambda: is_past(orch, listener, event_id), f"listener {listener.name!r} past {event_id}")
+    wait_until(
+        lambda: is_past(orch, listener, event_id),
+        timeout=WAIT_S,
+        what=f"listener {listener.name!r} past {event_id}",
+    )
 
 
 def triggered_run(listener: str, event: Event, index: int = 0) -> str:
@@ -126,9 +117,10 @@ def triggered_run(listener: str, event: Event, index: int = 0) -> str:
 
 def wait_for_run(orch: Orchestrator, run: str) -> list[Event]:
     """The run's log once it has finished."""
-    return poll(
+    return wait_until(
         lambda: (found := orch.events(run)) and found[-1].type in ev.RUN_TERMINAL and found,
-        f"run {run} finished",
+        timeout=WAIT_S,
+        what=f"run {run} finished",
     )
 
 
@@ -227,9 +219,10 @@ def test_a_duplicate_outcomes_events_are_not_logged_but_named(tmp_path: Path) ->
         flow = parallel(call("emits", ["order.placed"]), call("emits", ["order.paid", "order.shipped"]))
         run = orch.submit(flow)
         assert run.result(timeout=WAIT_S) == [1, 2]
-        ignored = poll(
+        ignored = wait_until(
             lambda: len(found := emitted_by(orch, run.id, ev.OUTCOME_IGNORED)) == 2 and found,
-            "both duplicates recorded",
+            timeout=WAIT_S,
+            what="both duplicates recorded",
         )
         counts = Counter(event.type for event in orch.events(run.id))
     assert counts["order.placed"] == counts["order.paid"] == counts["order.shipped"] == 1
@@ -250,7 +243,11 @@ def test_a_late_outcomes_events_are_not_logged_but_named(tmp_path: Path) -> None
         with pytest.raises(RunFailed, match="timeout"):
             run.result(timeout=WAIT_S)
         gate(gate_name).set()
-        (ignored,) = poll(lambda: emitted_by(orch, run.id, ev.OUTCOME_IGNORED), "the late outcome recorded")
+        (ignored,) = wait_until(
+            lambda: emitted_by(orch, run.id, ev.OUTCOME_IGNORED),
+            timeout=WAIT_S,
+            what="the late outcome recorded",
+        )
         assert emitted_by(orch, run.id, "work.late") == []
     assert ignored.data["reason"] == "late" and ignored.data["ok"] is True
     assert ignored.data["discarded_events"] == ["work.late"]
@@ -304,9 +301,9 @@ def test_a_process_listener_whose_child_dies_is_answered_by_a_fresh_child(tmp_pa
         run = orch.submit(call("mark", marker))
         run.result(timeout=WAIT_S)
         (marked,) = emitted_by(orch, run.id, "order.marked")
-        poll(lambda: os.path.exists(marker), "the first child died")
+        wait_until(lambda: os.path.exists(marker), timeout=WAIT_S, what="the first child died")
         answered_run = triggered_run("dies-once", marked)
-        poll(lambda: orch.events(answered_run), "a fresh child answered the event", timeout_s=5.0)
+        wait_until(lambda: orch.events(answered_run), timeout=5.0, what="a fresh child answered the event")
         result = orch.result(answered_run, timeout=WAIT_S)
     assert result[0] == "answered after a crash" and result[1] != os.getpid()
 
@@ -320,7 +317,11 @@ def test_an_event_that_kills_the_listeners_process_is_its_failure_and_the_others
             orch.run(call("place_order", order), timeout=WAIT_S)
         placed = {event.data["id"]: event for event in of_type(whole_log(orch), ORDER_PLACED)}
         runs = {order: triggered_run("poisoned", event) for order, event in placed.items()}
-        poll(lambda: all(orch.events(run) for run in runs.values()), "every order answered or failed")
+        wait_until(
+            lambda: all(orch.events(run) for run in runs.values()),
+            timeout=WAIT_S,
+            what="every order answered or failed",
+        )
         failed = {order for order, run in runs.items() if orch.state(run).status == "failed"}
         answered = {
             order: orch.result(run, timeout=WAIT_S)[0] for order, run in runs.items() if order % 2 == 0
@@ -341,7 +342,11 @@ def test_a_process_listener_that_dies_costs_another_process_listener_nothing(tmp
             orch.run(call("place_order", order), timeout=WAIT_S)
         placed = of_type(whole_log(orch), ORDER_PLACED)
         innocent = [triggered_run("innocent", event) for event in placed]
-        poll(lambda: all(orch.events(run) for run in innocent), "every order answered by the innocent")
+        wait_until(
+            lambda: all(orch.events(run) for run in innocent),
+            timeout=WAIT_S,
+            what="every order answered by the innocent",
+        )
         statuses = {orch.result(run, timeout=WAIT_S)[0] for run in innocent}
     assert statuses == {event.data["id"] for event in placed}
 
@@ -532,7 +537,7 @@ def test_a_self_triggering_cascade_stops_at_the_cascade_limit(kind: str, tmp_pat
                     return event
             return None
 
-        cut_failed = poll(cut, "the chain cut with CascadeLimit")
+        cut_failed = wait_until(cut, timeout=WAIT_S, what="the chain cut with CascadeLimit")
         for ping in of_type(whole_log(orch), PING):
             wait_past(orch, pinger, ping.id)
         wait_past(orch, alarm, cut_failed.id)

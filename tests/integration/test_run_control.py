@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from orchestrator import (
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from tests.commands import ledger_read, make_registry
+from tests.support.polling import wait_until
 
 DEADLINE_S = 30.0
 
@@ -41,15 +41,6 @@ def registry() -> Any:
     commands = make_registry()
     commands.register("fails_until", fails_until)
     return commands
-
-
-def poll(condition: Any, seconds: float = DEADLINE_S) -> None:
-    waiting = threading.Event()
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        waiting.wait(0.01)
-    raise AssertionError(f"condition not met within {seconds}s")
 
 
 @pytest.fixture
@@ -71,13 +62,21 @@ def test_a_cancelled_run_dispatches_nothing_more_and_ends_cancelled(
 ) -> None:
     gate = tmp_path / "gate"
     run = orch.submit(sequence(call("wait_for_file", str(gate), 1), call("inc"), call("inc")))
-    poll(lambda: any(e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)))
+    wait_until(
+        lambda: any(e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)),
+        timeout=DEADLINE_S,
+        what="the first step dispatched",
+    )
 
     run.cancel("no longer needed")
     with pytest.raises(RunCancelled):
         run.result(DEADLINE_S)
     gate.touch()  # the running step finishes; its outcome is recorded and ignored
-    poll(lambda: any(e.type == ev.OUTCOME_IGNORED for e in orch.events(run.id)))
+    wait_until(
+        lambda: any(e.type == ev.OUTCOME_IGNORED for e in orch.events(run.id)),
+        timeout=DEADLINE_S,
+        what="the running step's outcome recorded and ignored",
+    )
 
     events = orch.events(run.id)
     assert run.status() == "cancelled"
@@ -169,7 +168,11 @@ def test_retry_refuses_running_and_succeeded_runs(orch: Orchestrator, tmp_path: 
 def test_a_cancelled_run_can_be_retried(orch: Orchestrator, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run = orch.submit(sequence(call("inc", 1), call("wait_for_file", str(gate)).si(), call("inc", 5).si()))
-    poll(lambda: any(e.node == "r.1" and e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)))
+    wait_until(
+        lambda: any(e.node == "r.1" and e.type == ev.COMMAND_DISPATCHED for e in orch.events(run.id)),
+        timeout=DEADLINE_S,
+        what="r.1 dispatched",
+    )
     run.cancel()
     gate.touch()
     assert orch.retry(run.id).result(DEADLINE_S) == 6

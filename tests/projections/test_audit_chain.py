@@ -16,9 +16,7 @@ import os
 import random
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from orchestrator.core.ports import FeedStore
 from projections.audit import AuditEntry, audit_chain, audit_trail, summarize
 from projections.indexes import ensure_indexes
 from tests.acceptance.listen_commands import ORDER_PLACED, RECEIPT_SENT, filed, receipt_for, registry
+from tests.support.polling import wait_until
 from workers.inline import InlineExecutor
 
 from . import reference
@@ -74,16 +73,6 @@ class Log:
         return doc
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after ``WAIT_S``."""
-    deadline = time.monotonic() + WAIT_S
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {WAIT_S}s waiting for {what}")
-        pause.wait(0.02)
-
-
 def logged(orch: Orchestrator, patterns: list[str]) -> list[dict[str, Any]]:
     """The stored documents of the events of these types, read through the store (safe beside its writers)."""
     assert isinstance(orch.store, FeedStore)
@@ -103,7 +92,7 @@ def record(*, failing: bool = False, home: Path | None = None, executor: Any = "
         lone = orch.submit(call("file_receipt", "lone@b")).id
         runs = 5 if failing else 4
         ends = sorted(ev.RUN_TERMINAL)
-        wait_until(lambda: len(logged(orch, ends)) >= runs, f"{runs} runs to finish")
+        wait_until(lambda: len(logged(orch, ends)) >= runs, timeout=WAIT_S, what=f"{runs} runs to finish")
         return Log(logged(orch, ["*"]), order, lone)
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from orchestrator.core.registry import Registry
 from tests import commands
-from tests.support.redis_server import wait_until
+from tests.support.polling import wait_until
 from workers.celery.app import make_app
 
 READY_TIMEOUT_S = 60.0
@@ -93,8 +93,8 @@ def celery_worker(broker: str, queue: str, workdir: Path) -> Iterator[CeleryWork
     try:
         wait_until(
             lambda: process.poll() is not None or bool(app.control.ping([name], timeout=0.5)),
-            READY_TIMEOUT_S,
-            f"the Celery worker answered a ping (log: {log_path})",
+            timeout=READY_TIMEOUT_S,
+            what=f"the Celery worker answered a ping (log: {log_path})",
         )
         if process.poll() is not None:
             raise AssertionError(

@@ -11,14 +11,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.polling import wait_until
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -28,16 +28,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
-    """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout_s}s")
-        pause.wait(interval_s)
 
 
 @contextmanager
@@ -55,7 +45,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1)
         wait_until(
-            lambda: process.poll() is not None or _answers(client), START_TIMEOUT_S, "redis-server ready"
+            lambda: process.poll() is not None or _answers(client),
+            timeout=START_TIMEOUT_S,
+            what="redis-server ready",
         )
         if process.poll() is not None:
             raise AssertionError(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 
 from orchestrator.core.registry import Registry
 from tests import commands
+from tests.support.polling import wait_until
 
 READY_S = 30.0
 REPO = Path(__file__).resolve().parents[2]
@@ -175,7 +176,11 @@ def service(
     args = ["serve", "--bind", endpoint, "--home", str(home), "--heartbeat", str(heartbeat_s), *extra]
     proc = _start(args, log)
     try:
-        poll_until(lambda: "serving on" in proc.output() or proc.popen.poll() is not None, READY_S)
+        wait_until(
+            lambda: "serving on" in proc.output() or proc.popen.poll() is not None,
+            timeout=READY_S,
+            what=f"evenflow serve said it serves (log: {log})",
+        )
         if proc.popen.poll() is not None:
             raise AssertionError(f"evenflow serve exited with {proc.popen.returncode}:\n{proc.output()}")
         yield proc
@@ -184,19 +189,10 @@ def service(
             proc.kill()
 
 
-def poll_until(condition: Callable[[], Any], timeout_s: float = READY_S, interval_s: float = 0.02) -> Any:
-    """``condition()``'s first truthy value, checked until ``timeout_s``; AssertionError after."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        pause.wait(interval_s)
-
-
 def wait_for_workers(executor: Any, count: int, timeout_s: float = READY_S) -> list[Any]:
     """Until a ``ZmqExecutor`` sees ``count`` live workers."""
-    return poll_until(lambda: (found := executor.workers()) and len(found) >= count and found, timeout_s)
+    return wait_until(
+        lambda: (found := executor.workers()) and len(found) >= count and found,
+        timeout=timeout_s,
+        what=f"{count} live workers",
+    )

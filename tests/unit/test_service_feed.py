@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.listening import Trigger
 from orchestrator.listeners.service_feed import MAX_WAIT_S, listener_request
 from orchestrator.store import MemoryStore
+from tests.support.polling import wait_until
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 DEADLINE_S = 30.0
@@ -37,11 +38,16 @@ def test_a_held_feed_request_answers_with_what_is_appended_while_it_waits() -> N
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(listener_request, store, never, "feed", body, wait)
         store.append([Event("r", 1, "order.placed", AT, data={"id": 1})])
-        deadline = time.monotonic() + DEADLINE_S
-        while not answer.done() and time.monotonic() < deadline:  # it may have read before the append
-            with appended:
+
+        def nudged_until_answered() -> bool:
+            if answer.done():
+                return True
+            with appended:  # it may have read before the append
                 appended.notify_all()
-            threading.Event().wait(0.01)
+            return False
+
+        with suppress(AssertionError):  # bounded nudging; the wait that fails is answer.result below
+            wait_until(nudged_until_answered, timeout=DEADLINE_S, what="the feed request answered")
         reply = answer.result(timeout=DEADLINE_S)
     assert [(doc["_id"], doc["type"]) for doc in reply["events"]] == [(ev.event_id("r", 1), "order.placed")]
     assert reply["position"] != head
