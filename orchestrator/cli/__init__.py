@@ -8,7 +8,6 @@ non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import logging
@@ -16,48 +15,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..core.errors import ConfigurationError, EvenflowError, RunFailed
 from ..core.flows import Node
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
+from .termination import STOPPED, Terminated, terminable, terminate
 
 EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread: every ``with`` unwinds, so the orchestrator logs and closes."""
-
-
-def _terminate(*_: object) -> None:
-    raise Terminated
-
-
-DRAIN_S = 3.0
-"""On SIGTERM, how long outcomes of commands in flight are still logged before the process leaves."""
-
-
-@contextlib.contextmanager
-def terminable(orch: Any) -> Iterator[None]:
-    """On SIGTERM inside the block: log what can be logged within ``DRAIN_S``, then exit 0 at once.
-
-    Commands still running are not waited for (a thread cannot be stopped, and
-    a long one would hold the exit); the log shows them dispatched, so
-    ``evenflow resume`` sends them again as new attempts.
-    """
-    try:
-        yield
-    except Terminated:
-        closing = threading.Thread(target=orch.close, kwargs={"drain_s": DRAIN_S}, daemon=True)
-        closing.start()
-        closing.join(DRAIN_S + 5.0)
-        print("evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,12 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)  # serve and worker put their own drains in place
+        signal.signal(signal.SIGTERM, terminate)  # serve and worker put their own drains in place
     try:
         code: int = args.handler(args)
         return code
     except Terminated:
-        print("evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running", file=sys.stderr)
+        print(STOPPED, file=sys.stderr)
         return 0
     except RunFailed as exc:
         if args.debug:

@@ -14,10 +14,10 @@ from typing import Any
 
 from ..core.errors import EvenflowError, RunFailed, StoreLocked
 from ..core.registry import Registry
-from . import terminable
 from .arguments import run_id
 from .remote import client_keys
 from .render import to_json
+from .termination import terminable
 
 Adder = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[str, type, str], Any]
