@@ -22,7 +22,9 @@ from functools import cached_property
 from typing import Any
 
 from ..core.errors import ConfigurationError, CorruptEvent, RunNotFound
-from ..core.events import KNOWN_TYPES
+from ..core.events import KNOWN_TYPES, Event
+from ..core.ports import EventStore
+from ..store import StoreAbilities, abilities, open_store
 from .arguments import run_id
 from .render import table, to_json
 from .timespec import parse_moment
@@ -31,37 +33,36 @@ from .timespec import parse_moment
 class Source:
     """What the query commands read: the log's ``events`` collection and the ``runs`` read model.
 
-    On MongoDB both are stored collections (``runs`` caught up with the log
-    first). Elsewhere ``runs`` is rebuilt in memory by feeding the journal
-    through the same reducer the engine uses, and ``events`` (the embedded
-    store's in-process MongoDB mirror) is loaded only by the commands that
-    aggregate over events.
+    On a store that keeps read models beside its log (MongoDB) both are stored
+    collections (``runs`` caught up with the log first). Elsewhere ``runs`` is
+    rebuilt in memory by feeding the journal through the same reducer the
+    engine uses, and ``events`` (the embedded store's in-process MongoDB
+    mirror) is loaded only by the commands that aggregate over events.
     """
 
-    def __init__(self, store: Any, persistent: bool) -> None:
+    def __init__(self, store: EventStore) -> None:
         self.store = store
-        self.persistent = persistent
+        self.abilities = abilities(store)
 
     @property
     def events(self) -> Any:
-        events = getattr(self.store, "events", None)
-        if events is None:
+        if self.abilities.queries is None:
             raise ConfigurationError(
                 "this store has no collection to query; use the embedded store or mongodb://"
             )
-        return events
+        return self.abilities.queries.events
 
     @cached_property
     def runs(self) -> Any:
         from projections import RunsProjector, catch_up
         from projections.read_models import runs_beside
 
-        if self.persistent:
+        if self.abilities.read_models is not None:
             runs = runs_beside(self.events)
             catch_up(self.events, runs)
             return runs
         corrupt: dict[str, CorruptEvent] = {}
-        events = list(_every_event(self.store, lambda run, exc: corrupt.setdefault(run, exc)))
+        events = list(_every_event(self.abilities, lambda run, exc: corrupt.setdefault(run, exc)))
         for run, exc in corrupt.items():
             print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
         from ..store.faithful_mock import client
@@ -74,37 +75,29 @@ class Source:
         from projections import run_status
         from projections.run_tally import tally
 
-        if self.persistent:
+        if self.abilities.read_models is not None:
             return run_status(self.events, run)
         events = self.store.read(run)
         return tally(run, events) if events else None
 
 
-def _every_event(store: Any, on_corrupt: Callable[[str, CorruptEvent], Any]) -> Iterator[Any]:
-    scan = getattr(store, "scan", None)
-    if scan is not None:
-        yield from scan(on_corrupt)
-        return
-    events = getattr(store, "events", None)
-    if events is not None:
+def _every_event(can: StoreAbilities, on_corrupt: Callable[[str, CorruptEvent], Any]) -> Iterator[Event]:
+    """The whole log in order: scanned where the store can, else read from its ``events`` collection."""
+    if can.scan is not None:
+        yield from can.scan.scan(on_corrupt)
+    elif can.queries is not None:
         from ..store.encoding import decode
 
-        yield from (decode(doc) for doc in events.find({}).sort([("run", 1), ("seq", 1)]))
+        yield from (decode(doc) for doc in can.queries.events.find({}).sort([("run", 1), ("seq", 1)]))
 
 
 @contextmanager
 def source(args: argparse.Namespace) -> Iterator[Source]:
-    from ..store import open_store
-
     store = open_store(args.store, home=args.home, read_only=True)
     try:
-        yield Source(store, _persistent(args.store))
+        yield Source(store)
     finally:
         store.close()
-
-
-def _persistent(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("mongodb://", "mongodb+srv://"))
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -226,15 +219,13 @@ def _since(args: argparse.Namespace) -> datetime | None:
 def init_command(args: argparse.Namespace) -> int:
     from projections import ensure_indexes
 
-    from ..store import open_store
-
     store = open_store(args.store, home=args.home)
     try:
-        events = getattr(store, "events", None)
-        if events is None or not _persistent(args.store):
+        beside = abilities(store).read_models
+        if beside is None:
             print("the embedded store needs no indexes: its read models are built in memory")
             return 0
-        created = ensure_indexes(events.database)
+        created = ensure_indexes(beside.database)
     finally:
         store.close()
     print("\n".join(f"index {name}" for name in created) or "indexes already in place")

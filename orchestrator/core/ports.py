@@ -3,15 +3,21 @@
 Each has an in-memory twin (``orchestrator.store.memory``, ``workers.inline``,
 ``orchestrator.core.clock.FakeClock``) and a contract suite in ``tests/contract``
 that every implementation passes.
+
+Beyond ``EventStore``, what a store can do is one small protocol per ability
+(feed, leases, queries, read models, scans). ``orchestrator.store.abilities``
+checks them once when a store is opened; call sites ask its answer, never the
+store's class or attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from .envelope import Envelope, Outcome
+from .errors import CorruptEvent
 from .events import Event
 from .registry import Registry
 
@@ -103,6 +109,50 @@ class FeedStore(Protocol):
     def load_checkpoint(self, name: str) -> Position | None: ...
 
     def save_checkpoint(self, name: str, position: Position) -> None: ...
+
+
+class ReadOnlyFlag(Protocol):
+    """A store that says whether it was opened read-only (it then refuses appends and checkpoints).
+
+    A store without the flag is writable.
+    """
+
+    read_only: bool
+
+
+class QueryStore(Protocol):
+    """A store whose log the aggregation pipelines of ``projections`` can read as a collection, ``events``.
+
+    On MongoDB and mongomock it is the log itself; the embedded store's is an
+    in-process mirror loaded on first use. Not runtime-checkable on purpose:
+    before Python 3.12 ``isinstance`` reads ``events`` and so loads that mirror.
+    """
+
+    @property
+    def events(self) -> Any: ...
+
+
+class ReadModelStore(QueryStore, Protocol):
+    """A store whose ``events`` is the log itself, in a ``database`` that keeps read models beside it.
+
+    The ``runs`` read model is written there as batches land and caught up with
+    the log when an orchestrator starts; the query commands read it as stored.
+    Elsewhere read models live in memory and are rebuilt from the log.
+    """
+
+    @property
+    def database(self) -> Any: ...
+
+
+@runtime_checkable
+class ScanStore(Protocol):
+    """A store that reads its whole log in commit order, to rebuild read models in memory (embedded).
+
+    An event that does not decode raises ``CorruptEvent``, or with ``on_corrupt``
+    is reported with its run and the scan goes on.
+    """
+
+    def scan(self, on_corrupt: Callable[[str, CorruptEvent], None] | None = None) -> Iterator[Event]: ...
 
 
 class Clock(Protocol):

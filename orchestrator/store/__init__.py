@@ -8,24 +8,46 @@
 
 PyMongo (its ``bson`` too) and mongomock are imported only when a store needs
 them, so importing this package (and ``evenflow --help``) stays cheap.
+
+What a store can do beyond its log is asked once, when it is opened, with
+``abilities(store)``; call sites use the ``StoreAbilities`` it gives.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from orchestrator.core.errors import ConfigurationError
-from orchestrator.core.ports import EventStore
+from orchestrator.core.ports import (
+    EventStore,
+    FeedStore,
+    LeaseStore,
+    QueryStore,
+    ReadModelStore,
+    ReadOnlyFlag,
+    ScanStore,
+)
 
 if TYPE_CHECKING:
     from .embedded import EmbeddedStore
     from .memory import MemoryStore
     from .mongo import MongoStore
 
-__all__ = ["EmbeddedStore", "EventStore", "MemoryStore", "MongoStore", "default_home", "open_store"]
+__all__ = [
+    "EmbeddedStore",
+    "EventStore",
+    "MemoryStore",
+    "MongoStore",
+    "StoreAbilities",
+    "abilities",
+    "default_home",
+    "open_store",
+]
 
 URL_FORMS = (
     "no URL (the embedded store in --home / EVENFLOW_HOME)",
@@ -82,6 +104,69 @@ def open_store(
     raise ConfigurationError(
         f"unknown event store URL scheme {scheme or url!r}; use one of: {'; '.join(URL_FORMS)}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAbilities:
+    """What an opened store can do beyond its log: each ability is the store, typed by its protocol, or None.
+
+    ``leases`` is None also for a store opened read-only: it cannot renew a lease.
+    """
+
+    writable: bool
+    feed: FeedStore | None = None
+    leases: LeaseStore | None = None
+    queries: QueryStore | None = None
+    """Its log as the ``events`` collection that projections aggregate over."""
+    read_models: ReadModelStore | None = None
+    """Read models stored beside the log and caught up with it; else they are rebuilt in memory."""
+    scan: ScanStore | None = None
+
+
+def abilities(store: EventStore) -> StoreAbilities:
+    """Check once, when a store is opened, which ability protocols it implements.
+
+    Raises ``ConfigurationError`` for an object that is no ``EventStore``.
+    Members are looked up without being run, so the embedded store's ``events``
+    (a mirror loaded on first use) is not loaded by asking.
+    """
+    if not _offers(store, EventStore):
+        raise ConfigurationError(
+            f"{store!r:.80} is not an event store (it needs append, read, unfinished_runs and close); "
+            "pass a store URL or an object with those methods"
+        )
+    writable = not (_offers(store, ReadOnlyFlag) and cast(ReadOnlyFlag, store).read_only)
+    return StoreAbilities(
+        writable=writable,
+        feed=cast(FeedStore, store) if _offers(store, FeedStore) else None,
+        leases=cast(LeaseStore, store) if writable and _offers(store, LeaseStore) else None,
+        queries=cast(QueryStore, store) if _offers(store, QueryStore) else None,
+        read_models=cast(ReadModelStore, store) if _offers(store, ReadModelStore) else None,
+        scan=cast(ScanStore, store) if _offers(store, ScanStore) else None,
+    )
+
+
+def _offers(store: object, protocol: type) -> bool:
+    """Whether ``store`` has every public member of ``protocol`` (and its bases).
+
+    A member is looked up statically first, so a property is not run; only one
+    a proxy's ``__getattr__`` provides is asked for by ``hasattr``.
+    """
+    members = {
+        name
+        for base in protocol.__mro__
+        if base not in (object, Protocol) and getattr(base, "_is_protocol", False)
+        for name in (*vars(base), *getattr(base, "__annotations__", {}))
+        if not name.startswith("_")
+    }
+    return all(_has(store, name) for name in members)
+
+
+def _has(store: object, name: str) -> bool:
+    return inspect.getattr_static(store, name, _MISSING) is not _MISSING or hasattr(store, name)
+
+
+_MISSING = object()
 
 
 def _embedded_home(url: str | None, home: str | os.PathLike[str] | None) -> Path:

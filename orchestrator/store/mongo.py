@@ -115,6 +115,11 @@ class MongoStore:
         if not read_only:
             self._create_indexes()
 
+    @property
+    def database(self) -> Any:
+        """The log's database, where leases, checkpoints and the read models live beside it."""
+        return self.events.database
+
     def append(self, events: Sequence[Event]) -> None:
         if self.read_only:
             raise read_only_error(f"event store at {self._label}")
