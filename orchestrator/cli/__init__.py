@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from ..core.crashpoints import arm_from_environment
 from ..core.errors import ConfigurationError, EvenflowError, RunFailed
 from ..core.flows import Node
 from ..core.registry import Registry
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    arm_from_environment()  # a fault test's EVENFLOW_CRASH_AT, read as the process starts
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)  # serve and worker put their own drains in place
     try:

@@ -13,8 +13,8 @@ Child processes run ``main``:
 
 ``first`` submits ``crash_flow``, prints the run id and waits (bounded) for the
 run to finish, printing ``finished``: a process armed with ``EVENFLOW_CRASH_AT``
-must die before that. ``resume`` opens the store, printing ``started``, and
-waits for every unfinished run.
+(``main`` arms it as it starts) must die before that. ``resume`` opens the
+store, printing ``started``, and waits for every unfinished run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.core.context import current_call
+from orchestrator.core.crashpoints import arm_from_environment
 from orchestrator.core.flows import Node, call, chord
 from orchestrator.core.policy import RetryPolicy
 from orchestrator.core.registry import Registry
@@ -128,5 +129,6 @@ def resume(home: str, executor: str) -> int:
 
 
 def main(argv: list[str]) -> None:
+    arm_from_environment()  # the EVENFLOW_CRASH_AT the test set for this child
     entry = {"first": first, "resume": resume}[argv[0]]
     sys.exit(entry(*argv[1:]))

@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from orchestrator.core.context import emit
+from orchestrator.core.crashpoints import arm_from_environment
 from orchestrator.core.events import Event
 from orchestrator.core.flows import Node, call
 from orchestrator.core.keys import run_for_key
@@ -175,5 +176,6 @@ def _receipt_run(orch: Any, order_run: str) -> str | None:
 
 
 def main(argv: list[str]) -> None:
+    arm_from_environment()  # the EVENFLOW_CRASH_AT the test set for this child
     entry = {"owner": owner}[argv[0]]
     sys.exit(entry(*argv[1:]))
