@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
 from .core.errors import ConfigurationError, EvenflowError, InvalidOption, RunCancelled, RunFailed
-from .core.flows import parse_flow
+from .core.flow_docs import parse_flow
 from .core.ports import FeedStore
 from .core.state import NO_INPUT
 from .listeners.service_feed import LISTENER_REQUESTS, listener_request

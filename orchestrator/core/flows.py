@@ -5,6 +5,9 @@ Nodes are frozen values built with ``call``, ``sequence``, ``parallel``,
 addressed by path (``r``, ``r.0``, ``r.1.3``), so any depth fits within BSON's
 nesting limit and every node has a stable name for events to point at.
 
+Documents of this form from outside Python (JSON, a listener host, a remote
+worker's expansion) are read back and checked by ``flow_docs``.
+
 Data moves as Celery users expect: in a sequence each step receives the
 previous result as its first positional argument unless it is immutable; a
 parallel group hands its input to every branch and returns their results in
@@ -18,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from .codec import check_payload, is_text
-from .errors import EvenflowError, InvalidFlow, InvalidOption
+from .codec import check_payload
+from .errors import InvalidFlow, InvalidOption
 from .policy import RetryPolicy
-from .registry import MAX_TIMEOUT, check_name, check_options
+from .registry import check_name, check_options
 
 Siblings = Literal["finish", "cancel"]
 SIBLINGS: tuple[Siblings, ...] = ("finish", "cancel")
@@ -73,9 +76,8 @@ class Call(Node):
             )
             if value is not None
         }
-        check_options(f"call({self.command!r})", retry=retry, timeout=timeout, route=route)
-        if key is not None and not (isinstance(key, str) and 0 < len(key) <= 1_000 and is_text(key)):
-            raise InvalidOption(f"call({self.command!r}): key must be a non-empty string, got {key!r:.80}")
+        owner = f"call({self.command!r})"
+        check_options(owner, retry=retry, timeout=timeout, route=route, key=key, immutable=immutable)
         return replace(self, **changes)
 
     def si(self) -> Call:
@@ -123,7 +125,7 @@ def sequence(*steps: Node | Iterable[Node]) -> Sequence:
 
 
 def parallel(*branches: Node | Iterable[Node], siblings: Siblings = DEFAULT_SIBLINGS) -> Parallel:
-    return Parallel(_nodes(branches, "parallel"), _siblings(siblings))
+    return Parallel(_nodes(branches, "parallel"), check_siblings(siblings))
 
 
 def chord(header: Iterable[Node], body: Node, *, siblings: Siblings = DEFAULT_SIBLINGS) -> Chord:
@@ -131,7 +133,7 @@ def chord(header: Iterable[Node], body: Node, *, siblings: Siblings = DEFAULT_SI
     if isinstance(header, Node):
         raise InvalidFlow("chord(header, body): header must be a list of nodes")
     return Chord(
-        _nodes(tuple(header), "chord", allow_empty=True), _node(body, "chord body"), _siblings(siblings)
+        _nodes(tuple(header), "chord", allow_empty=True), _node(body, "chord body"), check_siblings(siblings)
     )
 
 
@@ -142,7 +144,7 @@ def each(command: str | Call, *args: Any, siblings: Siblings = DEFAULT_SIBLINGS,
     template = command if isinstance(command, Call) else call(command, *args, **kwargs)
     if template.immutable:
         raise InvalidFlow(f"each({template.command!r}) needs the item: the template cannot be immutable")
-    return Each(template, _siblings(siblings))
+    return Each(template, check_siblings(siblings))
 
 
 def _nodes(items: tuple[Any, ...], what: str, *, allow_empty: bool = False) -> tuple[Node, ...]:
@@ -159,7 +161,8 @@ def _node(item: Any, what: str) -> Node:
     return item
 
 
-def _siblings(value: str) -> Siblings:
+def check_siblings(value: str) -> Siblings:
+    """``value`` if it is a way a group's branches may end, else ``InvalidOption``."""
     if value not in SIBLINGS:
         raise InvalidOption(f"siblings must be one of {SIBLINGS}, got {value!r}")
     return value
@@ -252,83 +255,6 @@ def call_spec(node: Call, path: str) -> dict[str, Any]:
         "key": node.key,
         "immutable": node.immutable,
     }
-
-
-def decode_flow(doc: Mapping[str, Any]) -> Node:
-    """Rebuild the node tree from its flat form (for expansions and tools)."""
-    by_path = {spec["path"]: spec for spec in doc["nodes"]}
-    return _decode(by_path, doc["root"])
-
-
-def parse_flow(doc: Any) -> Node:
-    """A flow from JSON written by anyone (another language, a file): the log's flat form.
-
-    Only ``path``, ``kind``, ``children`` and ``command`` are required; other
-    fields take their defaults. Anything malformed is an ``InvalidFlow`` naming
-    what is wrong, never another exception.
-    """
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("nodes"), list):
-        raise InvalidFlow('a JSON flow is an object {"root": "r", "nodes": [...]}')
-    if len(doc["nodes"]) > MAX_NODES:
-        raise InvalidFlow(f"a flow has at most {MAX_NODES} nodes, this one {len(doc['nodes'])}")
-    try:
-        return decode_flow({"root": doc.get("root", ROOT), "nodes": doc["nodes"]})
-    except EvenflowError:
-        raise
-    except KeyError as exc:
-        raise InvalidFlow(
-            f"a node or field is missing: {exc}; see the JSON flow format in the README"
-        ) from None
-    except RecursionError:
-        raise InvalidFlow("the flow's children form a cycle or nest too deep") from None
-    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise InvalidFlow(f"the flow document is malformed: {exc}") from None
-
-
-def _decode(by_path: Mapping[str, Mapping[str, Any]], path: str) -> Node:
-    spec = by_path[path]
-    kind = spec["kind"]
-    if kind == "call":
-        return _decode_call(spec)
-    if kind == "each":
-        return Each(_decode_call(spec["template"]), _siblings(spec.get("siblings", DEFAULT_SIBLINGS)))
-    children = tuple(_decode(by_path, child) for child in spec["children"])
-    if kind == "sequence":
-        return Sequence(children)
-    if kind == "parallel":
-        return Parallel(children, _siblings(spec.get("siblings", DEFAULT_SIBLINGS)))
-    if kind == "chord":
-        header = by_path[spec["children"][0]]
-        header_nodes = tuple(_decode(by_path, c) for c in header["children"])
-        return Chord(header_nodes, children[1], _siblings(header.get("siblings", DEFAULT_SIBLINGS)))
-    raise InvalidFlow(f"unknown node kind {kind!r}", path=path)
-
-
-def _decode_call(spec: Mapping[str, Any]) -> Call:
-    """A call from its stored form, its options checked as ``Call.options`` checks them."""
-    if not isinstance(spec.get("args", []), list) or not isinstance(spec.get("kwargs", {}), dict):
-        raise InvalidFlow("a call's args must be a list and its kwargs an object", path=spec.get("path"))
-    immutable = spec.get("immutable", False)
-    if not isinstance(immutable, bool):
-        raise InvalidOption(f"call({spec['command']!r}): immutable must be true or false, got {immutable!r}")
-    node = Call(
-        spec["command"], tuple(spec.get("args", ())), dict(spec.get("kwargs", {})), immutable=immutable
-    )
-    return node.options(
-        retry=RetryPolicy.from_doc(spec["retry"]) if spec.get("retry") else None,
-        timeout=_timeout(spec) if spec.get("timeout_s") is not None else None,
-        route=spec.get("route"),
-        key=spec.get("key"),
-    )
-
-
-def _timeout(spec: Mapping[str, Any]) -> timedelta:
-    seconds = spec["timeout_s"]
-    limit = MAX_TIMEOUT.total_seconds()
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= limit:
-        owner, bound = f"call({spec['command']!r})", f"(0, {limit:.0f}]"
-        raise InvalidOption(f"{owner}: timeout_s must be seconds in {bound}, got {seconds!r:.30}")
-    return timedelta(seconds=seconds)
 
 
 def call_specs(doc: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

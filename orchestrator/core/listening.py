@@ -21,7 +21,8 @@ from .codec import is_text
 from .envelope import ErrorInfo
 from .errors import CascadeLimit, ConfigurationError, EvenflowError, ListenerError
 from .events import Event
-from .flows import ROOT, Node, encode_flow, parse_flow
+from .flow_docs import checked_flow
+from .flows import ROOT, Node, encode_flow
 from .keys import run_for_key
 
 Since = Literal["now", "start"]
@@ -156,7 +157,7 @@ class Trigger:
         listener, event, type_ = _text(doc, "listener"), _text(doc, "event"), _text(doc, "type")
         if flow is not None:
             try:
-                flow = encode_flow(parse_flow(flow))
+                flow = checked_flow(flow)
             except EvenflowError as exc:
                 flow, failure = None, failure_doc(listener, event, type_, exc)
         return cls(

@@ -24,7 +24,7 @@ from .codec import check_event_data, check_payload
 from .context import MAX_EMITTED, MAX_EMITTED_BYTES
 from .envelope import ErrorInfo, Outcome
 from .errors import EvenflowError, InvalidEvent, PayloadError
-from .flows import decode_flow, encode_flow
+from .flow_docs import checked_flow
 from .planner import Draft
 from .state import CANCELLED, RUNNING, NodeState, RunState
 
@@ -84,7 +84,7 @@ def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Dra
         return Draft(ev.COMMAND_FAILED, **base, data={"error": error.to_doc()})
     try:
         if outcome.expansion is not None:
-            flow = encode_flow(decode_flow(outcome.expansion))
+            flow = checked_flow(outcome.expansion)
             if check_flow is not None:
                 check_flow(flow)
             check_event_data(flow, f"the flow {command!r} returned")

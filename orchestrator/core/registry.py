@@ -23,6 +23,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_TIMEOUT = timedelta(days=366)
 """A node's timeout: long enough for anything, short enough for a deadline the log can store."""
+MAX_KEY = 1_000
+"""Characters in a node's idempotency key."""
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 
 
@@ -125,7 +127,20 @@ def check_name(name: object) -> None:
         )
 
 
-def check_options(owner: str, *, retry: object = None, timeout: object = None, route: object = None) -> None:
+def check_options(
+    owner: str,
+    *,
+    retry: object = None,
+    timeout: object = None,
+    route: object = None,
+    key: object = None,
+    immutable: object = None,
+) -> None:
+    """The one rule for a call's options, whoever gives them: ``Call.options``, ``register``, a flow document.
+
+    ``None`` means "not given". Raises ``InvalidOption`` naming ``owner``, the
+    option and the value.
+    """
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidOption(f"{owner}: retry must be a RetryPolicy, got {retry!r}")
     if timeout is not None and not (isinstance(timeout, timedelta) and timedelta(0) < timeout <= MAX_TIMEOUT):
@@ -135,3 +150,7 @@ def check_options(owner: str, *, retry: object = None, timeout: object = None, r
         )
     if route is not None and not (isinstance(route, str) and 0 < len(route) <= 200 and is_text(route)):
         raise InvalidOption(f"{owner}: route must be a non-empty executor name, got {route!r:.80}")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_KEY and is_text(key)):
+        raise InvalidOption(f"{owner}: key must be a non-empty string, got {key!r:.80}")
+    if immutable is not None and not isinstance(immutable, bool):
+        raise InvalidOption(f"{owner}: immutable must be true or false, got {immutable!r}")

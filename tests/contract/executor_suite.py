@@ -22,7 +22,7 @@ import pytest
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.events import utcnow
-from orchestrator.core.flows import decode_flow
+from orchestrator.core.flow_docs import decode_flow
 from orchestrator.core.registry import Registry
 from tests import commands
 from tests.commands import ledger_read, make_registry

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from orchestrator import CascadeLimit, ConfigurationError, ListenerError, on
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
-from orchestrator.core.flows import Parallel, call, decode_flow, encode_flow, parallel, sequence
+from orchestrator.core.flow_docs import decode_flow
+from orchestrator.core.flows import Parallel, call, encode_flow, parallel, sequence
 from orchestrator.core.keys import run_for_key
 from orchestrator.core.listening import (
     DEFAULT_CASCADE_LIMIT,
