@@ -1,11 +1,12 @@
 """Running one envelope: the only place a command is called, for every executor.
 
-``execute`` (sync) and ``execute_async`` share everything but the call itself:
-resolve the name, refuse an attempt already past its deadline, set the call
-context, turn the return value into a result or an expansion, and turn every
-exception into error info. Neither raises for anything a command does; only
-``KeyboardInterrupt`` (and, on the async path, cancellation) passes through, so
-a command calling ``sys.exit`` fails its attempt instead of killing a worker.
+``execute`` (sync) and ``execute_async`` share everything but the call itself,
+written once as the steps of ``attempt``: resolve the name, refuse an attempt
+already past its deadline, set the call context, turn the return value into a
+result or an expansion, and turn every exception into error info. Neither
+raises for anything a command does; only ``KeyboardInterrupt`` (and, on the
+async path, cancellation) passes through, so a command calling ``sys.exit``
+fails its attempt instead of killing a worker.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextvars
 import functools
 import inspect
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,33 +34,28 @@ from orchestrator.core.envelope import (
 from orchestrator.core.errors import CommandTimeout, UnknownCommand
 from orchestrator.core.flows import encode_flow, is_flow
 from orchestrator.core.registry import Registry
+from orchestrator.core.stepping import ASYNC_PASSES, SYNC_PASSES, drive, drive_async
 
 PLAIN_DATA = "None, bool, int, float, str, bytes, list, dict or a UTC datetime"
 
 
 def execute(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     """Run one attempt to completion in this thread; awaitables run in a fresh event loop."""
-    started = now_precise()
-    target = resolve(registry, envelope, by=by, now=started)
-    if isinstance(target, Outcome):
-        return target
-    emitted = Emitted()
-    try:
-        with calling(call_context(envelope)) as emitted:
-            value = target(*envelope.args, **envelope.kwargs)
-            if inspect.isawaitable(value):
-                value = run_awaitable(value)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # SystemExit too: a command must not end its worker
-        return with_events(
-            failed(envelope, exc, by=by, started_at=started, tb=traceback.format_exc()), emitted
-        )
-    return with_events(settle(envelope, value, by=by, started_at=started), emitted)
+    steps = attempt(registry, envelope, by=by, passes=SYNC_PASSES)
+    return drive(steps, lambda fn: call_sync(fn, envelope.args, envelope.kwargs))
 
 
 async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> Outcome:
     """Run one attempt on the running loop; sync callables go to the loop's default thread pool."""
+    steps = attempt(registry, envelope, by=by, passes=ASYNC_PASSES)
+    return await drive_async(steps, lambda fn: call_async(fn, envelope.args, envelope.kwargs))
+
+
+def attempt(
+    registry: Registry, envelope: Envelope, *, by: str, passes: tuple[type[BaseException], ...]
+) -> Generator[Callable[..., Any], Any, Outcome]:
+    """One attempt's steps, for both faces: yields the command to call, receives what it returned
+    (or has what it raised thrown in) and returns the outcome. Only ``passes`` escapes."""
     started = now_precise()
     target = resolve(registry, envelope, by=by, now=started)
     if isinstance(target, Outcome):
@@ -67,8 +63,8 @@ async def execute_async(registry: Registry, envelope: Envelope, *, by: str) -> O
     emitted = Emitted()
     try:
         with calling(call_context(envelope)) as emitted:
-            value = await call_async(target, envelope.args, envelope.kwargs)
-    except (KeyboardInterrupt, asyncio.CancelledError):
+            value = yield target
+    except passes:
         raise
     except BaseException as exc:  # SystemExit too: a command must not end its worker
         return with_events(
@@ -111,6 +107,12 @@ async def call_async(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mappin
     call = functools.partial(context.run, fn, *args, **kwargs)
     value = await asyncio.get_running_loop().run_in_executor(None, call)
     return await value if inspect.isawaitable(value) else value
+
+
+def call_sync(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Call in this thread; an awaitable it hands back is run to completion in a fresh loop."""
+    value = fn(*args, **kwargs)
+    return run_awaitable(value) if inspect.isawaitable(value) else value
 
 
 def is_coroutine_callable(fn: Callable[..., Any]) -> bool:
