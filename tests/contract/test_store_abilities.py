@@ -90,7 +90,7 @@ def test_an_object_that_is_no_event_store_is_refused_by_name() -> None:
 
 
 def test_a_proxy_offers_what_its_target_does() -> None:
-    """A wrapper forwarding through ``__getattr__`` (as tests' shared views do) keeps its target's."""
+    """A proxy forwarding through ``__getattr__`` (as tests' shared views do) offers what its target does."""
 
     class View:
         def __init__(self, store: Any) -> None:
