@@ -56,12 +56,13 @@ def retry_run(store: EventStore, run: str) -> str:
     events = store.read(run)
     if not events:
         raise RunNotFound(run)
-    new, data = retry_submission(run, events)
+    retry = retry_submission(run, events)
+    new, data = retry.run, retry.data()
     for _ in range(TRIES):
         existing = store.read(new)
         if existing:
-            if fold(new, existing).digest != data["digest"]:
-                raise IdempotencyConflict(data["key"], new)
+            if fold(new, existing).digest != retry.digest:
+                raise IdempotencyConflict(retry.key or "", new)
             return new
         try:
             store.append([Event(new, 1, ev.RUN_SUBMITTED, utcnow(), data=data, by=None, correlation=new)])

@@ -17,16 +17,16 @@ from typing import Any
 from .errors import InvalidRunState
 from .events import Event
 from .evolve import fold
-from .keys import digest, run_for_key
 from .state import NO_INPUT, SUCCEEDED, RunState
+from .submitting import Submission
 
 
 def retry_key(run: str) -> str:
     return f"retry:{run}"
 
 
-def retry_submission(run: str, events: list[Event]) -> tuple[str, dict[str, Any]]:
-    """The new run's id and ``run.submitted`` data; ``InvalidRunState`` unless it failed or was cancelled."""
+def retry_submission(run: str, events: list[Event]) -> Submission:
+    """The run that continues ``run``; ``InvalidRunState`` unless it failed or was cancelled."""
     state = fold(run, events)
     if not state.finished:
         raise InvalidRunState(
@@ -40,17 +40,15 @@ def retry_submission(run: str, events: list[Event]) -> tuple[str, dict[str, Any]
             f"run {run} only records that listener {state.listener!r} failed on event {state.cause}; it "
             "holds no work to retry. Fix the listener, then submit the flow it should have answered"
         )
-    submitted = events[0].data
     assert state.flow is not None
-    key = retry_key(run)
-    kept = kept_results(state)
-    input = submitted.get("input", NO_INPUT)
-    data: dict[str, Any] = {"flow": state.flow, "name": state.name, "retry_of": run, "kept": kept}
-    if input is not NO_INPUT:
-        data["input"] = input
-    data["key"] = key
-    data["digest"] = digest(state.flow, input, state.name, retry_of=run, kept=kept)
-    return run_for_key(key), data
+    return Submission.keyed(
+        retry_key(run),
+        state.flow,
+        input=events[0].data.get("input", NO_INPUT),
+        name=state.name,
+        retry_of=run,
+        kept=kept_results(state),
+    )
 
 
 def kept_results(state: RunState) -> list[list[Any]]:

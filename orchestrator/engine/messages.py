@@ -11,36 +11,24 @@ from typing import Any
 from ..core.envelope import Envelope, Outcome
 from ..core.errors import EvenflowError, Failure, RunCancelled, RunFailed
 from ..core.events import Event
-from ..core.state import NO_INPUT, RunState
+from ..core.state import RunState
+from ..core.submitting import Submission
 
 
 @dataclass(slots=True)
 class Submit:
-    run: str
-    flow: dict[str, Any]
-    input: Any
-    name: str | None
+    """A submission on its way into the log, and who is told once it is there."""
+
+    submission: Submission
     future: Future[str]
     watcher: Future[Any] | None = None
     tries: int = 1
-    key: str | None = None
-    digest: str | None = None
-    more: dict[str, Any] = field(default_factory=dict)
-    """Further ``run.submitted`` data: what a retried run keeps, which listener triggered it."""
-    cause: str | None = None
-    """The event a listener answered with this run (``run.submitted``'s causation)."""
-    correlation: str | None = None
-    """The chain the run joins; None starts a chain named after the run."""
     refusal: BaseException | None = None
     """Why the store refused an append holding this submission; it is not offered again."""
 
-    def data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"flow": self.flow, "name": self.name, **self.more}
-        if self.input is not NO_INPUT:
-            data["input"] = self.input
-        if self.key is not None:
-            data.update(key=self.key, digest=self.digest)
-        return data
+    @property
+    def run(self) -> str:
+        return self.submission.run
 
 
 @dataclass(slots=True)
@@ -104,6 +92,13 @@ class Turn:
 
 def _run_of(item: RunState | Outcome | Submit | Cancel) -> str:
     return item.run
+
+
+def refuse(item: Submit, error: BaseException) -> None:
+    """Answer a submission, and the caller waiting on its result, with ``error``."""
+    settle(item.future, error=error)
+    if item.watcher is not None:
+        settle(item.watcher, error=error)
 
 
 def settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:

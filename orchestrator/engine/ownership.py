@@ -101,3 +101,18 @@ class Leases:
         if self._held:
             self.store.release_lease(self.me)
             self._held = False
+
+
+class Ownership:
+    """Whether a run is this engine's to drive: always, alone on a store; by its owner, with leases."""
+
+    def __init__(self, by: str, leases: Leases | None) -> None:
+        self.by = by
+        self.leases = leases
+
+    def owns(self, owner: str | None) -> bool:
+        return self.leases is None or owner == self.by
+
+    def takeable(self, owner: str | None) -> bool:
+        """Whether a run of ``owner`` may be taken over now (never without leases: all runs are ours)."""
+        return self.leases is not None and self.leases.takeable(owner)

@@ -167,7 +167,7 @@ def test_a_paused_owner_is_taken_over_and_fenced_out(store: MongoStore, tmp_path
 
 def a_done(a: Orchestrator, run: str) -> bool:
     """A's engine has folded the run again and found it no longer its own."""
-    return run not in a.engine._live
+    return run not in a.engine.book.live
 
 
 @pytest.mark.parametrize("skew", [timedelta(hours=1), timedelta(hours=-1)], ids=["ahead", "behind"])

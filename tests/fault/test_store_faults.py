@@ -242,7 +242,7 @@ def crashed_owner(store: MongoStore, ledger: str, gate: str) -> str:
     def release_when_stopped() -> None:
         try:
             wait_until(
-                lambda: not owner.engine._thread.is_alive(), timeout=RESULT_S, what="the first engine stopped"
+                lambda: not owner.engine.alive(), timeout=RESULT_S, what="the first engine stopped"
             )
         finally:
             Path(gate).touch()  # always, or the owner's close would wait for its commands
@@ -327,7 +327,7 @@ def test_a_store_fault_at_an_append_site_loses_and_duplicates_nothing(
         if not site.resume:
             run_id = submit(orch, site.flow(ledger, gate))
         assert orch.result(run_id, timeout=RESULT_S) == EXPECTED
-        assert orch.engine._thread.is_alive(), "the engine thread died"
+        assert orch.engine.alive(), "the engine thread died"
     verify(store, faulty, fault, [run_id], ledger, resent=site.resume)
     if kind.startswith("partial"):
         assert len(fault.landed) == site.keep, f"the partial write landed {fault.landed}"

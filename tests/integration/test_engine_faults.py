@@ -31,7 +31,6 @@ from orchestrator.core.envelope import Envelope
 from orchestrator.core.errors import ResultTimeout
 from orchestrator.core.events import Event
 from orchestrator.core.flows import encode_flow
-from orchestrator.core.state import NO_INPUT
 from orchestrator.store.memory import MemoryStore
 from tests.simulation import Simulation
 from tests.support.polling import wait_until
@@ -233,7 +232,7 @@ def test_engine_survives_a_store_that_is_briefly_unavailable() -> None:
         try:
             assert orch.run(call("noop", 1), timeout=5) == 1
         finally:
-            assert orch.engine._thread.is_alive(), "the engine thread died"
+            assert orch.engine.alive(), "the engine thread died"
 
 
 # --- 4. an executor whose dispatch raises loses the attempt forever ----------------------------
@@ -277,7 +276,7 @@ def test_one_oversize_run_does_not_refuse_every_other_submission() -> None:
         assert orch.run(call("noop", 1), timeout=5) == 1
         with pytest.raises(RunFailed):
             poisoned.result(timeout=5)
-        assert orch.engine._failures == 0
+        assert orch.engine.backoff.failures == 0
 
 
 # --- 7. live state shares mutable values with commands ------------------------------------------
@@ -300,7 +299,7 @@ def test_a_cancelled_async_submit_does_not_strand_other_submitters() -> None:
     with orchestrator(store) as orch:
         store.gate.clear()
         store.entered.clear()
-        first = orch._submit(call("noop", 0), NO_INPUT, None)  # the engine blocks appending this
+        first = orch.submit_future(call("noop", 0))  # the engine blocks appending this
         assert store.entered.wait(3)
 
         async def impatient() -> None:
@@ -308,7 +307,7 @@ def test_a_cancelled_async_submit_does_not_strand_other_submitters() -> None:
 
         with pytest.raises(TimeoutError):
             asyncio.run(impatient())  # cancels the engine's submit future, as asyncio does
-        second = orch._submit(call("noop", 2), NO_INPUT, None)  # what orch.submit() waits on
+        second = orch.submit_future(call("noop", 2))  # what orch.submit() waits on
         store.gate.set()
         assert first.result(3)
         assert second.result(3)  # never resolves: the turn died on the cancelled future
@@ -324,9 +323,9 @@ def test_close_answers_runs_still_being_waited_on() -> None:
     orch = Orchestrator(commands, executor="threads://2", store=MemoryStore()).start()
     with ThreadPoolExecutor(2) as pool:
         waiting = pool.submit(orch.run, call("wait"), timeout=3)
-        wait_until(lambda: bool(orch.engine._live), timeout=3.0, what="the run live in the engine")
+        wait_until(lambda: bool(orch.engine.book.live), timeout=3.0, what="the run live in the engine")
         closing = pool.submit(orch.close)
-        wait_until(lambda: not orch.engine._thread.is_alive(), timeout=3.0, what="the engine thread stopped")
+        wait_until(lambda: not orch.engine.alive(), timeout=3.0, what="the engine thread stopped")
         gate.set()
         closing.result(5)
         with pytest.raises(Exception) as caught:

@@ -1,0 +1,69 @@
+"""Handing envelopes to executors, and telling them which outcomes the log now holds.
+
+An executor that refuses envelopes does not stop the engine: those attempts
+end as lost, through the inbox like any outcome, and the planner decides
+whether they run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..core.envelope import Envelope, ErrorInfo, Outcome
+from ..core.errors import ConfigurationError, WorkerLost
+from ..core.ports import Executor
+
+log = logging.getLogger("evenflow.engine")
+
+
+class Dispatcher:
+    def __init__(
+        self, executors: Mapping[str, Executor], inflight: set[str], put: Callable[[Any], None], by: str
+    ) -> None:
+        self.executors = dict(executors)
+        self._inflight = inflight
+        self._put = put
+        self._by = by
+
+    def start(self, registry: Any) -> None:
+        for executor in self.executors.values():
+            executor.start(registry, self._put)
+
+    def close(self) -> None:
+        for executor in self.executors.values():
+            executor.close()
+
+    def send(self, route: str, envelopes: list[Envelope]) -> None:
+        """Hand envelopes to their executor; one that refuses them ends those attempts as lost."""
+        try:
+            self._executor(route).dispatch(envelopes)
+        except Exception as exc:
+            log.exception("executor %r refused %d envelopes", route, len(envelopes))
+            for envelope in envelopes:
+                error = ErrorInfo.from_exception(
+                    WorkerLost(f"executor {route!r} refused it: {exc}"), reason="lost"
+                )
+                self._put(Outcome.failed(envelope, error, by=self._by))
+        self._inflight.update(envelope.attempt_id for envelope in envelopes)
+
+    def acknowledge(self, attempt_ids: list[str]) -> None:
+        """Tell executors that keep outcomes until they are logged (remote workers) to let go of these."""
+        for route, executor in {id(e): (r, e) for r, e in self.executors.items()}.values():
+            recorded = getattr(executor, "recorded", None)
+            if recorded is None:
+                continue
+            try:
+                recorded(attempt_ids)
+            except Exception:
+                log.exception("executor %r failed to take acknowledgements", route)
+
+    def _executor(self, route: str) -> Executor:
+        """The route's executor; a route no executor is named for goes to a default that takes any."""
+        executor = self.executors.get(route)
+        if executor is None and getattr(self.executors["default"], "takes_any_route", False):
+            return self.executors["default"]
+        if executor is None:
+            raise ConfigurationError(f"no executor is named {route!r}")
+        return executor
