@@ -1,14 +1,12 @@
 """``Orchestrator``: the facade users hold over engine, executors, listeners and store.
 
-Both faces are thin: each checks in the caller's thread (so a refused flow
-appends nothing and raises where it was submitted), builds one ``Submission``
-and waits on the engine's future, blocking or awaiting.
+Sync and async faces both check in the caller's thread (a refused flow raises where it was
+submitted and appends nothing), build one ``Submission`` and wait on the engine's future.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,61 +16,48 @@ from typing import TYPE_CHECKING, Any
 
 from . import wiring
 from .core.clock import SystemClock
-from .core.codec import check_payload
 from .core.errors import ConfigurationError, RunNotFound
 from .core.events import Event
 from .core.evolve import fold
 from .core.flows import Node
-from .core.listening import DEFAULT_CASCADE_LIMIT, Listener, Since, Trigger, on
-from .core.ports import Clock, EventStore, FeedStore
+from .core.listening import DEFAULT_CASCADE_LIMIT, Listener, Since, Trigger
+from .core.ports import Clock, EventStore
 from .core.registry import Registry
 from .core.retry_run import retry_submission
 from .core.state import NO_INPUT, RunState
-from .core.submission import FlowChecker
 from .core.submitting import Submission
 from .engine import Engine
 from .engine.ownership import LEASE_S
 from .handles import Run, id_of, wait, wait_async
-from .listeners.host import POLL_S, ListenerHost
+from .listeners.attached import AttachedListeners, listener_spec
+from .listeners.host import POLL_S
 from .listeners.triggers import Triggering
-from .wiring import ExecutorSpec
+from .store import abilities
 
 if TYPE_CHECKING:
     from projections.documents import Documents
 
-__all__ = ["ExecutorSpec", "Orchestrator", "Run"]
+__all__ = ["Orchestrator", "Run"]
 
 
 class Orchestrator:
     """Runs flows of registered commands, logging every step to an event store.
 
-    ``executor`` is the default route; ``executors`` adds named routes that
-    nodes or commands select with ``route=``. Without a ``registry`` the
-    commands live only on remote workers (a ``zmq://`` executor): names are
-    checked there, and a route names a group of workers. ``store`` is a URL or an
-    ``EventStore``; without one, the durable embedded store in ``home``.
-
-    On MongoDB several orchestrators can share the log: each drives the runs it
-    submitted, and takes over those of one whose lease (``lease_s``) lapsed.
-
-    ``listen`` adds listeners; what they trigger may trigger more, up to
-    ``cascade_limit`` hops from a run submitted by hand. This orchestrator's
-    appends wake its listeners at once; they look for what other writers
-    logged every ``listener_poll_s``.
-
-    With ``read_models`` (the default) the ``runs`` read model follows every
-    append (``runs_collection``): beside the log on a MongoDB or mongomock store,
-    caught up with the log at start; in a private in-memory collection
-    otherwise, holding the runs this process touched (the embedded store's
-    readers rebuild theirs from the log with ``projections.read_models``).
+    ``executor`` is the default route, ``executors`` adds named ones (``route=``);
+    without a ``registry`` commands live on remote workers (``zmq://``). ``store``
+    is a URL or an ``EventStore``, by default the embedded store in ``home``.
+    Orchestrators sharing a MongoDB log each drive their own runs and take over
+    those whose owner's lease (``lease_s``) lapsed. Listener chains are cut after
+    ``cascade_limit`` hops; listeners look for other writers' events every
+    ``listener_poll_s``. With ``read_models``, ``runs_collection`` follows every append.
     """
 
     def __init__(
         self,
         registry: Registry | None = None,
         *,
-        executor: ExecutorSpec = wiring.DEFAULT_EXECUTOR,
-        executors: Mapping[str, ExecutorSpec] | None = None,
+        executor: wiring.ExecutorSpec = wiring.DEFAULT_EXECUTOR,
+        executors: Mapping[str, wiring.ExecutorSpec] | None = None,
         store: str | EventStore | None = None,
         home: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
@@ -85,19 +70,18 @@ class Orchestrator:
         self.registry = registry if registry is not None else Registry()
         routes = wiring.routes(executor, executors)
         self.store = wiring.open_store(store, home)
-        self._owns_store = store is None or isinstance(store, str)
-        """A store given as an object stays open on close: its caller may share it with others."""
-        any_route = bool(getattr(routes["default"], "takes_any_route", False))
-        self._checker = FlowChecker(
-            registry, routes, lambda r: routes[r].requires_pickle, any_route=any_route
-        )
-        self.read_models = wiring.runs_projector(self.store) if read_models else None
+        self.abilities = abilities(self.store)
+        self._owns_store = store is None or isinstance(store, str)  # else its caller may share it
+        self._checker = wiring.flow_checker(registry, routes)
+        self.read_models = wiring.runs_projector(self.store, self.abilities) if read_models else None
         self.by = wiring.orchestrator_id()
         self.cascade_limit = cascade_limit
         self.listener_poll_s = float(listener_poll_s)
-        self._listeners: ListenerHost | None = None
+        self._listeners = AttachedListeners(
+            self.abilities.feed, self.trigger, self.listener_poll_s, kind=type(self.store).__name__
+        )
         self._triggering = Triggering(self.store, self._submit_logged, self._checker.check, cascade_limit)
-        self._appends = threading.Condition()
+        self._appended = wiring.AfterAppend(self.read_models, self._triggering, self._listeners)
         self.engine = Engine(
             self.store,
             routes,
@@ -105,39 +89,30 @@ class Orchestrator:
             by=self.by,
             check_flow=self._checker.check,
             on_append=self._appended,
-            leases=wiring.leases(self.store, self.by, lease_s),
+            leases=wiring.leases(self.abilities, self.by, lease_s),
             unrunnable=wiring.unrunnable(registry) if registry is not None else None,
         )
         self._started = False
         self._closed = False
         self._starting = threading.Lock()
 
-    # --- lifecycle -------------------------------------------------------------------------
-
     def start(self) -> Orchestrator:
         with self._starting:
             if self._closed:
                 raise ConfigurationError("this orchestrator was closed; make a new one to go on")
             if not self._started:
-                wiring.catch_up(self.store, self.read_models)
+                wiring.catch_up(self.abilities, self.read_models)
                 self.engine.start(self.registry)
-                if self._listeners is not None:
-                    self._listeners.start()
+                self._listeners.start()
                 self._started = True
         return self
 
     def close(self, *, drain_s: float = 0.0) -> None:
-        """Stop: log what is waiting, then close executors and the store (if it was opened here).
-
-        With ``drain_s`` (what SIGTERM asks of ``evenflow`` commands), first take
-        no new submissions and dispatch nothing new, and wait up to that long for
-        the attempts in flight to report, so their outcomes are logged now rather
-        than sent again after a restart.
-        """
+        """Stop: log what is waiting, close executors and the store (if opened here). With ``drain_s``
+        (SIGTERM), first wait that long at most for attempts in flight, so a restart sends fewer again."""
         with self._starting:
             self._closed = True
-        if self._listeners is not None:
-            self._listeners.stop()
+        self._listeners.stop()
         if self._started:
             self.engine.close(drain_s=drain_s)
             self._started = False
@@ -160,32 +135,14 @@ class Orchestrator:
     ) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-    def _appended(self, batch: list[Event]) -> None:
-        """After each durable append (engine thread): read models follow, listeners wake."""
-        if self.read_models is not None:
-            self.read_models.apply(batch)
-        self._triggering.remember(batch)
-        if self._listeners is not None:
-            self._listeners.wake({event.type for event in batch})
-        with self._appends:
-            self._appends.notify_all()
-
     def wait_for_appends(self, timeout: float) -> None:
         """Block until this orchestrator appends (or ``timeout`` passes): for a service's long polls."""
-        with self._appends:
-            self._appends.wait(timeout)
+        self._appended.wait(timeout)
 
     @property
     def runs_collection(self) -> Documents | None:
-        """The ``runs`` read model this orchestrator maintains (None without read models).
-
-        Query it with ``projections.run_history``. On mongomock and in memory it
-        is a ``MemoryRuns``: read it through this, not through the mongomock
-        database, and from any thread while the engine writes.
-        """
+        """The ``runs`` read model kept here (query it with ``projections.run_history``), or None."""
         return None if self.read_models is None else self.read_models.runs
-
-    # --- listeners ---------------------------------------------------------------------------
 
     def listen(
         self,
@@ -199,33 +156,12 @@ class Orchestrator:
     ) -> Listener:
         """Call ``listener`` with every logged event whose type matches ``pattern`` (``order.*``).
 
-        It may return None, a flow or a list of flows; each flow becomes a run
-        caused by the event, exactly once however often the orchestrator
-        restarts. Coroutine listeners run on the listeners' event loop, sync
-        ones in its threads, ``process=True`` ones in a child process. Without
-        a checkpoint, a listener hears events from now on (``since="start"``:
-        the whole log). Also takes a ``Listener`` made with ``on(...)``.
+        Each flow it returns becomes a run caused by the event, exactly once across
+        restarts. ``since="start"`` hears the whole log; ``process=True`` runs it in a
+        child process. Also takes a ``Listener`` made with ``on(...)``.
         """
-        if isinstance(pattern, Listener):
-            if listener is not None:
-                raise ConfigurationError("listen(on(...)) takes no second listener")
-            spec = pattern
-        elif listener is None:
-            raise ConfigurationError("listen(pattern, listener): give the callable to call with each event")
-        else:
-            spec = on(pattern, listener, predicate=predicate, name=name, since=since, process=process)
-        with self._starting:
-            if self._listeners is None:
-                if not isinstance(self.store, FeedStore):
-                    raise ConfigurationError(
-                        f"the store {type(self.store).__name__} cannot feed listeners (it has no read_feed); "
-                        "use the embedded, memory, mongomock or MongoDB store"
-                    )
-                self._listeners = ListenerHost(self.store, self.trigger, poll_s=self.listener_poll_s)
-                if self._started:
-                    self._listeners.start()
-            host = self._listeners
-        host.add(spec)
+        spec = listener_spec(pattern, listener, predicate=predicate, name=name, since=since, process=process)
+        self._listeners.add(spec)
         return spec
 
     def trigger(self, triggers: Sequence[Trigger]) -> None:
@@ -237,17 +173,11 @@ class Orchestrator:
         self.start()
         self._triggering.trigger(triggers)
 
-    # --- submitting and waiting ------------------------------------------------------------
-
     def submit(
         self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
     ) -> Run:
-        """Check ``flow``, log its submission durably, and return a handle to the run.
-
-        With a ``key``, submitting the same flow, input and name again (from any
-        process, even concurrently) returns the run the key already names; a
-        different payload under the key raises ``IdempotencyConflict``.
-        """
+        """Check ``flow``, log its submission durably, and return a handle to the run. Under a ``key``
+        the same submission returns the same run; another payload raises ``IdempotencyConflict``."""
         return Run(self, wait(self.submit_future(flow, input=input, name=name, key=key), None))
 
     async def submit_async(
@@ -271,29 +201,18 @@ class Orchestrator:
     def submit_future(
         self, flow: Node, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
     ) -> Future[str]:
-        """``submit`` without blocking, for a service answering many callers from one thread.
-
-        Checks ``flow`` at once (raising as ``submit`` does); the future holds the
-        run id once the submission is logged.
-        """
+        """``submit`` without blocking (checks ``flow`` at once); the future holds the run id once logged."""
         return self._submit_logged(self._submission(flow, input, name, key))
 
     def cancel(self, run_id: str, reason: str = "cancelled by request", timeout: float | None = 30.0) -> None:
-        """Log ``run.cancelled``: nothing of the run is dispatched after it, and the run ends cancelled.
-
-        Attempts already running finish on their own; their outcomes are logged as
-        ignored. Cancelling a cancelled run does nothing; a finished one raises
-        ``InvalidRunState``, an unknown one ``RunNotFound``.
-        """
+        """Log ``run.cancelled``: nothing more is dispatched; attempts running finish, their outcomes
+        ignored. Cancelling twice does nothing; a finished run raises ``InvalidRunState``."""
         self.start()
         wait(self.engine.cancel(run_id, reason), timeout, run_id)
 
     def retry(self, run_id: str) -> Run:
-        """Continue a failed or cancelled run as a new run that keeps every result that succeeded.
-
-        Retrying the same run again returns the same new run (it is keyed on the
-        old one). Raises ``InvalidRunState`` for a running or succeeded run.
-        """
+        """Continue a failed or cancelled run as a new run keeping every result that succeeded
+        (the same new run each time); ``InvalidRunState`` for a running or succeeded run."""
         self.start()
         return Run(self, wait(self._submit_logged(retry_submission(run_id, self._events_of(run_id))), None))
 
@@ -318,12 +237,7 @@ class Orchestrator:
         return events
 
     def _submission(self, flow: Node, input: Any, name: str | None, key: str | None) -> Submission:
-        """The one place a flow from the API becomes a ``Submission``: checked, defaults resolved."""
-        doc = self._checker.encode(flow)
-        if input is not NO_INPUT:
-            check_payload(input, "input")
-            input = copy.deepcopy(input)  # the caller may go on changing its own object
-        return Submission.new(doc, input=input, name=name, key=key)
+        return Submission.of(self._checker.encode(flow), input=input, name=name, key=key)
 
     def _run(self, flow: Node, input: Any, key: str | None) -> tuple[Future[Any], Future[str]]:
         """Submit with a watcher: the run's result, and its logged submission (for a timeout's message)."""

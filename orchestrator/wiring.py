@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Executor as StdExecutor
@@ -16,14 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .core.errors import ConfigurationError
-from .core.ports import EventStore, Executor, LeaseStore
+from .core.events import Event
+from .core.ports import EventStore, Executor
 from .core.registry import Registry
 from .core.state import RunState
+from .core.submission import FlowChecker
 from .engine.ownership import Leases
 from .engine.recovery import Unrunnable
+from .listeners.attached import AttachedListeners
+from .listeners.triggers import Triggering
 
 if TYPE_CHECKING:
     from projections.read_models import RunsProjector
+
+    from .store import StoreAbilities
 
 log = logging.getLogger("evenflow.orchestrator")
 
@@ -43,6 +50,11 @@ def routes(default: ExecutorSpec, named: Mapping[str, ExecutorSpec] | None) -> d
     return {"default": as_executor(default), **{k: as_executor(v) for k, v in (named or {}).items()}}
 
 
+def flow_checker(registry: Registry | None, routes: dict[str, Executor]) -> FlowChecker:
+    any_route = bool(getattr(routes["default"], "takes_any_route", False))
+    return FlowChecker(registry, routes, lambda route: routes[route].requires_pickle, any_route=any_route)
+
+
 def open_store(spec: str | EventStore | None, home: str | os.PathLike[str] | None) -> EventStore:
     from .store import open_store
 
@@ -51,14 +63,12 @@ def open_store(spec: str | EventStore | None, home: str | os.PathLike[str] | Non
     return spec
 
 
-def leases(store: EventStore, by: str, lease_s: float) -> Leases | None:
+def leases(can: StoreAbilities, by: str, lease_s: float) -> Leases | None:
     """Leases, when other orchestrators may share the store and this one may write to it."""
-    if isinstance(store, LeaseStore) and not getattr(store, "read_only", False):
-        return Leases(store, by, lease_s=lease_s)
-    return None
+    return None if can.leases is None else Leases(can.leases, by, lease_s=lease_s)
 
 
-def runs_projector(store: EventStore) -> RunsProjector:
+def runs_projector(store: EventStore, can: StoreAbilities) -> RunsProjector:
     """Where ``runs`` lives: beside a MongoDB or mongomock log; else private and in memory.
 
     The embedded store's ``.events`` is a mongomock mirror loaded on first use
@@ -68,27 +78,24 @@ def runs_projector(store: EventStore) -> RunsProjector:
     from projections.read_models import RunsProjector
 
     from .store.faithful_mock import client
-    from .store.mongo import MongoStore
 
-    if isinstance(store, MongoStore):
-        return RunsProjector.beside(store.events, read_log=store.read)
+    if can.read_models is not None:
+        return RunsProjector.beside(can.read_models.events, read_log=store.read)
     return RunsProjector.in_memory(client()["evenflow"]["runs"], read_log=store.read)
 
 
-def catch_up(store: EventStore, read_models: RunsProjector | None) -> None:
+def catch_up(can: StoreAbilities, read_models: RunsProjector | None) -> None:
     """Bring a ``runs`` collection kept beside the log up to it before the engine appends more.
 
     As with the engine's own hook, a read model that fails is logged and never
     stops the orchestrator; the runs it touches later are mended.
     """
-    from .store.mongo import MongoStore
-
-    if read_models is None or not isinstance(store, MongoStore):
+    if read_models is None or can.read_models is None:
         return
     from projections.read_models import catch_up
 
     try:
-        behind = catch_up(store.events, read_models.runs)
+        behind = catch_up(can.read_models.events, read_models.runs)
     except Exception:
         log.exception("the runs read model could not catch up with the log; it may lag")
         return
@@ -110,6 +117,31 @@ def unrunnable(registry: Registry) -> Unrunnable:
         )
 
     return reason
+
+
+class AfterAppend:
+    """What follows each durable append (on the engine thread): read models, listeners, long polls."""
+
+    def __init__(
+        self, read_models: RunsProjector | None, triggering: Triggering, listeners: AttachedListeners
+    ) -> None:
+        self._read_models = read_models
+        self._triggering = triggering
+        self._listeners = listeners
+        self._appends = threading.Condition()
+
+    def __call__(self, batch: list[Event]) -> None:
+        if self._read_models is not None:
+            self._read_models.apply(batch)
+        self._triggering.remember(batch)
+        self._listeners.wake({event.type for event in batch})
+        with self._appends:
+            self._appends.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Block until the next append, or ``timeout``."""
+        with self._appends:
+            self._appends.wait(timeout)
 
 
 def check_settings(registry: object, cascade_limit: object, listener_poll_s: object) -> None:

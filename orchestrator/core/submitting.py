@@ -8,11 +8,12 @@ so a value that exists is one the log can take.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import check_event_data, check_text
+from .codec import check_event_data, check_payload, check_text
 from .keys import digest, run_for_key
 from .state import NO_INPUT
 
@@ -54,6 +55,16 @@ class Submission:
         if key is None:
             return cls(uuid.uuid4().hex, flow, input, name)
         return cls(run_for_key(key), flow, input, name, key, digest(flow, input, name))
+
+    @classmethod
+    def of(
+        cls, flow: dict[str, Any], *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+    ) -> Submission:
+        """A run submitted through the API or a service: its input checked, and copied."""
+        if input is not NO_INPUT:
+            check_payload(input, "input")
+            input = copy.deepcopy(input)  # the caller may go on changing its own object
+        return cls.new(flow, input=input, name=name, key=key)
 
     @classmethod
     def keyed(
