@@ -42,9 +42,9 @@ class Client:
     ) -> None:
         """``secret_key`` (this client's ``NAME.key_secret``) and ``server_key`` (the service's
         ``NAME.key``) turn on CURVE; ``timeout`` bounds how long a submission waits for its answer."""
-        from workers.zmq.connection import Connection
-        from workers.zmq.endpoints import check_endpoint
-        from workers.zmq.security import client_keys
+        from .transport.connection import Connection
+        from .transport.endpoints import check_endpoint
+        from .transport.security import client_keys
 
         keys = client_keys(
             None if secret_key is None else str(secret_key), None if server_key is None else str(server_key)

@@ -26,8 +26,8 @@ from .listeners.service_feed import LISTENER_REQUESTS, listener_request
 from .orchestrator import Orchestrator
 
 if TYPE_CHECKING:
-    from workers.zmq.protocol import Request
-    from workers.zmq.security import ServerKeys
+    from .transport.protocol import Request
+    from .transport.security import ServerKeys
 
 log = logging.getLogger("evenflow.service")
 
@@ -50,7 +50,8 @@ class Service:
         schedule_timeout_s: float = 300.0,
     ) -> None:
         from workers.zmq import ZmqExecutor
-        from workers.zmq.endpoints import check_endpoint
+
+        from .transport.endpoints import check_endpoint
 
         self.executor = ZmqExecutor(
             check_endpoint(bind, binding=True),
@@ -184,7 +185,7 @@ class Service:
         self._listener_pool.submit(act)
 
     def _reply(self, peer: bytes, req: str, **body: Any) -> None:
-        from workers.zmq import protocol
+        from .transport import protocol
 
         try:
             frame = protocol.reply(req, **body)

@@ -58,8 +58,9 @@ def counted(cls: Callable[[int], BaseExecutor]) -> Callable[[str, str], BaseExec
 
 def zmq(url: str, rest: str) -> BaseExecutor:
     """``zmq://HOST:PORT``: bind there and send calls to the remote workers that connect."""
-    from .zmq import ZmqExecutor
-    from .zmq.endpoints import check_endpoint
+    from orchestrator.transport.endpoints import check_endpoint
+
+    from .zmq.executor import ZmqExecutor
 
     if not rest:
         raise bad_url(url, "say where to listen, as zmq://HOST:PORT")

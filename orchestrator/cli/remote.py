@@ -111,9 +111,8 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from workers.zmq.security import server_keys
-
     from ..service import Service
+    from ..transport.security import server_keys
 
     service = Service(
         args.bind,
@@ -133,8 +132,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
     from workers.zmq import Worker
-    from workers.zmq.endpoints import check_endpoint
-    from workers.zmq.security import client_keys
+
+    from ..transport.endpoints import check_endpoint
+    from ..transport.security import client_keys
 
     worker = Worker(
         check_endpoint(args.connect, binding=False),
@@ -175,7 +175,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from workers.zmq.security import make_keypair
+    from ..transport.security import make_keypair
 
     public, secret = make_keypair(args.directory, args.name)
     print(f"public key (give to the other side): {public}\nsecret key (keep here): {secret}")

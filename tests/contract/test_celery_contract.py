@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from orchestrator.core.errors import ConfigurationError
+from orchestrator.transport.wire import dumps, envelope_to_doc
 from tests.commands import make_registry
 from tests.contract.executor_suite import WAIT_S, ExecutorContract, MakeExecutor, envelope, started
 from tests.support.celery_worker import CeleryWorker, registry
@@ -18,7 +19,6 @@ from workers import executor_from_url
 from workers.celery import CeleryExecutor
 from workers.celery.app import MAX_DELIVERIES, REPLY_PREFIX, TASK_PREFIX, Runner, load_registry
 from workers.celery.replies import decode_reply
-from workers.wire import dumps, envelope_to_doc
 
 pytest_plugins = ["tests.support.redis_server", "tests.support.celery_worker"]
 pytestmark = pytest.mark.slow

@@ -61,6 +61,7 @@ from orchestrator.core.evolve import fold
 from orchestrator.core.flows import encode_flow
 from orchestrator.core.state import RunState
 from orchestrator.store import open_store
+from orchestrator.transport.connection import Connection
 from tests.commands import LedgerEntry, ledger_read
 from tests.fault.crash_commands import (
     EXPECTED,
@@ -76,7 +77,6 @@ from tests.support.logs import read_log
 from tests.support.polling import wait_until
 from tests.support.zmq_cluster import free_endpoint
 from workers.zmq import ZmqExecutor
-from workers.zmq.connection import Connection
 
 pytestmark = pytest.mark.slow
 

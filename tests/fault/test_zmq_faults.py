@@ -30,6 +30,8 @@ import pytest
 from orchestrator import Client, Orchestrator, RunFailed, call, parallel
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
+from orchestrator.transport.hub import WorkerInfo
+from orchestrator.transport.security import ServerKeys
 from tests.commands import LedgerEntry, ledger_read
 from tests.fault.zmq_peers import FORGER, RawPeer, bad_hellos, forged_done, junk_frames, oversize_frame
 from tests.support.invariants import ACCEPTED, Tally, check
@@ -37,8 +39,6 @@ from tests.support.logs import read_log
 from tests.support.polling import wait_until
 from tests.support.zmq_cluster import READY_S, Proc, free_endpoint, service, worker
 from workers.zmq import ZmqExecutor, make_keypair
-from workers.zmq.hub import WorkerInfo
-from workers.zmq.security import ServerKeys
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
 from orchestrator.core.envelope import Outcome
-from workers.wire import MAX_MESSAGE_BYTES
-from workers.zmq import protocol
+from orchestrator.transport import protocol
+from orchestrator.transport.wire import MAX_MESSAGE_BYTES
 
 
 class RawPeer:

@@ -27,8 +27,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.evolve import fold
 from orchestrator.core.flows import call, encode_flow
 from orchestrator.core.outcomes import record_outcome
-from tests.strategies import flows
-from workers.wire import (
+from orchestrator.transport.wire import (
     MAX_MESSAGE_BYTES,
     dumps,
     envelope_from_doc,
@@ -37,6 +36,7 @@ from workers.wire import (
     outcome_from_doc,
     outcome_to_doc,
 )
+from tests.strategies import flows
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import ProtocolError
 from orchestrator.core.registry import NAME_PATTERN
-from workers.wire import dumps, outcome_to_doc
-from workers.zmq import protocol
-from workers.zmq.protocol import Ack, Calls, Done, Hello, Request, Reset, Signal, Welcome
+from orchestrator.transport import protocol
+from orchestrator.transport.protocol import Ack, Calls, Done, Hello, Request, Reset, Signal, Welcome
+from orchestrator.transport.wire import dumps, outcome_to_doc
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

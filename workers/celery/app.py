@@ -35,10 +35,10 @@ from celery import Celery, Task
 
 from orchestrator.core.errors import ConfigurationError, ProtocolError
 from orchestrator.core.registry import Registry
+from orchestrator.transport.wire import dumps, envelope_from_doc, loads, outcome_to_doc
 
 from ..base import worker_id
 from ..execution import execute
-from ..wire import dumps, envelope_from_doc, loads, outcome_to_doc
 
 log = logging.getLogger(__name__)
 

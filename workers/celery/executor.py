@@ -30,10 +30,10 @@ from orchestrator.core.envelope import Envelope, Outcome, now_precise
 from orchestrator.core.errors import ConfigurationError, ProtocolError, WorkerLost
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
+from orchestrator.transport.wire import dumps, envelope_to_doc, outcome_from_doc
 
 from ..execution import failed, seconds_until, timed_out
 from ..remote import RemoteExecutor
-from ..wire import dumps, envelope_to_doc, outcome_from_doc
 from .app import DEFAULT_QUEUE, REPLY_PREFIX, TASK_NAME, make_app
 from .replies import BLOCK_S, Collector, Deadlines, OutcomeFor, Reply, decode_reply
 

@@ -25,8 +25,7 @@ import redis
 
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ProtocolError
-
-from ..wire import loads
+from orchestrator.transport.wire import loads
 
 log = logging.getLogger(__name__)
 

@@ -33,15 +33,17 @@ import zmq
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError, ProtocolError
 from orchestrator.core.registry import Registry
+from orchestrator.transport import protocol
+from orchestrator.transport.endpoints import check_endpoint
+from orchestrator.transport.protocol import Ack, Calls, Reset, Welcome
+from orchestrator.transport.security import ClientKeys
+from orchestrator.transport.waker import Waker
+from orchestrator.transport.wire import MAX_MESSAGE_BYTES
 
+from ..aio import AsyncioExecutor
 from ..base import BaseExecutor, worker_id
-from ..factory import executor_from_url
-from ..wire import MAX_MESSAGE_BYTES
-from . import protocol
-from .endpoints import check_endpoint
-from .protocol import Ack, Calls, Reset, Welcome
-from .security import ClientKeys
-from .waker import Waker
+from ..processes import ProcessExecutor
+from ..threads import ThreadExecutor
 
 log = logging.getLogger("evenflow.zmq.worker")
 
@@ -124,8 +126,9 @@ class Worker:
     # --- the loop -----------------------------------------------------------------------------
 
     def _local_executor(self) -> BaseExecutor:
-        url = "asyncio" if self.pool == "asyncio" else f"{self.pool}://{self.concurrency}"
-        return executor_from_url(url)
+        if self.pool == "asyncio":
+            return AsyncioExecutor()
+        return (ProcessExecutor if self.pool == "processes" else ThreadExecutor)(self.concurrency)
 
     def _serve(self, finished: Callable[[], bool], *, deadline: float | None = None) -> None:
         next_beat = time.monotonic()

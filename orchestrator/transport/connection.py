@@ -16,9 +16,9 @@ import zmq
 
 from orchestrator.core.errors import PayloadError, ProtocolError
 
-from ..wire import MAX_MESSAGE_BYTES, loads
 from . import protocol
 from .security import ClientKeys
+from .wire import MAX_MESSAGE_BYTES, loads
 
 
 class Connection:

@@ -30,12 +30,12 @@ from zmq.utils.monitor import recv_monitor_message
 from orchestrator.core.envelope import EndReason, Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import ConfigurationError, NoWorker, ProtocolError, UnknownCommand, WorkerLost
 
-from ..wire import MAX_MESSAGE_BYTES
 from . import protocol
 from .endpoints import check_endpoint
 from .protocol import Done, Hello, Request, Signal
 from .security import ServerKeys
 from .waker import Waker
+from .wire import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("evenflow.zmq.hub")
 

@@ -1,6 +1,6 @@
 """The messages between the service, its workers and its clients, and the checks on each.
 
-Every message is one ZeroMQ frame holding one JSON object (``workers.wire``)
+Every message is one ZeroMQ frame holding one JSON object (``wire``)
 with its type in ``"t"``. Workers and clients talk to the service's ROUTER
 socket from DEALER sockets; the ROUTER prefixes each message with the peer's
 routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
@@ -30,7 +30,7 @@ from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import PayloadError, ProtocolError
 from orchestrator.core.registry import NAME_PATTERN
 
-from ..wire import (
+from .wire import (
     MAX_MESSAGE_BYTES,
     dumps,
     envelope_from_doc,
