@@ -21,6 +21,13 @@ Adder = Callable[[argparse.ArgumentParser], None]
 
 
 def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, str], Any]) -> None:
+    _add_serve(commands, store_options)
+    _add_worker(commands, load)
+    _add_submit(commands)
+    _add_keys(commands)
+
+
+def _add_serve(commands: Any, store_options: Adder) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the orchestrator as a service that remote workers and clients connect to",
@@ -38,6 +45,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     store_options(serve)
     serve.set_defaults(handler=_serve)
 
+
+def _add_worker(commands: Any, load: Callable[[str, type, str], Any]) -> None:
     worker = commands.add_parser(
         "worker",
         help="run the commands of a registry for a service",
@@ -63,6 +72,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     worker.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     worker.set_defaults(handler=lambda args: _worker(args, load))
 
+
+def _add_submit(commands: Any) -> None:
     submit = commands.add_parser(
         "submit",
         help="submit a JSON flow to a service",
@@ -80,6 +91,8 @@ def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, 
     submit.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     submit.set_defaults(handler=_submit)
 
+
+def _add_keys(commands: Any) -> None:
     keys = commands.add_parser(
         "keys",
         help="make a CURVE key pair for a service, worker or client",
