@@ -451,7 +451,7 @@ def finish_and_check(
     try:
         orch.start()
         result = orch.result(run, timeout=TERMINAL_S)  # L4
-        live = orch.engine._recent.get(run) or orch.engine._live.get(run)
+        live = orch.engine.book.recent.get(run) or orch.engine.book.live.get(run)
     finally:
         orch.close()  # no append after this: the live state is final
     assert result == EXPECTED
@@ -603,7 +603,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     with Orchestrator(make_registry(), executor="inline", home=home) as orch:
         run = orch.submit(crash_flow(ledger, str(gate))).id
         assert orch.result(run, timeout=TERMINAL_S) == EXPECTED
-        live = orch.engine._recent[run]
+        live = orch.engine.book.recent[run]
     events = read_log(home, run)
 
     check_prefix(run, events[:-1], events)
