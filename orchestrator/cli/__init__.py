@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from ..core.errors import ConfigurationError, EvenflowError, RunFailed
 from ..core.flows import Node
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
+from . import logs
 from .termination import STOPPED, Terminated, terminable, terminate
 
 EXIT_FAILED_RUN = 1
@@ -32,10 +32,7 @@ EXIT_BAD_INPUT = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args)
     arm_from_environment()  # a fault test's EVENFLOW_CRASH_AT, read as the process starts
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)  # serve and worker put their own drains in place
@@ -133,7 +130,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="directory of the embedded store [env EVENFLOW_HOME; default ~/.local/share/evenflow]",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    parser.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    logs.add_options(parser)
 
 
 def _demo(args: argparse.Namespace) -> int:

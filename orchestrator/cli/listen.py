@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.errors import ConfigurationError
 from ..core.listening import Listener
+from . import logs
 
 AGAIN_S = 0.01
 """The pause between an empty long poll and the next: the service did the waiting."""
@@ -33,7 +34,7 @@ def add_parser(
     listen.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for the service's answer (default 30)")  # fmt: skip
     client_keys(listen)
-    listen.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    logs.add_options(listen)
     listen.set_defaults(handler=lambda args: _listen(args, load))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..core.errors import ConfigurationError, RunFailed
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
+from . import logs
 from .render import to_json
 
 Adder = Callable[[argparse.ArgumentParser], None]
@@ -69,7 +70,7 @@ def _add_worker(commands: Any, load: Callable[[str, type, str], Any]) -> None:
     worker.add_argument("--name", metavar="NAME", help="how logs and the audit name this worker")
     _timing(worker)
     client_keys(worker)
-    worker.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    logs.add_options(worker)
     worker.set_defaults(handler=lambda args: _worker(args, load))
 
 
@@ -88,7 +89,7 @@ def _add_submit(commands: Any) -> None:
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="seconds to wait for the service (default 30) or the run")  # fmt: skip
     client_keys(submit)
-    submit.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    logs.add_options(submit)
     submit.set_defaults(handler=_submit)
 
 
@@ -101,7 +102,7 @@ def _add_keys(commands: Any) -> None:
     )
     keys.add_argument("directory", metavar="DIR")
     keys.add_argument("--name", required=True, metavar="NAME")
-    keys.add_argument("--debug", action="store_true", help="show tracebacks")
+    logs.add_options(keys, debug_help="show tracebacks")
     keys.set_defaults(handler=_keys)
 
 

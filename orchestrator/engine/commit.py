@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from ..core import events as ev
 from ..core.crashpoints import crash_point
 from ..core.errors import EventRefused
 from ..core.events import Event
+from ..core.logfields import fields
 from .book import RunBook
 from .dispatch import Dispatcher
 from .journal import Journal
@@ -24,6 +26,8 @@ from .refusals import judge
 from .timers import Backoff
 
 log = logging.getLogger("evenflow.engine")
+runs_log = logging.getLogger("evenflow.runs")
+"""One INFO line per run state change (``--log-level info``)."""
 
 AppendHook = Callable[[list[Event]], None]
 """Called with every batch once it is durable, after the turn's actions (read models)."""
@@ -57,6 +61,8 @@ class Committer:
                 self.recovery.append_failed(turn, exc)
                 return
             self.backoff.succeeded()
+            if runs_log.isEnabledFor(logging.INFO):
+                report_states(turn.batch())
         crash_point("after-append-before-dispatch")
         self._send(turn)
         if turn.outcomes:
@@ -106,3 +112,26 @@ class Committer:
             self._on_append(batch)
         except Exception:
             log.exception("a hook after the append of %d events failed; read models may lag", len(batch))
+
+
+def report_states(batch: list[Event]) -> None:
+    """Say, one line each, which runs of a durable batch started or ended, and how."""
+    for event in batch:
+        if event.type == ev.RUN_SUBMITTED:
+            named = f" ({event.data['name']})" if event.data.get("name") else ""
+            runs_log.info("run %s%s submitted", event.run, named, extra=fields(event.run))
+        elif event.type in ev.RUN_TERMINAL:
+            runs_log.info(
+                "run %s %s%s", event.run, event.type.split(".")[-1], _why(event), extra=fields(event.run)
+            )
+
+
+def _why(event: Event) -> str:
+    """The first failure of a failed run, or the reason of a cancelled one, in a few words."""
+    failures = event.data.get("failures") or []
+    if failures:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return f": node {first.get('node')} {first.get('type')}: {str(first.get('message'))[:200]}{more}"
+    reason = event.data.get("reason")
+    return f": {reason}" if reason else ""

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core.envelope import Envelope, ErrorInfo, Outcome
 from ..core.errors import ConfigurationError, WorkerLost
+from ..core.logfields import fields
 from ..core.ports import Executor
 
 log = logging.getLogger("evenflow.engine")
@@ -40,7 +41,9 @@ class Dispatcher:
         try:
             self._executor(route).dispatch(envelopes)
         except Exception as exc:
-            log.exception("executor %r refused %d envelopes", route, len(envelopes))
+            first = envelopes[0]
+            about = fields(first.run, first.node, first.attempt)
+            log.exception("executor %r refused %d envelopes", route, len(envelopes), extra=about)
             for envelope in envelopes:
                 error = ErrorInfo.from_exception(
                     WorkerLost(f"executor {route!r} refused it: {exc}"), reason="lost"

@@ -13,6 +13,7 @@ from ..core import events as ev
 from ..core.crashpoints import crash_point
 from ..core.envelope import Outcome
 from ..core.errors import EvenflowError, IdempotencyConflict, InvalidRunState, RunNotFound, RunParked
+from ..core.logfields import fields
 from ..core.outcomes import CheckFlow, record_outcome
 from ..core.planner import Draft
 from ..core.state import RunState
@@ -102,7 +103,11 @@ class Intake:
         if state is None or state.finished or not self.ownership.owns(state.owner):
             return
         if item.run in self.book.aborted:  # even its failure was refused: leave the run as the log has it
-            log.error("run %s is parked: the log refuses even the record of its failure", item.run)
+            log.error(
+                "run %s is parked: the log refuses even the record of its failure",
+                item.run,
+                extra=fields(item.run),
+            )
             self.book.live.pop(item.run, None)
             parked = RunParked(f"run {item.run} is parked: the log refuses its events")
             self.book.fail_waiters(item.run, parked)
@@ -119,7 +124,11 @@ class Intake:
         state = self.book.known(outcome.run)
         turn.outcomes.append(outcome)  # acknowledged even if ignored, so its worker stops resending
         if state is None or not self.ownership.owns(state.owner):  # only a run's owner writes to it
-            log.info("outcome of %s arrived for a run not driven here; ignored", outcome.attempt_id)
+            log.info(
+                "outcome of %s arrived for a run not driven here; ignored",
+                outcome.attempt_id,
+                extra=fields(outcome.run, outcome.node, outcome.attempt, outcome.by),
+            )
             return
         crash_point("after-outcome-before-append")
         for draft in record_outcome(state, outcome, self._check_flow):

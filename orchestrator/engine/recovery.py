@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.errors import CorruptEvent, IdempotencyConflict, RunNotFound, RunParked, StoreUnavailable
 from ..core.evolve import fold
+from ..core.logfields import fields
 from ..core.planner import envelope_for
 from ..core.ports import EventStore
 from ..core.state import RunState
@@ -85,11 +86,11 @@ class Recovery:
             self.not_in_log(run, exc)
             return None
         except CorruptEvent as exc:
-            log.error("run %s is parked: %s", run, exc)
+            log.error("run %s is parked: %s", run, exc, extra=fields(run))
             book.fail_waiters(run, exc)
             return None
         except Exception as exc:
-            log.warning("run %s cannot be read now (%r); will try again", run, exc)
+            log.warning("run %s cannot be read now (%r); will try again", run, exc, extra=fields(run))
             book.stale.setdefault(run, [])
             return None
         self.settle_unsure(state)  # read back at last, after a failed append and an outage
@@ -112,7 +113,7 @@ class Recovery:
             self.book.parked.pop(state.run, None)
             return False
         if state.run not in self.book.parked:
-            log.error("run %s is parked: %s", state.run, reason)
+            log.error("run %s is parked: %s", state.run, reason, extra=fields(state.run))
         self.book.parked[state.run] = RunParked(f"run {state.run} is parked: {reason}")
         self.book.fail_waiters(state.run, self.book.parked[state.run])
         return True

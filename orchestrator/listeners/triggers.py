@@ -25,6 +25,7 @@ from ..core.codec import check_event_data
 from ..core.errors import EvenflowError, IdempotencyConflict, ResultTimeout
 from ..core.events import Event
 from ..core.listening import NOTHING, Trigger, cascade_limit, failure_doc
+from ..core.logfields import fields
 from ..core.ports import EventStore
 from ..core.submitting import Submission
 
@@ -73,6 +74,7 @@ class Triggering:
                 "listener %r: event %s is past the cascade limit; not answered",
                 trigger.listener,
                 trigger.event,
+                extra=fields(ev.run_of(trigger.event)),
             )
             return None
         failure, flow = self._judge(trigger, depth)

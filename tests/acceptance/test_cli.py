@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +20,6 @@ def evenflow(*args: str, home: Path, cwd: Path | None = None) -> subprocess.Comp
     return subprocess.run(
         [*EVENFLOW, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False
     )
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
 
 
 def test_demo_prints_result_run_and_a_row_per_node(home: Path) -> None:
@@ -53,33 +47,6 @@ def test_demo_json_is_exact_and_the_log_survives_the_process(home: Path) -> None
         [sys.executable, "-c", check, str(home), first["run"]], capture_output=True, text=True, timeout=60
     )
     assert int(out.stdout) == first["events"]
-
-
-@pytest.fixture
-def user_code(tmp_path: Path) -> Path:
-    (tmp_path / "myflows.py").write_text(
-        textwrap.dedent(
-            """
-            from orchestrator import Registry, call, parallel, sequence
-
-            def double(x):
-                return 2 * x
-
-            def fail(x):
-                raise KeyError(f"no such key {x}")
-
-            registry = Registry()
-            registry.register("double", double)
-            registry.register("fail", fail)
-
-            flow = sequence(call("double", 3), parallel(call("double"), call("double")))
-            chain = sequence(call("double"), call("double"))
-            def broken():
-                return sequence(call("double", 1), call("fail"))
-            """
-        )
-    )
-    return tmp_path
 
 
 def test_run_executes_a_users_flow(user_code: Path, home: Path) -> None:
