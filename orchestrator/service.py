@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from .core.codec import check_payload
 from .core.errors import ConfigurationError, EvenflowError, InvalidOption, RunCancelled, RunFailed
 from .core.flow_docs import parse_flow
-from .core.ports import FeedStore
 from .core.state import NO_INPUT
 from .listeners.service_feed import LISTENER_REQUESTS, listener_request
 from .orchestrator import Orchestrator
@@ -169,13 +168,12 @@ class Service:
 
         def act() -> None:
             try:
-                store = self.orchestrator.store
-                if not isinstance(store, FeedStore):
-                    raise ConfigurationError(
-                        f"the service's store {type(store).__name__} cannot feed listeners"
-                    )
                 orch = self.orchestrator
-                answer = listener_request(store, orch.trigger, kind, body, orch.wait_for_appends)
+                feed = orch.abilities.feed
+                if feed is None:
+                    store_type = type(orch.store).__name__
+                    raise ConfigurationError(f"the service's store {store_type} cannot feed listeners")
+                answer = listener_request(feed, orch.trigger, kind, body, orch.wait_for_appends)
                 self._reply(peer, req, ok=True, **answer)
             except Exception as exc:
                 if not isinstance(exc, EvenflowError):
