@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .core.errors import ConfigurationError
 from .core.events import Event
-from .core.ports import EventStore, Executor
+from .core.ports import EventStore, Executor, takes_any_route
 from .core.registry import Registry
 from .core.state import RunState
 from .core.submission import FlowChecker
@@ -51,8 +51,10 @@ def routes(default: ExecutorSpec, named: Mapping[str, ExecutorSpec] | None) -> d
 
 
 def flow_checker(registry: Registry | None, routes: dict[str, Executor]) -> FlowChecker:
-    any_route = bool(getattr(routes["default"], "takes_any_route", False))
-    return FlowChecker(registry, routes, lambda route: routes[route].requires_pickle, any_route=any_route)
+    def needs_pickle(route: str) -> bool:
+        return routes[route].requires_pickle
+
+    return FlowChecker(registry, routes, needs_pickle, any_route=takes_any_route(routes["default"]))
 
 
 def open_store(spec: str | EventStore | None, home: str | os.PathLike[str] | None) -> EventStore:

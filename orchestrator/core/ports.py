@@ -52,11 +52,10 @@ class Executor(Protocol):
     ``requires_pickle`` tells the engine to refuse, at submission, commands that
     cannot be sent to another process.
 
-    Two optional members, for executors whose commands run on other hosts:
-    ``recorded(attempt_ids)``, called once outcomes are in the log (or
-    deliberately ignored), so remote workers can stop holding them; and
-    ``takes_any_route = True``, for a default executor that maps route names
-    onto groups of its own workers instead of onto other executors.
+    Executors whose commands run on other hosts may also be an
+    ``AcknowledgedExecutor`` (told which outcomes the log holds, so remote
+    workers stop holding them) or a ``GroupRoutingExecutor`` (a default that
+    maps route names onto groups of its own workers).
     """
 
     requires_pickle: bool
@@ -66,6 +65,25 @@ class Executor(Protocol):
     def dispatch(self, envelopes: Sequence[Envelope]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AcknowledgedExecutor(Protocol):
+    """An executor whose workers hold outcomes until told they are in the log (remote workers)."""
+
+    def recorded(self, attempt_ids: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class GroupRoutingExecutor(Protocol):
+    """A default executor that maps route names onto groups of its own workers."""
+
+    takes_any_route: bool
+
+
+def takes_any_route(executor: Executor) -> bool:
+    """Whether ``executor``, as the default route, takes routes no other executor is named for."""
+    return isinstance(executor, GroupRoutingExecutor) and bool(executor.takes_any_route)
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from typing import Any
 from ..core.envelope import Envelope, ErrorInfo, Outcome
 from ..core.errors import ConfigurationError, WorkerLost
 from ..core.logfields import fields
-from ..core.ports import Executor
+from ..core.ports import AcknowledgedExecutor, Executor, takes_any_route
 
 log = logging.getLogger("evenflow.engine")
 
@@ -24,6 +24,13 @@ class Dispatcher:
         self, executors: Mapping[str, Executor], inflight: set[str], put: Callable[[Any], None], by: str
     ) -> None:
         self.executors = dict(executors)
+        self._acknowledged = {
+            id(executor): (route, executor)
+            for route, executor in self.executors.items()
+            if isinstance(executor, AcknowledgedExecutor)
+        }
+        """Executors to tell which outcomes are logged, each once however many routes name it."""
+        self._any_route = takes_any_route(self.executors["default"])
         self._inflight = inflight
         self._put = put
         self._by = by
@@ -53,19 +60,16 @@ class Dispatcher:
 
     def acknowledge(self, attempt_ids: list[str]) -> None:
         """Tell executors that keep outcomes until they are logged (remote workers) to let go of these."""
-        for route, executor in {id(e): (r, e) for r, e in self.executors.items()}.values():
-            recorded = getattr(executor, "recorded", None)
-            if recorded is None:
-                continue
+        for route, executor in self._acknowledged.values():
             try:
-                recorded(attempt_ids)
+                executor.recorded(attempt_ids)
             except Exception:
                 log.exception("executor %r failed to take acknowledgements", route)
 
     def _executor(self, route: str) -> Executor:
         """The route's executor; a route no executor is named for goes to a default that takes any."""
         executor = self.executors.get(route)
-        if executor is None and getattr(self.executors["default"], "takes_any_route", False):
+        if executor is None and self._any_route:
             return self.executors["default"]
         if executor is None:
             raise ConfigurationError(f"no executor is named {route!r}")
