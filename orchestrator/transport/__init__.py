@@ -2,7 +2,9 @@
 
     wire          envelopes, outcomes and log values as tagged JSON, checked field by field
     protocol      the messages (hello, call, done, ack, submit, reply, ...) and the checks on each
-    hub           the service's ROUTER socket: workers, routing, credit, heartbeats, acknowledgements
+    scheduler     which worker gets which call: credit, heartbeat deadlines, acknowledgements;
+                  pure, given ``now``, with no socket and no clock of its own
+    hub           the service's ROUTER socket: reads and writes frames, asks the scheduler the rest
     connection    a client's DEALER socket: requests out, replies matched back by request id
     security      CURVE keys: who may connect, and encryption of everything said
     endpoints     ``tcp://HOST:PORT`` checks

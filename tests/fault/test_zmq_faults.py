@@ -30,7 +30,7 @@ import pytest
 from orchestrator import Client, Orchestrator, RunFailed, call, parallel
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
-from orchestrator.transport.hub import WorkerInfo
+from orchestrator.transport.scheduler import WorkerInfo
 from orchestrator.transport.security import ServerKeys
 from tests.commands import LedgerEntry, ledger_read
 from tests.fault.zmq_peers import FORGER, RawPeer, bad_hellos, forged_done, junk_frames, oversize_frame

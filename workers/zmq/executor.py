@@ -15,7 +15,8 @@ from typing import ClassVar
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
-from orchestrator.transport.hub import Hub, OnRequest, WorkerInfo
+from orchestrator.transport.hub import Hub, OnRequest
+from orchestrator.transport.scheduler import WorkerInfo
 from orchestrator.transport.security import ServerKeys
 
 from ..remote import SUBMITTED, RemoteExecutor

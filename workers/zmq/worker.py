@@ -36,6 +36,7 @@ from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
 from orchestrator.transport.endpoints import check_endpoint
 from orchestrator.transport.protocol import Ack, Calls, Reset, Welcome
+from orchestrator.transport.scheduler import credit
 from orchestrator.transport.security import ClientKeys
 from orchestrator.transport.waker import Waker
 from orchestrator.transport.wire import MAX_MESSAGE_BYTES
@@ -48,9 +49,6 @@ from ..threads import ThreadExecutor
 log = logging.getLogger("evenflow.zmq.worker")
 
 POOLS = ("threads", "processes", "asyncio")
-PREFETCH_PER_SLOT = 8
-"""Calls held ready per running slot by default: enough that a fast command never waits for the
-next call to cross the network, few enough that a dead worker costs little to re-dispatch."""
 
 
 class Worker:
@@ -80,7 +78,7 @@ class Worker:
         self.connect = check_endpoint(connect, binding=False)
         self.registry = registry
         self.concurrency = concurrency
-        self.slots = concurrency + (PREFETCH_PER_SLOT * concurrency if prefetch is None else max(0, prefetch))
+        self.slots = credit(concurrency, prefetch)
         self.pool = pool
         self.queues = tuple(queues)
         self.name = name or f"{stdsocket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,285 @@
+"""Which worker gets which call, and when a worker is dead: the hub's decisions, with no I/O.
+
+The hub tells the scheduler what it heard (a hello, any message, outcomes, a
+bye, a peer it could not reach) and what it was given (calls, acknowledgements),
+each with ``now`` read from the hub's clock; the scheduler answers with the
+calls to send where and the calls that ended here. It keeps, per worker, the
+commands and queues it announced, its slots (credit: a worker is never sent
+more calls than it has slots, so a burst waits here, in order, instead of
+overrunning it) and the calls it holds. A worker silent for
+``heartbeat_s * liveness`` is forgotten and its calls end as ``lost``, which
+the engine re-dispatches as new attempts. A call no worker can take waits until
+``schedule_timeout_s``, then fails with ``NoWorker`` (or ``UnknownCommand`` if
+no live worker has the name). No socket, no clock, no thread: every method is a
+step of a state machine, so a test can drive it through any order of events.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from orchestrator.core.envelope import EndReason, Envelope
+from orchestrator.core.errors import ConfigurationError, NoWorker, UnknownCommand, WorkerLost
+
+from .protocol import Hello
+
+ACK_DELAY_S = 0.02
+"""How long an acknowledgement may wait for a call to ride on: a send is costly, a short wait is not."""
+
+PREFETCH_PER_SLOT = 8
+"""Calls a worker holds ready per running slot by default: enough that a fast command never waits for
+the next call to cross the network, few enough that a dead worker costs little to re-dispatch."""
+
+
+def credit(concurrency: int, prefetch: int | None = None) -> int:
+    """The slots a worker announces: one per command it runs at once, plus the calls it holds ready."""
+    ready = PREFETCH_PER_SLOT * concurrency if prefetch is None else max(0, prefetch)
+    return concurrency + ready
+
+
+@dataclass
+class Peer:
+    """A worker that said hello, as the service knows it."""
+
+    id: bytes
+    name: str
+    commands: frozenset[str]
+    queues: frozenset[str]
+    slots: int
+    last_seen: float
+    calls: dict[str, Envelope] = field(default_factory=dict)
+    draining: bool = False
+    """Said ``bye``: finishing what it holds, taking nothing new."""
+    owed: list[str] = field(default_factory=list)
+    """Acknowledgements not yet sent: they ride on the next call, or go alone after ``ACK_DELAY_S``."""
+    owed_since: float = 0.0
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else self.slots - len(self.calls)
+
+    def takes(self, envelope: Envelope) -> bool:
+        route = envelope.route
+        return envelope.command in self.commands and (route in (None, "default") or route in self.queues)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    name: str
+    commands: frozenset[str]
+    queues: frozenset[str]
+    slots: int
+    busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Calls for one worker, with the acknowledgements owed to it riding along."""
+
+    peer: bytes
+    calls: list[Envelope]
+    acks: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A call that ends here, not at a worker: lost with its worker, or never taken by one."""
+
+    envelope: Envelope
+    error: Exception
+    reason: EndReason
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A worker the scheduler forgot, why, and the calls it held, each ended as lost."""
+
+    peer: bytes
+    name: str
+    why: str
+    lost: list[Ended]
+
+
+class Scheduler:
+    """Workers, their credit and calls, the calls waiting for one, and the acknowledgements owed."""
+
+    def __init__(self, *, heartbeat_s: float, liveness: int, schedule_timeout_s: float) -> None:
+        if not heartbeat_s > 0 or type(liveness) is not int or liveness < 1 or not schedule_timeout_s > 0:
+            raise ConfigurationError(
+                f"heartbeat_s ({heartbeat_s!r}) and schedule_timeout_s ({schedule_timeout_s!r}) must be "
+                f"positive and liveness ({liveness!r}) a whole number >= 1"
+            )
+        self.heartbeat_s = heartbeat_s
+        self.liveness = liveness
+        self.schedule_timeout_s = schedule_timeout_s
+        self.silent_after_s = heartbeat_s * liveness
+        """A worker (or an unknown peer's reset) older than this is gone."""
+        self.peers: dict[bytes, Peer] = {}
+        self.pending: dict[tuple[str, str | None], deque[tuple[Envelope, float]]] = defaultdict(deque)
+        """Calls no worker could take yet, oldest first, by (command, route), with when they came."""
+        self._reporters: dict[str, bytes] = {}
+        """Which peer sent each outcome, so its acknowledgement goes back there."""
+        self._resets: dict[bytes, float] = {}
+        """Unknown peers asked to say hello, and when: at most one reset each per liveness window."""
+
+    # --- what the hub heard -------------------------------------------------------------------
+
+    def join(self, peer: bytes, hello: Hello, now: float) -> None:
+        """A worker said hello; one already known keeps the calls it holds."""
+        self._resets.pop(peer, None)
+        known = self.peers.get(peer)
+        calls = known.calls if known is not None else {}
+        self.peers[peer] = Peer(peer, hello.name, hello.commands, hello.queues, hello.slots, now, calls)
+
+    def heard(self, peer: bytes, now: float) -> Peer | None:
+        """A known worker is alive as of ``now``; None for a peer that never said hello (or was forgotten)."""
+        known = self.peers.get(peer)
+        if known is not None:
+            known.last_seen = now
+        return known
+
+    def should_reset(self, peer: bytes, now: float) -> bool:
+        """Ask an unknown peer for a hello? Once per liveness window: a worker waking from a freeze
+        with several messages under way would otherwise resend its kept outcomes once per reset."""
+        if now - self._resets.get(peer, -float("inf")) < self.silent_after_s:
+            return False
+        self._resets[peer] = now
+        return True
+
+    def drain(self, peer: bytes) -> None:
+        """The worker said ``bye``: it finishes what it holds and is given nothing new."""
+        known = self.peers.get(peer)
+        if known is not None:
+            known.draining = True
+
+    def completed(self, peer: bytes, attempt_id: str) -> None:
+        """``peer`` sent the outcome of ``attempt_id``: the call frees its slot; the ack goes to ``peer``."""
+        known = self.peers.get(peer)
+        if known is not None:
+            known.calls.pop(attempt_id, None)
+        self._reporters[attempt_id] = peer
+
+    def forget(self, peer: bytes, why: str) -> Departure | None:
+        """Drop a worker; each call it held ends as lost, for the engine to send again."""
+        known = self.peers.pop(peer, None)
+        if known is None:
+            return None
+        lost = [
+            Ended(envelope, WorkerLost(f"worker {known.name} {why} while holding this attempt"), "lost")
+            for envelope in known.calls.values()
+        ]
+        known.calls.clear()
+        return Departure(peer, known.name, why, lost)
+
+    # --- what the hub was given ---------------------------------------------------------------
+
+    def place(self, envelopes: Iterable[Envelope], now: float) -> list[Batch]:
+        """Each call to the worker with its command (and queue) and the most free slots, or queued."""
+        batches: dict[bytes, list[Envelope]] = defaultdict(list)
+        for envelope in envelopes:
+            peer = max(
+                (p for p in self.peers.values() if p.free > 0 and p.takes(envelope)),
+                key=lambda p: p.free,
+                default=None,
+            )
+            if peer is None:
+                self.pending[(envelope.command, envelope.route)].append((envelope, now))
+                continue
+            peer.calls[envelope.attempt_id] = envelope
+            batches[peer.id].append(envelope)
+        return [self._batch(peer, calls) for peer, calls in batches.items()]
+
+    def fill(self, peer: bytes) -> Batch | None:
+        """The oldest waiting calls a worker with free slots can take, or None."""
+        known = self.peers.get(peer)
+        if known is None:
+            return None
+        calls: list[Envelope] = []
+        for key in [key for key in self.pending if key[0] in known.commands]:
+            waiting = self.pending[key]
+            while waiting and known.free > 0 and known.takes(waiting[0][0]):
+                envelope, _ = waiting.popleft()
+                known.calls[envelope.attempt_id] = envelope
+                calls.append(envelope)
+            if not waiting:
+                del self.pending[key]
+        return self._batch(peer, calls) if calls else None
+
+    def _batch(self, peer: bytes, calls: list[Envelope]) -> Batch:
+        known = self.peers[peer]
+        acks, known.owed = known.owed, []
+        return Batch(peer, calls, acks)
+
+    def acknowledge(self, attempt_ids: Iterable[str], now: float) -> None:
+        """These outcomes are in the log: owe each acknowledgement to the worker that sent it."""
+        for attempt_id in attempt_ids:
+            peer = self.peers.get(self._reporters.pop(attempt_id, b""))
+            if peer is not None:
+                if not peer.owed:
+                    peer.owed_since = now
+                peer.owed.append(attempt_id)
+
+    # --- what time brings ---------------------------------------------------------------------
+
+    def acks_due(self, now: float) -> tuple[list[tuple[bytes, list[str]]], float]:
+        """Acknowledgements that waited ``ACK_DELAY_S`` for a call, to send alone; when the next are due."""
+        due, sends = float("inf"), []
+        for peer in self.peers.values():
+            if not peer.owed:
+                continue
+            if now - peer.owed_since >= ACK_DELAY_S:
+                sends.append((peer.id, peer.owed))
+                peer.owed = []
+            else:
+                due = min(due, peer.owed_since + ACK_DELAY_S)
+        return sends, due
+
+    def silent(self, now: float) -> list[Departure]:
+        """Forget the workers not heard from within ``heartbeat_s * liveness`` (closed, killed or frozen)."""
+        window = self.silent_after_s
+        self._resets = {peer: at for peer, at in self._resets.items() if now - at < window}
+        departures = []
+        for peer in [p for p in self.peers.values() if now - p.last_seen > window]:
+            why = f"went silent for {now - peer.last_seen:.1f}s (over {window:g}s)"
+            departures.append(self._forgotten(peer.id, why))
+        return departures
+
+    def _forgotten(self, peer: bytes, why: str) -> Departure:
+        departure = self.forget(peer, why)
+        assert departure is not None
+        return departure
+
+    def expire(self, now: float) -> list[Ended]:
+        """Fail calls that waited past the schedule timeout: ``UnknownCommand`` if no live worker
+        has the name (a typo, or a deploy that dropped it), ``NoWorker`` if those that have it
+        were all busy or in other queues."""
+        known: set[str] = set()
+        for peer in self.peers.values():
+            known |= peer.commands
+        ended = []
+        for key in list(self.pending):
+            waiting = self.pending[key]
+            while waiting and now - waiting[0][1] > self.schedule_timeout_s:
+                envelope, _ = waiting.popleft()
+                ended.append(Ended(envelope, self._unscheduled(envelope, known), "raised"))
+            if not waiting:
+                del self.pending[key]
+        return ended
+
+    def _unscheduled(self, envelope: Envelope, known: set[str]) -> Exception:
+        if envelope.command not in known:
+            return UnknownCommand(envelope.command, sorted(known), path=envelope.node)
+        where = f" in queue {envelope.route!r}" if envelope.route not in (None, "default") else ""
+        return NoWorker(
+            f"no worker with command {envelope.command!r}{where} took attempt {envelope.attempt_id} "
+            f"within {self.schedule_timeout_s:g}s; start more workers (evenflow worker --registry ...) "
+            "or raise the schedule timeout"
+        )
+
+    # --- what it holds ------------------------------------------------------------------------
+
+    def workers(self) -> list[WorkerInfo]:
+        """A snapshot of the live workers (for status output and tests)."""
+        return [WorkerInfo(p.name, p.commands, p.queues, p.slots, len(p.calls)) for p in self.peers.values()]
