@@ -119,7 +119,7 @@ class Client:
 
 
 def _submission(flow: FlowSpec, value: Any, name: str | None, *, wait: bool) -> dict[str, Any]:
-    doc = encode_flow(flow) if isinstance(flow, Node) else dict(flow)
+    doc = encode_flow(flow) if isinstance(flow, Node) else flow  # a document is the service's to check
     body: dict[str, Any] = {"flow": doc, "name": name, "wait": wait}
     if value is not NO_INPUT:
         body["input"] = value
