@@ -10,21 +10,33 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .core.errors import ResultTimeout
-
-if TYPE_CHECKING:
-    from .orchestrator import Orchestrator
+from .core.state import RunState
 
 RunId = str | Callable[[], str]
 """A run id, or how to learn it once the submission is logged (for the message of a timeout)."""
 
 
+class Runs(Protocol):
+    """What a ``Run`` asks of the orchestrator that made it."""
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any: ...
+
+    def result_future(self, run_id: str) -> Future[Any]: ...
+
+    def state(self, run_id: str) -> RunState: ...
+
+    def cancel(self, run_id: str, reason: str = ..., timeout: float | None = ...) -> None: ...
+
+    def retry(self, run_id: str) -> Run: ...
+
+
 class Run:
     """A handle on one run: its id, its result and its status."""
 
-    def __init__(self, orchestrator: Orchestrator, run_id: str) -> None:
+    def __init__(self, orchestrator: Runs, run_id: str) -> None:
         self._orchestrator = orchestrator
         self.id = run_id
 
