@@ -24,6 +24,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError
+from orchestrator.core.logfields import fields
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
 
@@ -134,7 +135,11 @@ class BaseExecutor(StdExecutor, ABC):
         try:
             report(outcome)
         except Exception:
-            log.exception("reporting the outcome of %s failed", outcome.attempt_id)
+            log.exception(
+                "reporting the outcome of %s failed",
+                outcome.attempt_id,
+                extra=fields(outcome.run, outcome.node, outcome.attempt, outcome.by),
+            )
 
     def _settled(self, envelope: Envelope, future: Future[Outcome]) -> None:
         """Done-callback for a future that runs ``execute``: report its outcome."""

@@ -26,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
 from orchestrator.core.errors import ConfigurationError, ProtocolError
+from orchestrator.core.logfields import fields
 
 from . import protocol
 from .endpoints import check_endpoint
@@ -220,7 +221,9 @@ class Hub:
             self._done(peer, message)
         elif isinstance(message, Signal) and message.type == "bye":
             self.scheduler.drain(peer)
-            log.info("worker %s is draining; it gets no new calls", known.name)
+            log.info(
+                "worker %s is draining; it gets no new calls", known.name, extra=fields(worker=known.name)
+            )
 
     def _unknown(self, peer: bytes, now: float) -> None:
         """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once.
@@ -236,7 +239,13 @@ class Hub:
     def _hello(self, peer: bytes, hello: Hello, now: float) -> None:
         self.scheduler.join(peer, hello, now)
         self.stats["hello"] += 1
-        log.info("worker %s joined: %d commands, %d slots", hello.name, len(hello.commands), hello.slots)
+        log.info(
+            "worker %s joined: %d commands, %d slots",
+            hello.name,
+            len(hello.commands),
+            hello.slots,
+            extra=fields(worker=hello.name),
+        )
         if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness)):
             self._send_batch(self.scheduler.fill(peer))
 
@@ -308,7 +317,11 @@ class Hub:
         """A forgotten worker: each call it held ends as lost, for the engine to send again."""
         self.stats["forgotten"] += 1
         log.warning(
-            "worker %s %s; %d calls it held end as lost", departure.name, departure.why, len(departure.lost)
+            "worker %s %s; %d calls it held end as lost",
+            departure.name,
+            departure.why,
+            len(departure.lost),
+            extra=fields(worker=departure.name),
         )
         for ended in departure.lost:
             self._lose(ended)

@@ -32,6 +32,7 @@ import zmq
 
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError, ProtocolError
+from orchestrator.core.logfields import fields
 from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
 from orchestrator.transport.endpoints import check_endpoint
@@ -170,6 +171,7 @@ class Worker:
                 "re-dispatches them",
                 len(self._running),
                 len(self._unacked),
+                extra=fields(worker=self.name),
             )
 
     def _connect(self) -> None:
@@ -221,7 +223,9 @@ class Worker:
             try:
                 message = protocol.from_service(frame)
             except ProtocolError as exc:
-                log.warning("dropped a malformed message from the service: %s", exc)
+                log.warning(
+                    "dropped a malformed message from the service: %s", exc, extra=fields(worker=self.name)
+                )
                 continue
             self._handle(message)
 
@@ -236,7 +240,7 @@ class Worker:
         elif isinstance(message, Welcome):
             self.connected.set()
         elif isinstance(message, Reset):
-            log.info("the service asked for a fresh hello (%s)", message.why)
+            log.info("the service asked for a fresh hello (%s)", message.why, extra=fields(worker=self.name))
             self._hello()
 
     def _run(self, envelopes: list[Envelope]) -> None:
