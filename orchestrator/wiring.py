@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from .core.errors import ConfigurationError
 from .core.events import Event
+from .core.flow_check import FlowChecker
 from .core.ports import EventStore, Executor, takes_any_route
 from .core.registry import Registry
 from .core.state import RunState
-from .core.submission import FlowChecker
 from .engine.ownership import Leases
 from .engine.recovery import Unrunnable
 from .listeners.attached import AttachedListeners

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from orchestrator import InvalidFlow, InvalidOption, PayloadError, Registry, RetryPolicy, UnknownCommand
+from orchestrator.core.flow_check import FlowChecker
 from orchestrator.core.flow_docs import decode_flow, parse_flow
 from orchestrator.core.flows import MAX_DEPTH, call, chord, each, encode_flow, parallel, sequence
-from orchestrator.core.submission import FlowChecker
 
 
 def registry() -> Registry:
