@@ -241,9 +241,7 @@ def crashed_owner(store: MongoStore, ledger: str, gate: str) -> str:
 
     def release_when_stopped() -> None:
         try:
-            wait_until(
-                lambda: not owner.engine.alive(), timeout=RESULT_S, what="the first engine stopped"
-            )
+            wait_until(lambda: not owner.engine.alive(), timeout=RESULT_S, what="the first engine stopped")
         finally:
             Path(gate).touch()  # always, or the owner's close would wait for its commands
 
