@@ -1,7 +1,7 @@
 """Store faults at every append site of the engine, through the real ``MongoStore`` over a faulty mongomock.
 
-Sites (orchestrator/engine/journal.py, appending each turn): the submission (``run.submitted``); recording an outcome
-(``command.succeeded``); recording a failure with its retry decision (``command.failed`` +
+Sites (each turn's append, orchestrator/engine/journal.py): the submission (``run.submitted``);
+recording an outcome (``command.succeeded``); recording a failure with its retry decision (``command.failed`` +
 ``retry.scheduled``); a retry timer firing (``command.dispatched`` of attempt 2); the resume at
 start that ends a dead owner's attempts as ``Interrupted``. Faults: tests/support/faulty_store.py.
 
