@@ -1,9 +1,10 @@
 """Store faults at every append site of the engine, through the real ``MongoStore`` over a faulty mongomock.
 
 Sites (each turn's append, orchestrator/engine/journal.py): the submission
-(``run.submitted``); recording an outcome (``command.succeeded``); recording a failure with its
-retry decision (``command.failed`` + ``retry.scheduled``); a retry timer firing (``command.dispatched`` of attempt 2); the resume at
-start that ends a dead owner's attempts as ``Interrupted``. Faults: tests/support/faulty_store.py.
+(``run.submitted``); recording an outcome (``command.succeeded``); recording a failure with
+its retry decision (``command.failed`` + ``retry.scheduled``); a retry timer firing
+(``command.dispatched`` of attempt 2); the resume at start that ends a dead owner's attempts
+as ``Interrupted``. Faults: tests/support/faulty_store.py.
 
 After each fault the run finishes with the right result and its log keeps the invariants of
 ../shared/RELIABILITY.md: L1, L4, L5 and L9 (``tests.support.invariants.check``); L2 (what was
