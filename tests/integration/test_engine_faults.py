@@ -353,3 +353,32 @@ def test_two_threads_submitting_first_do_not_start_the_engine_twice() -> None:
     finally:
         orch.close()
     assert executor.starts == 1  # 2: both threads ran Engine.start (and Thread.start) at once
+
+
+# --- 7. a failed append paused the whole engine thread (issue 12: a backoff is a timer) ---------
+
+
+class StuckAppends(MemoryStore):
+    """Appends fail while ``stuck`` is set; reads always work."""
+
+    stuck = False
+
+    def append(self, events: Sequence[Event]) -> None:
+        if self.stuck:
+            raise ConnectionError("appends are failing")
+        super().append(events)
+
+
+def test_while_appends_fail_the_engine_still_answers_what_it_holds_and_then_catches_up() -> None:
+    store = StuckAppends()
+    with orchestrator(store) as orch:
+        done = orch.submit(call("noop", 7))
+        assert done.result(timeout=5) == 7
+        store.stuck = True
+        pending = orch.submit_future(call("noop", 8))  # its append fails, again and again
+        wait_until(lambda: orch.engine.backoff.failures >= 2, what="appends failing in a row")
+        assert done.result(timeout=5) == 7  # served from memory during the pause
+        assert store.stuck and not pending.done()
+        store.stuck = False
+        assert orch.result(pending.result(timeout=10), timeout=10) == 8
+        assert orch.engine.backoff.failures == 0
