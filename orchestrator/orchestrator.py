@@ -77,9 +77,8 @@ class Orchestrator:
         self.by = wiring.orchestrator_id()
         self.cascade_limit = cascade_limit
         self.listener_poll_s = float(listener_poll_s)
-        self._listeners = AttachedListeners(
-            self.abilities.feed, self.trigger, self.listener_poll_s, kind=type(self.store).__name__
-        )
+        feed, kind = self.abilities.feed, type(self.store).__name__  # trigger late-bound: it may be wrapped
+        self._listeners = AttachedListeners(feed, lambda t: self.trigger(t), self.listener_poll_s, kind=kind)
         self._triggering = Triggering(self.store, self._submit_logged, self._checker.check, cascade_limit)
         self._appended = wiring.AfterAppend(self.read_models, self._triggering, self._listeners)
         self.engine = Engine(
