@@ -46,10 +46,10 @@ class Orchestrator:
     ``executor`` is the default route, ``executors`` adds named ones (``route=``);
     without a ``registry`` commands live on remote workers (``zmq://``). ``store``
     is a URL or an ``EventStore``, by default the embedded store in ``home``.
-    Orchestrators sharing a MongoDB log each drive their own runs and take over
-    those whose owner's lease (``lease_s``) lapsed. Listener chains are cut after
-    ``cascade_limit`` hops; listeners look for other writers' events every
-    ``listener_poll_s``. With ``read_models``, ``runs_collection`` follows every append.
+    It resumes runs left unfinished (unless ``resume=False``: then only its own) and, on a shared
+    MongoDB log, those whose owner's lease (``lease_s``) lapsed. Listener chains are cut after
+    ``cascade_limit`` hops; listeners poll for other writers' events every ``listener_poll_s``.
+    With ``read_models``, ``runs_collection`` follows every append.
     """
 
     def __init__(
@@ -65,6 +65,7 @@ class Orchestrator:
         lease_s: float = LEASE_S,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         listener_poll_s: float = POLL_S,
+        resume: bool = True,
     ) -> None:
         wiring.check_settings(registry, cascade_limit, listener_poll_s)
         self.registry = registry if registry is not None else Registry()
@@ -90,6 +91,7 @@ class Orchestrator:
             on_append=self._appended,
             leases=wiring.leases(self.abilities, self.by, lease_s),
             unrunnable=wiring.unrunnable(registry) if registry is not None else None,
+            adopt=resume,
         )
         self._started = False
         self._closed = False

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from orchestrator.core import lifeline
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.errors import ConfigurationError, PayloadError, WorkerLost
 from orchestrator.core.ports import Report
@@ -50,8 +51,12 @@ class _ChildState:
 _child = _ChildState()
 
 
-def install(payload: bytes) -> None:
-    """Pool initializer: load this child's registry; a failure is kept, so each envelope can say why."""
+def install(payload: bytes, owner: int) -> None:
+    """Pool initializer: load this child's registry; a failure is kept, so each envelope can say why.
+
+    The child leaves when ``owner`` (the process that made the pool) dies, and ignores Ctrl-C.
+    """
+    lifeline.hold(owner)
     _child.by = worker_id("processes")
     try:
         _child.registry = pickle.loads(payload) if payload else Registry()
@@ -230,7 +235,10 @@ class ProcessExecutor(BaseExecutor):
         if slot is None:
             payload, names = snapshot(registry)
             pool = ProcessPoolExecutor(
-                self.max_workers, mp_context=self._context, initializer=install, initargs=(payload,)
+                self.max_workers,
+                mp_context=self._context,
+                initializer=install,
+                initargs=(payload, os.getpid()),
             )
             slot = self._current = _Pool(pool, names)
             self._pools.add(slot)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,8 @@ from ..core.flows import Node
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
 from . import logs
-from .termination import STOPPED, Terminated, terminable, terminate
+from .arguments import INPUT_HELP, executor_url, home, input_value, seconds
+from .termination import STOPPED, Terminated, add_grace, resume_command, terminable, terminate
 
 EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="evenflow",
         description="Run flows of plain Python callables, every step logged to an event store.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the demo flow on the embedded store and show what happened, node by node.",
     )
     _common(demo, default_executor="processes://2")
+    add_grace(demo)
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser(
@@ -89,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("flow", metavar="MODULE:FLOW", help="a flow node, or a function returning one")
     run.add_argument("--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function")
-    run.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
+    run.add_argument("--input", metavar="JSON", help=INPUT_HELP)
     _common(run, default_executor="threads")
+    add_grace(run)
     run.set_defaults(handler=_run)
 
     from . import control, listen, queries, remote
@@ -108,15 +111,19 @@ def _common(parser: argparse.ArgumentParser, *, default_executor: str) -> None:
     parser.add_argument(
         "--executor",
         default=os.environ.get("EVENFLOW_EXECUTOR", default_executor),
+        type=executor_url,
         metavar="URL",
         help="inline, asyncio, threads://N, processes://N, zmq://HOST:PORT or celery://BROKER_URL "
         f"[env EVENFLOW_EXECUTOR; default {default_executor}]",
     )
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting")
+    parser.add_argument(
+        "--timeout", type=seconds, default=None, metavar="SECONDS", help="give up waiting [default: never]"
+    )
     _store_options(parser)
 
 
-def _store_options(parser: argparse.ArgumentParser) -> None:
+def _store_options(parser: argparse.ArgumentParser, *, prints_data: bool = True) -> None:
+    """Where the log is; ``--json`` only on commands that print data (``prints_data``)."""
     parser.add_argument(
         "--store",
         default=os.environ.get("EVENFLOW_STORE"),
@@ -125,43 +132,56 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--home",
-        default=os.environ.get("EVENFLOW_HOME"),
+        default=os.environ.get("EVENFLOW_HOME") or None,
+        type=home,
         metavar="DIR",
         help="directory of the embedded store [env EVENFLOW_HOME; default ~/.local/share/evenflow]",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    if prints_data:
+        parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     logs.add_options(parser)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return _execute(args, demo.registry(), demo.flow(), NO_INPUT, name="demo")
+    return _execute(args, demo.registry(), demo.flow(), NO_INPUT, name="demo", spec=demo.REGISTRY)
 
 
 def _run(args: argparse.Namespace) -> int:
     registry = _load(args.registry, Registry, "a Registry")
     flow = _load(args.flow, Node, "a flow node")
     value = NO_INPUT if args.input is None else _json(args.input)
-    return _execute(args, registry, flow, value, name=args.flow)
+    return _execute(args, registry, flow, value, name=args.flow, spec=args.registry)
 
 
-def _execute(args: argparse.Namespace, registry: Registry, flow: Node, value: Any, *, name: str) -> int:
+def _execute(
+    args: argparse.Namespace, registry: Registry, flow: Node, value: Any, *, name: str, spec: str
+) -> int:
+    """Drive one run, and only it: runs left unfinished by others are named, for ``evenflow resume``."""
     from ..orchestrator import Orchestrator
     from .report import print_run
 
-    with (
-        Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch,
-        terminable(orch),
-    ):
+    resume = resume_command(args, spec)
+    orch = Orchestrator(registry, executor=args.executor, store=args.store, home=args.home, resume=False)
+    with orch, terminable(orch, grace=args.grace, resume=resume):
         run = orch.submit(flow, input=value, name=name)
         try:
             run.result(args.timeout)
         except RunFailed:
             print_run(orch, run.id, as_json=args.json)
+            _mention_others(orch, run.id, resume)
             raise
         print_run(orch, run.id, as_json=args.json)
+        _mention_others(orch, run.id, resume)
     return 0
+
+
+def _mention_others(orch: Any, mine: str, resume: str) -> None:
+    others = [run for run in orch.store.unfinished_runs() if run != mine]
+    if others:
+        print(f"evenflow: {len(others)} other runs are unfinished here; `{resume}` finishes them",
+              file=sys.stderr)  # fmt: skip
 
 
 def _load(spec: str, kind: type, what: str) -> Any:
@@ -181,7 +201,14 @@ def _load(spec: str, kind: type, what: str) -> Any:
 
 
 def _json(text: str) -> Any:
+    """``--input``, read as every command reads it (``arguments.input_value``)."""
+    return input_value(text)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"--input is not JSON: {exc}") from None
+        return version("evenflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"

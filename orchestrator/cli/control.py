@@ -17,7 +17,7 @@ from ..core.registry import Registry
 from .arguments import run_id
 from .remote import client_keys
 from .render import to_json
-from .termination import terminable
+from .termination import add_grace, resume_command, terminable
 
 Adder = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[str, type, str], Any]
@@ -30,8 +30,9 @@ def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder
         description="Log run.cancelled: nothing of the run is dispatched after it. Commands already "
         "running finish; their results are logged as ignored.",
     )
-    cancel.add_argument("run", metavar="RUN", type=run_id)
-    cancel.add_argument("--reason", default="cancelled by request", help="recorded in the log")
+    cancel.add_argument("run", metavar="RUN", type=run_id, help="the run id, as `evenflow runs` shows it")
+    cancel.add_argument("--reason", default="cancelled by request",
+                        help="recorded in the log (default: cancelled by request)")  # fmt: skip
     _service(cancel)
     store_options(cancel)
     cancel.set_defaults(handler=_cancel)
@@ -43,12 +44,12 @@ def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder
         "that succeeded, and print its id. Retrying the same run again gives the same new run. With "
         "--registry, run it here until it ends; otherwise `evenflow resume` or a service runs it.",
     )
-    retry.add_argument("run", metavar="RUN", type=run_id)
-    retry.add_argument(
-        "--registry", metavar="MODULE:REGISTRY", help="run the new run here with these commands"
-    )
+    retry.add_argument("run", metavar="RUN", type=run_id, help="the failed or cancelled run's id")
+    retry.add_argument("--registry", metavar="MODULE:REGISTRY",
+                       help="run the new run here with these commands (default: only log it)")  # fmt: skip
     _service(retry)
     common(retry)
+    add_grace(retry)
     retry.set_defaults(handler=lambda args: _retry(args, load))
 
     resume = commands.add_parser(
@@ -62,12 +63,13 @@ def add_parsers(commands: Any, store_options: Adder, load: Loader, common: Adder
         "--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function"
     )
     common(resume)
+    add_grace(resume)
     resume.set_defaults(handler=lambda args: _resume(args, load))
 
 
 def _service(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--connect", metavar="ENDPOINT", help="ask this `evenflow serve` instead of the store"
+        "--connect", metavar="ENDPOINT", help="ask this `evenflow serve` (default: write to the store)"
     )
     client_keys(parser)
 
@@ -94,7 +96,7 @@ def _cancel(args: argparse.Namespace) -> int:
     if args.connect:
         with _client(args) as client:
             client.cancel(args.run)
-        print(f"cancelled {args.run}")
+        _said(args, {"run": args.run, "cancelled": True}, f"cancelled {args.run}")
         return 0
     from ..control import cancel_run
 
@@ -103,15 +105,21 @@ def _cancel(args: argparse.Namespace) -> int:
         fresh = cancel_run(store, args.run, args.reason)
     finally:
         store.close()
-    print(f"cancelled {args.run}" if fresh else f"{args.run} was cancelled already")
+    text = f"cancelled {args.run}" if fresh else f"{args.run} was cancelled already"
+    _said(args, {"run": args.run, "cancelled": fresh}, text)
     return 0
+
+
+def _said(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
+    """One result: a JSON document with ``--json``, else a line for people."""
+    print(to_json(document, indent=None) if args.json else text)
 
 
 def _retry(args: argparse.Namespace, load: Loader) -> int:
     if args.connect:
         with _client(args) as client:
             new = client.retry(args.run)
-            print(new)
+            _said(args, {"run": new, "retry_of": args.run}, new)
             if args.registry is None:
                 return 0
             print(to_json({"run": new, "result": client.result(new, args.timeout)}, indent=None))
@@ -121,17 +129,20 @@ def _retry(args: argparse.Namespace, load: Loader) -> int:
 
         store = _writable_store(args)
         try:
-            print(retry_run(store, args.run))
+            new = retry_run(store, args.run)
         finally:
             store.close()
+        _said(args, {"run": new, "retry_of": args.run}, new)
         return 0
     from ..orchestrator import Orchestrator
     from .report import print_run
 
     registry = load(args.registry, Registry, "a Registry")
     with (
-        Orchestrator(registry, executor=args.executor, store=args.store, home=args.home) as orch,
-        terminable(orch),
+        Orchestrator(
+            registry, executor=args.executor, store=args.store, home=args.home, resume=False
+        ) as orch,
+        terminable(orch, grace=args.grace, resume=resume_command(args, args.registry)),
     ):
         run = orch.retry(args.run)
         try:
@@ -153,7 +164,7 @@ def _resume(args: argparse.Namespace, load: Loader) -> int:
     except BaseException:
         orch.close()
         raise
-    with orch, terminable(orch):
+    with orch, terminable(orch, grace=args.grace, resume=resume_command(args, args.registry)):
         for run in pending:
             rows.append(_resumed(orch, run, args.timeout))
     if args.json:

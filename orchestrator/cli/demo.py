@@ -42,6 +42,10 @@ def charge(amount: int) -> str:
     return f"charged {amount}"
 
 
+REGISTRY = "orchestrator.cli.demo:registry"
+"""How ``evenflow resume --registry`` names the demo's commands."""
+
+
 def registry() -> Registry:
     commands = Registry()
     for fn in (load_order, item_ids, price, shipping, charge):

@@ -1,4 +1,11 @@
-"""SIGTERM for the ``evenflow`` commands: unwind, log what can be logged, leave.
+"""Stopping the ``evenflow`` commands that drive runs: SIGTERM or a first Ctrl-C drains, a second stops.
+
+On SIGTERM or Ctrl-C nothing new starts; attempts in flight get up to
+``--grace`` seconds to end and their outcomes are logged; leases are released;
+one line says what is left unfinished and the command that finishes it; the
+process exits 143 (SIGTERM) or 130 (Ctrl-C). A second signal during the grace
+period exits at once: what was in flight is sent again, as new attempts, by
+the command that resumes it.
 
 Its own module so the package's ``main`` and the command modules that run an
 orchestrator (``control``) both import it, and neither imports the other.
@@ -6,15 +13,20 @@ orchestrator (``control``) both import it, and neither imports the other.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-DRAIN_S = 3.0
-"""On SIGTERM, how long outcomes of commands in flight are still logged before the process leaves."""
+GRACE_S = 30.0
+"""How long attempts in flight may take to end after SIGTERM or Ctrl-C (``--grace``)."""
+EXIT_SIGTERM, EXIT_SIGINT = 143, 130
+CLOSE_MARGIN_S = 5.0
+"""Beyond the grace period, to log what ended and release leases (running commands are not waited for)."""
 
 STOPPED = "evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running"
 
@@ -28,21 +40,69 @@ def terminate(*_: object) -> None:
     raise Terminated
 
 
-@contextlib.contextmanager
-def terminable(orch: Any) -> Iterator[None]:
-    """On SIGTERM inside the block: log what can be logged within ``DRAIN_S``, then exit 0 at once.
+def add_grace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--grace",
+        type=_seconds,
+        default=GRACE_S,
+        metavar="SECONDS",
+        help=f"on SIGTERM or Ctrl-C, how long attempts in flight may take to end (default {GRACE_S:g})",
+    )
 
-    Commands still running are not waited for (a thread cannot be stopped, and
-    a long one would hold the exit); the log shows them dispatched, so
-    ``evenflow resume`` sends them again as new attempts.
-    """
+
+def resume_command(args: argparse.Namespace, registry: str) -> str:
+    """The exact command that finishes what this one leaves unfinished."""
+    where = [f"--store {args.store}"] if getattr(args, "store", None) else []
+    where += [f"--home {args.home}"] if getattr(args, "home", None) else []
+    return " ".join(["evenflow resume --registry", registry, *where])
+
+
+@contextlib.contextmanager
+def terminable(orch: Any, *, grace: float = GRACE_S, resume: str = "evenflow resume") -> Iterator[None]:
+    """Inside the block, SIGTERM or Ctrl-C drains ``orch`` for up to ``grace`` seconds and exits."""
     try:
         yield
-    except Terminated:
-        closing = threading.Thread(target=orch.close, kwargs={"drain_s": DRAIN_S}, daemon=True)
-        closing.start()
-        closing.join(DRAIN_S + 5.0)
-        print(STOPPED, file=sys.stderr)
-        sys.stdout.flush()
+    except (Terminated, KeyboardInterrupt) as exc:
+        code, what = (EXIT_SIGTERM, "SIGTERM") if isinstance(exc, Terminated) else (EXIT_SIGINT, "Ctrl-C")
+        _stop(orch, grace, code, what, resume)
+
+
+def _stop(orch: Any, grace: float, code: int, what: str, resume: str) -> None:
+    at_once = _exit_at_once(code)
+    signal.signal(signal.SIGINT, at_once)
+    signal.signal(signal.SIGTERM, at_once)
+    waiting = f"waiting up to {grace:g}s for attempts in flight; a second Ctrl-C or SIGTERM stops now"
+    print(f"evenflow: {what}: {waiting}", file=sys.stderr, flush=True)
+    closing = threading.Thread(target=orch.close, kwargs={"drain_s": grace}, daemon=True)
+    closing.start()
+    closing.join(grace + CLOSE_MARGIN_S)
+    print(stopped_line(what, sorted(orch.engine.book.live), resume), file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _exit_at_once(code: int) -> Any:
+    def handler(*_: object) -> None:
+        print("evenflow: stopped at once; `evenflow resume` sends what was running again", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
+
+    return handler
+
+
+def stopped_line(what: str, unfinished: list[str], resume: str) -> str:
+    if not unfinished:
+        return f"evenflow: stopped by {what}; nothing is left unfinished"
+    runs = ", ".join(unfinished[:5]) + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "")
+    return f"evenflow: stopped by {what}; unfinished: run {runs}; `{resume}` finishes it"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds in [0, 3600]")
+    return value

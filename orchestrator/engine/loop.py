@@ -56,6 +56,7 @@ class Engine:
         on_append: AppendHook | None = None,
         leases: Leases | None = None,
         unrunnable: Unrunnable | None = None,
+        adopt: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -73,7 +74,7 @@ class Engine:
             self.book, journal, self.recovery, self.dispatcher, self.backoff, put, on_append
         )
         self.takeover = Takeover(
-            store, self.book, self.ownership, self.recovery, journal, self.committer.commit
+            store, self.book, self.ownership, self.recovery, journal, self.committer.commit, adopt=adopt
         )
         self._journal = journal
         self._held: list[Any] = []
@@ -93,7 +94,7 @@ class Engine:
         self.dispatcher.start(registry)
         if self.ownership.leases is not None:
             self.ownership.leases.tick()
-        self.takeover.take_over(self.store.unfinished_runs())
+        self.takeover.at_start()
         self._thread.start()
 
     def alive(self) -> bool:

@@ -37,6 +37,8 @@ class Takeover:
         recovery: Recovery,
         journal: Journal,
         commit: Callable[[Turn], None],
+        *,
+        adopt: bool = True,
     ) -> None:
         self.store = store
         self.book = book
@@ -44,6 +46,13 @@ class Takeover:
         self.recovery = recovery
         self.journal = journal
         self._commit = commit
+        self.adopt = adopt
+        """Whether to drive runs this engine did not submit (resume, serve), or only its own (``run``)."""
+
+    def at_start(self) -> None:
+        """Take up the unfinished runs in the store, unless this engine drives only its own."""
+        if self.adopt:
+            self.take_over(self.store.unfinished_runs())
 
     def take_over(self, runs: list[str]) -> None:
         """Drive these runs from now on: log ownership, end the attempts they show in flight."""
@@ -89,7 +98,7 @@ class Takeover:
             and run not in book.parked
             and (run not in book.foreign or leases.takeable(book.foreign[run]))
         ]
-        if free:
+        if free and self.adopt:
             self.take_over(free)
         followed = [run for run in book.waiters if run not in book.live and run not in book.recent]
         for run in [run for run in followed if run not in known and run not in book.unsure]:

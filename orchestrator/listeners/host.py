@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import pickle
 import threading
 import time
@@ -27,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from orchestrator.core import lifeline
 from orchestrator.core.crashpoints import crash_point
 from orchestrator.core.errors import ConfigurationError, WorkerLost
 from orchestrator.core.listening import Listener, Trigger, failed_trigger, matches
@@ -239,7 +241,12 @@ class ListenerHost:
         if name not in self._processes:
             import multiprocessing
 
-            self._processes[name] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._processes[name] = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=lifeline.hold,
+                initargs=(os.getpid(),),
+            )
         return self._processes[name]
 
 

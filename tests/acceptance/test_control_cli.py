@@ -472,7 +472,7 @@ def test_retry_continues_a_failed_run_without_redoing_what_succeeded(tmp_path: P
     assert retried.returncode == 0, retried.stderr
     answer = json.loads(retried.stdout)
     new = answer["run"]
-    assert (answer["status"], answer["result"]) == ("succeeded", 4) and new != run
+    assert (answer["state"], answer["result"]) == ("succeeded", 4) and new != run
     assert [e.node for e in place.executions(new)] == ["r.1.1"]  # r.0 and r.1.0 kept, not executed again
     assert len(place.executions(run)) == 3
     events = place.log(new)
@@ -493,9 +493,10 @@ def test_retry_continues_a_failed_run_without_redoing_what_succeeded(tmp_path: P
 # --- SIGTERM -----------------------------------------------------------------------------------
 
 
-def test_sigterm_stops_evenflow_run_promptly_and_resume_finishes(tmp_path: Path) -> None:
+def test_sigterm_stops_evenflow_run_after_its_grace_and_resume_finishes(tmp_path: Path) -> None:
+    """A command still running when ``--grace`` ends is left to ``evenflow resume``; the run exits 143."""
     place = Place(tmp_path)
-    with place.background("run", f"{WALK}:gated", "--registry", REGISTRY) as process:
+    with place.background("run", f"{WALK}:gated", "--registry", REGISTRY, "--grace", "1") as process:
         run = place.executing("r.1").run  # wait_gate is running
         process.send_signal(signal.SIGTERM)
         try:
@@ -516,8 +517,8 @@ def test_sigterm_stops_evenflow_run_promptly_and_resume_finishes(tmp_path: Path)
     events = place.log(run)
     check(run, events, place.executions(), ledgered_nodes=2)
     assert fold(run, events).result == 2
-    assert code == 0, (
-        f"evenflow run did not exit within {STOP_S}s of SIGTERM while a command was running; it exited "
+    assert code == 143, (
+        f"evenflow run did not exit 143 within {STOP_S}s of SIGTERM while a command was running; it exited "
         f"{final} only once the command ended, and that command's outcome was not logged: it ran "
         f"{sum(e.node == 'r.1' for e in place.executions(run))} times"
     )
