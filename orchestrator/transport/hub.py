@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import zmq
@@ -30,8 +30,8 @@ from orchestrator.core.logfields import fields
 
 from . import protocol
 from .endpoints import check_endpoint
-from .protocol import Done, Hello, Request, Signal
-from .scheduler import Batch, Departure, Ended, Scheduler, WorkerInfo
+from .protocol import Done, Hello, Request, Signal, Started
+from .scheduler import Batch, Conflict, Departure, Ended, Scheduler, WorkerInfo
 from .security import ServerKeys
 from .waker import Waker
 from .wire import MAX_MESSAGE_BYTES
@@ -217,13 +217,21 @@ class Hub:
         known = self.scheduler.heard(peer, now)
         if known is None:
             self._unknown(peer, now)
+        elif isinstance(message, Started):
+            self.scheduler.started(peer, message.ids)
         elif isinstance(message, Done):
             self._done(peer, message)
         elif isinstance(message, Signal) and message.type == "bye":
-            self.scheduler.drain(peer)
+            handed_back, lost = self.scheduler.drain(peer, now)
+            for ended in lost:
+                self._lose(ended)
             log.info(
-                "worker %s is draining; it gets no new calls", known.name, extra=fields(worker=known.name)
+                "worker %s is draining; it gets no new calls (%d it had not started go to others)",
+                known.name,
+                handed_back,
+                extra=fields(worker=known.name),
             )
+            self._fill_all()
 
     def _unknown(self, peer: bytes, now: float) -> None:
         """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once.
@@ -237,7 +245,8 @@ class Hub:
             self._send(peer, protocol.reset("this service does not know you; say hello again"))
 
     def _hello(self, peer: bytes, hello: Hello, now: float) -> None:
-        self.scheduler.join(peer, hello, now)
+        for conflict in self.scheduler.join(peer, hello, now):
+            self._conflict(conflict)
         self.stats["hello"] += 1
         log.info(
             "worker %s joined: %d commands, %d slots",
@@ -247,6 +256,26 @@ class Hub:
             extra=fields(worker=hello.name),
         )
         if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness)):
+            self._send_batch(self.scheduler.fill(peer))
+
+    def _conflict(self, conflict: Conflict) -> None:
+        self.stats["option_conflicts"] += 1
+        log.warning(
+            "worker %s registered %r with options %s, worker %s with %s: the first apply until it leaves",
+            conflict.refused,
+            conflict.command,
+            dict(conflict.refused_options) or "none",
+            conflict.kept,
+            dict(conflict.kept_options) or "none",
+            extra=fields(worker=conflict.refused),
+        )
+
+    def announced(self, command: str) -> Mapping[str, Any] | None:
+        """From any thread: the options (``retry``, ``timeout_s``) workers registered ``command`` with."""
+        return self.scheduler.announced(command)
+
+    def _fill_all(self) -> None:  # calls a worker handed back go to those with free slots
+        for peer in list(self.scheduler.peers):
             self._send_batch(self.scheduler.fill(peer))
 
     def _done(self, peer: bytes, message: Done) -> None:
@@ -309,7 +338,7 @@ class Hub:
             self._lose(ended)
 
     def _forget(self, peer: bytes, why: str) -> None:
-        departure = self.scheduler.forget(peer, why)
+        departure = self.scheduler.forget(peer, why, time.monotonic())
         if departure is not None:
             self._departed(departure)
 
@@ -317,14 +346,18 @@ class Hub:
         """A forgotten worker: each call it held ends as lost, for the engine to send again."""
         self.stats["forgotten"] += 1
         log.warning(
-            "worker %s %s; %d calls it held end as lost",
+            "worker %s %s; %d calls it started end as lost, %d it had not started go to others",
             departure.name,
             departure.why,
             len(departure.lost),
+            departure.requeued,
             extra=fields(worker=departure.name),
         )
+        self.stats["handed_back"] += departure.requeued
         for ended in departure.lost:
             self._lose(ended)
+        if departure.requeued:
+            self._fill_all()
 
     def _lose(self, ended: Ended) -> None:
         error = ErrorInfo.from_exception(ended.error, reason=ended.reason)

@@ -5,11 +5,12 @@ with its type in ``"t"``. Workers and clients talk to the service's ROUTER
 socket from DEALER sockets; the ROUTER prefixes each message with the peer's
 routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
 
-    worker -> service   hello  {name, commands, queues, slots, session}
+    worker -> service   hello  {name, commands, queues, slots, session, starts?, options?}
+                        started {ids: [...]}           (these calls begin now; sent before they do)
                         hb     {}                      (also while commands run)
                         done   {outcomes: [...]}       (kept until acked)
                         bye    {}
-    service -> worker   welcome {heartbeat_s, liveness}
+    service -> worker   welcome {heartbeat_s, liveness, starts?}
                         call    {envelopes: [...], acks?}  (never more than the free slots)
                         ack     {ids: [...]}           (these outcomes are in the log; when no
                                                         call is going that way to carry them)
@@ -18,17 +19,25 @@ routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
     client -> service   submit  {req, flow, input?, name?, wait}
                         watch   {req, run}
     service -> client   reply   {req, ok, run?, status?, result?, error?}
+
+A worker that says ``starts: true`` in its hello (to a service whose welcome
+says ``starts: true``) holds the calls it prefetched until a slot is free and
+reports each one in a ``started`` message before it begins: a call it held
+but never started is given to another worker when it leaves, and is no
+attempt lost. ``options`` are the retry policy (its stored form) and timeout
+(``timeout_s``) each command was registered with on the worker, by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
-from orchestrator.core.errors import PayloadError, ProtocolError
-from orchestrator.core.registry import NAME_PATTERN
+from orchestrator.core.errors import InvalidOption, PayloadError, ProtocolError
+from orchestrator.core.policy import RetryPolicy
+from orchestrator.core.registry import MAX_TIMEOUT, NAME_PATTERN
 
 from .wire import (
     MAX_MESSAGE_BYTES,
@@ -56,6 +65,15 @@ class Hello:
     queues: frozenset[str]
     slots: int
     session: str
+    starts: bool = False
+    """The worker reports each call in a ``started`` message before it begins (and holds the rest)."""
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per command, the options it was registered with: ``retry`` (a policy's stored form), ``timeout_s``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    ids: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,8 @@ class Request:
 class Welcome:
     heartbeat_s: float
     liveness: int
+    starts: bool = False
+    """The service wants ``started`` reports (an older one would drop the message as unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +122,27 @@ class Reset:
     why: str
 
 
-FromPeer = Hello | Done | Signal | Request
+FromPeer = Hello | Started | Done | Signal | Request
 FromService = Welcome | Calls | Ack | Reset | Signal
 
 
 # --- encoding ---------------------------------------------------------------------------
 
 
-def hello(name: str, commands: list[str], queues: list[str], slots: int, session: str) -> bytes:
+def hello(
+    name: str,
+    commands: list[str],
+    queues: list[str],
+    slots: int,
+    session: str,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> bytes:
     doc = {"t": "hello", "v": VERSION, "name": name, "commands": commands, "queues": queues}
-    return dumps({**doc, "slots": slots, "session": session})
+    return dumps({**doc, "slots": slots, "session": session, "starts": True, "options": dict(options or {})})
+
+
+def started(ids: list[str]) -> bytes:
+    return dumps({"t": "started", "ids": ids})
 
 
 OUTCOME_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
@@ -164,7 +195,7 @@ def signal(kind: str) -> bytes:
 
 
 def welcome(heartbeat_s: float, liveness: int) -> bytes:
-    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness})
+    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True})
 
 
 def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:
@@ -204,7 +235,11 @@ def from_peer(frame: bytes) -> FromPeer:
             queues=_names(doc, "queues"),
             slots=_bounded(doc, "slots", MAX_SLOTS),
             session=_text(doc, "session"),
+            starts=doc.get("starts") is True,
+            options=_options(doc.get("options")),
         )
+    if kind == "started":
+        return Started(_list_of_ids(doc, "ids", MAX_SLOTS))
     if kind == "done":
         return Done([outcome_from_doc(item) for item in _list(doc, "outcomes", MAX_BATCH)])
     if kind in ("hb", "bye"):
@@ -227,7 +262,7 @@ def from_service(frame: bytes) -> FromService:
         heartbeat = doc.get("heartbeat_s")
         if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
             raise ProtocolError("welcome heartbeat_s must be a number of seconds in (0, 3600]")
-        return Welcome(float(heartbeat), _bounded(doc, "liveness", 1_000))
+        return Welcome(float(heartbeat), _bounded(doc, "liveness", 1_000), doc.get("starts") is True)
     if kind == "reset":
         return Reset(str(doc.get("why", ""))[:200])
     if kind == "hb":
@@ -265,7 +300,11 @@ def _list(doc: Mapping[str, Any], name: str, limit: int) -> list[Any]:
 
 
 def _ids(doc: Mapping[str, Any], name: str) -> list[str]:
-    ids = _list(doc, name, 100 * MAX_BATCH)
+    return _list_of_ids(doc, name, 100 * MAX_BATCH)
+
+
+def _list_of_ids(doc: Mapping[str, Any], name: str, limit: int) -> list[str]:
+    ids = _list(doc, name, limit)
     if not all(isinstance(item, str) for item in ids):
         raise ProtocolError(f"{name} must be attempt ids (strings)")
     return ids
@@ -283,3 +322,34 @@ def _bounded(doc: Mapping[str, Any], name: str, limit: int) -> int:
     if type(value) is not int or not 1 <= value <= limit:
         raise ProtocolError(f"field {name!r} must be a whole number from 1 to {limit}")
     return value
+
+
+def _options(value: object) -> dict[str, dict[str, Any]]:
+    """A hello's ``options``, each checked as the registry checks them, in their stored form."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_COMMANDS:
+        raise ProtocolError(f"field 'options' must map at most {MAX_COMMANDS} command names to options")
+    return {name: _command_options(name, given) for name, given in value.items()}
+
+
+def _command_options(name: object, given: object) -> dict[str, Any]:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or not isinstance(given, dict):
+        raise ProtocolError("field 'options' must map command names to objects")
+    if set(given) - {"retry", "timeout_s"}:
+        raise ProtocolError(f"options of {name!r} may hold only 'retry' and 'timeout_s'")
+    options: dict[str, Any] = {}
+    try:
+        if given.get("retry") is not None:
+            if not isinstance(given["retry"], dict):
+                raise InvalidOption("retry must be an object")
+            options["retry"] = RetryPolicy.from_doc(given["retry"]).to_doc()
+    except (InvalidOption, TypeError, ValueError) as exc:
+        raise ProtocolError(f"the retry option of {name!r} is not a retry policy: {exc}") from None
+    timeout = given.get("timeout_s")
+    if timeout is not None:
+        limit = MAX_TIMEOUT.total_seconds()
+        if type(timeout) not in (int, float) or not 0 < timeout <= limit:
+            raise ProtocolError(f"the timeout_s option of {name!r} must be seconds in (0, {limit:g}]")
+        options["timeout_s"] = float(timeout)
+    return options

@@ -10,15 +10,26 @@ overrunning it) and the calls it holds. A worker silent for
 ``heartbeat_s * liveness`` is forgotten and its calls end as ``lost``, which
 the engine re-dispatches as new attempts. A call no worker can take waits until
 ``schedule_timeout_s``, then fails with ``NoWorker`` (or ``UnknownCommand`` if
-no live worker has the name). No socket, no clock, no thread: every method is a
-step of a state machine, so a test can drive it through any order of events.
+no live worker has the name).
+
+Only a call its worker reported ``started`` ends as lost with it; one it held
+unstarted (prefetched, or handed back by ``bye``) waits here again, the same
+attempt with nothing logged, so an innocent call never pays an attempt of the
+lost-worker cap for a neighbour (a worker that does not report starts has all
+its calls counted as started). ``MAX_REQUEUES`` bounds the cycling. The first
+worker to announce a command sets its options (retry, timeout) until it leaves;
+other options announced meanwhile are a ``Conflict`` the hub logs.
+
+No socket, no clock, no thread: every method is a step of a state machine, so
+a test can drive it through any order of events.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator.core.envelope import EndReason, Envelope
 from orchestrator.core.errors import ConfigurationError, NoWorker, UnknownCommand, WorkerLost
@@ -27,6 +38,9 @@ from .protocol import Hello
 
 ACK_DELAY_S = 0.02
 """How long an acknowledgement may wait for a call to ride on: a send is costly, a short wait is not."""
+
+MAX_REQUEUES = 100
+"""Times a call a worker held but never started is handed to another worker before it ends as lost."""
 
 PREFETCH_PER_SLOT = 8
 """Calls a worker holds ready per running slot by default: enough that a fast command never waits for
@@ -50,6 +64,10 @@ class Peer:
     slots: int
     last_seen: float
     calls: dict[str, Envelope] = field(default_factory=dict)
+    starts: bool = False
+    """Reports each call it begins (``started``); the calls it holds and has not reported never ran."""
+    started: set[str] = field(default_factory=set)
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     draining: bool = False
     """Said ``bye``: finishing what it holds, taking nothing new."""
     owed: list[str] = field(default_factory=list)
@@ -94,12 +112,25 @@ class Ended:
 
 @dataclass(frozen=True, slots=True)
 class Departure:
-    """A worker the scheduler forgot, why, and the calls it held, each ended as lost."""
+    """A worker the scheduler forgot, why, the calls it started (each ended as lost) and how many
+    calls it held unstarted went back to wait for another worker."""
 
     peer: bytes
     name: str
     why: str
     lost: list[Ended]
+    requeued: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A worker announced other options for a command than those in force (another worker's)."""
+
+    command: str
+    kept: str
+    kept_options: Mapping[str, Any]
+    refused: str
+    refused_options: Mapping[str, Any]
 
 
 class Scheduler:
@@ -123,15 +154,54 @@ class Scheduler:
         """Which peer sent each outcome, so its acknowledgement goes back there."""
         self._resets: dict[bytes, float] = {}
         """Unknown peers asked to say hello, and when: at most one reset each per liveness window."""
+        self._requeues: dict[str, int] = {}
+        """How often each waiting call was handed back unstarted by a worker."""
+        self.options: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
+        """The options in force per command, and the worker that announced them first."""
 
     # --- what the hub heard -------------------------------------------------------------------
 
-    def join(self, peer: bytes, hello: Hello, now: float) -> None:
-        """A worker said hello; one already known keeps the calls it holds."""
+    def join(self, peer: bytes, hello: Hello, now: float) -> list[Conflict]:
+        """A worker said hello (one already known keeps the calls it holds); returns its conflicts."""
         self._resets.pop(peer, None)
         known = self.peers.get(peer)
         calls = known.calls if known is not None else {}
-        self.peers[peer] = Peer(peer, hello.name, hello.commands, hello.queues, hello.slots, now, calls)
+        joined = Peer(peer, hello.name, hello.commands, hello.queues, hello.slots, now, calls, hello.starts)
+        if known is not None:  # a second hello: a worker that reports starts dropped what it had not begun
+            joined.started = known.started
+            if hello.starts:
+                unstarted = [e for e in calls.values() if e.attempt_id not in known.started]
+                for envelope in self._requeue([calls.pop(e.attempt_id) for e in unstarted], now):
+                    calls[envelope.attempt_id] = envelope  # handed back too often: it ends with this worker
+                    known.started.add(envelope.attempt_id)
+        joined.options = {command: hello.options.get(command, {}) for command in hello.commands}
+        self.peers[peer] = joined
+        return [
+            conflict for command in sorted(hello.commands) if (conflict := self._announce(joined, command))
+        ]
+
+    def _announce(self, peer: Peer, command: str) -> Conflict | None:
+        options = peer.options[command]
+        current = self.options.get(command)
+        if current is None or current[0] == peer.id:
+            self.options[command] = (peer.id, options)
+            return None
+        owner, kept = current
+        if kept == options:
+            return None
+        name = self.peers[owner].name if owner in self.peers else "?"
+        return Conflict(command, name, kept, peer.name, options)
+
+    def announced(self, command: str) -> Mapping[str, Any] | None:
+        """The options in force for ``command`` (``retry``, ``timeout_s``); None if no worker has it."""
+        current = self.options.get(command)
+        return current[1] if current is not None else None
+
+    def started(self, peer: bytes, attempt_ids: Iterable[str]) -> None:
+        """The worker begins these calls: from now on they end as lost with it."""
+        known = self.peers.get(peer)
+        if known is not None:
+            known.started.update(attempt_id for attempt_id in attempt_ids if attempt_id in known.calls)
 
     def heard(self, peer: bytes, now: float) -> Peer | None:
         """A known worker is alive as of ``now``; None for a peer that never said hello (or was forgotten)."""
@@ -148,30 +218,73 @@ class Scheduler:
         self._resets[peer] = now
         return True
 
-    def drain(self, peer: bytes) -> None:
-        """The worker said ``bye``: it finishes what it holds and is given nothing new."""
+    def drain(self, peer: bytes, now: float) -> tuple[int, list[Ended]]:
+        """``bye``: the worker finishes what it started, takes nothing new and drops the rest, which
+        wait for another worker; returns how many, and those handed back too often (lost)."""
         known = self.peers.get(peer)
-        if known is not None:
-            known.draining = True
+        if known is None:
+            return 0, []
+        known.draining = True
+        if not known.starts:
+            return 0, []
+        unstarted = [
+            envelope for envelope in known.calls.values() if envelope.attempt_id not in known.started
+        ]
+        for envelope in unstarted:
+            del known.calls[envelope.attempt_id]
+        cycled = self._requeue(unstarted, now)
+        return len(unstarted) - len(cycled), [self._lost(known, envelope, "left") for envelope in cycled]
 
     def completed(self, peer: bytes, attempt_id: str) -> None:
         """``peer`` sent the outcome of ``attempt_id``: the call frees its slot; the ack goes to ``peer``."""
         known = self.peers.get(peer)
         if known is not None:
             known.calls.pop(attempt_id, None)
+            known.started.discard(attempt_id)
+        self._requeues.pop(attempt_id, None)
         self._reporters[attempt_id] = peer
 
-    def forget(self, peer: bytes, why: str) -> Departure | None:
-        """Drop a worker; each call it held ends as lost, for the engine to send again."""
+    def forget(self, peer: bytes, why: str, now: float) -> Departure | None:
+        """Drop a worker; each call it started ends as lost, for the engine to send again; each it
+        held unstarted waits for another worker."""
         known = self.peers.pop(peer, None)
         if known is None:
             return None
-        lost = [
-            Ended(envelope, WorkerLost(f"worker {known.name} {why} while holding this attempt"), "lost")
-            for envelope in known.calls.values()
-        ]
+        self._hand_over(known)
+        began = [e for e in known.calls.values() if not known.starts or e.attempt_id in known.started]
+        unstarted = [e for e in known.calls.values() if known.starts and e.attempt_id not in known.started]
+        cycled = self._requeue(unstarted, now)
+        lost = [self._lost(known, envelope, why) for envelope in began + cycled]
         known.calls.clear()
-        return Departure(peer, known.name, why, lost)
+        return Departure(peer, known.name, why, lost, len(unstarted) - len(cycled))
+
+    def _lost(self, known: Peer, envelope: Envelope, why: str) -> Ended:
+        more = (
+            "" if self._requeues.pop(envelope.attempt_id, 0) <= MAX_REQUEUES else " (handed back too often)"
+        )
+        return Ended(
+            envelope, WorkerLost(f"worker {known.name} {why} while holding this attempt{more}"), "lost"
+        )
+
+    def _hand_over(self, gone: Peer) -> None:
+        """The commands whose options ``gone`` set take those of the oldest live worker that has them."""
+        for command in [c for c, (owner, _) in self.options.items() if owner == gone.id]:
+            heir = next((p for p in self.peers.values() if command in p.commands), None)
+            if heir is None:
+                del self.options[command]
+            else:
+                self.options[command] = (heir.id, heir.options[command])
+
+    def _requeue(self, envelopes: list[Envelope], now: float) -> list[Envelope]:
+        """Unstarted calls wait again (from ``now``, so in order); returns those handed back too often."""
+        cycled = []
+        for envelope in envelopes:
+            count = self._requeues[envelope.attempt_id] = self._requeues.get(envelope.attempt_id, 0) + 1
+            if count > MAX_REQUEUES:
+                cycled.append(envelope)
+            else:
+                self.pending[(envelope.command, envelope.route)].append((envelope, now))
+        return cycled
 
     # --- what the hub was given ---------------------------------------------------------------
 
@@ -243,11 +356,11 @@ class Scheduler:
         departures = []
         for peer in [p for p in self.peers.values() if now - p.last_seen > window]:
             why = f"went silent for {now - peer.last_seen:.1f}s (over {window:g}s)"
-            departures.append(self._forgotten(peer.id, why))
+            departures.append(self._forgotten(peer.id, why, now))
         return departures
 
-    def _forgotten(self, peer: bytes, why: str) -> Departure:
-        departure = self.forget(peer, why)
+    def _forgotten(self, peer: bytes, why: str, now: float) -> Departure:
+        departure = self.forget(peer, why, now)
         assert departure is not None
         return departure
 
@@ -263,6 +376,7 @@ class Scheduler:
             waiting = self.pending[key]
             while waiting and now - waiting[0][1] > self.schedule_timeout_s:
                 envelope, _ = waiting.popleft()
+                self._requeues.pop(envelope.attempt_id, None)
                 ended.append(Ended(envelope, self._unscheduled(envelope, known), "raised"))
             if not waiting:
                 del self.pending[key]

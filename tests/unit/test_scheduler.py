@@ -12,6 +12,9 @@ and the hub ticks. After every step:
 - every call is exactly one of: waiting, held by one live worker, completed, or
   ended here (lost with its worker, or unscheduled) -- none vanishes, none is
   held twice;
+- a worker that reports starts loses with it only the calls it reported
+  started; the others it held (and all it held unstarted when it says bye) wait
+  again for another worker;
 - a silent worker is forgotten at the first tick past its deadline, a waiting
   call fails at the first tick past the schedule timeout and not before, and an
   acknowledgement goes only to the worker that sent the outcome, once.
@@ -45,8 +48,8 @@ announced = st.frozensets(st.sampled_from(COMMANDS), min_size=1)
 slots = st.integers(1, 4)
 
 
-def hello(commands: frozenset[str], queues: frozenset[str], slots: int) -> Hello:
-    return Hello(name="host", commands=commands, queues=queues, slots=slots, session="s")
+def hello(commands: frozenset[str], queues: frozenset[str], slots: int, starts: bool = False) -> Hello:
+    return Hello(name="host", commands=commands, queues=queues, slots=slots, session="s", starts=starts)
 
 
 @dataclass
@@ -58,6 +61,9 @@ class Model:
     envelopes: dict[str, Envelope] = field(default_factory=dict)
     came: dict[str, float] = field(default_factory=dict)
     joined_with: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    starts: dict[bytes, bool] = field(default_factory=dict)
+    """Whether each live worker reports the calls it starts."""
+    started: set[str] = field(default_factory=set)
     departed: set[bytes] = field(default_factory=set)
     given_since_join: set[bytes] = field(default_factory=set)
     reported: dict[str, bytes] = field(default_factory=dict)
@@ -104,13 +110,21 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         assert departure.peer == peer and peer not in self.scheduler.peers
         held = {a for a, s in self.model.state.items() if s == peer}
-        assert {ended.envelope.attempt_id for ended in departure.lost} == held
+        began = {a for a in held if a in self.model.started or not self.model.starts[peer]}
+        assert {ended.envelope.attempt_id for ended in departure.lost} == began
         for ended in departure.lost:
             assert isinstance(ended.error, WorkerLost) and ended.reason == "lost"
             self.model.state[ended.envelope.attempt_id] = "ended"
+        self.handed_back(held - began)
+        assert departure.requeued == len(held - began)
         self.model.joined_with.pop(peer)
+        self.model.starts.pop(peer)
         self.model.departed.add(peer)
         self.model.owed.pop(peer, None)
+
+    def handed_back(self, attempts: set[str]) -> None:
+        for attempt in attempts:
+            self.model.state[attempt], self.model.came[attempt] = "waiting", self.now
 
     def unscheduled(self, ended: Ended) -> None:
         attempt = ended.envelope.attempt_id
@@ -123,18 +137,33 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     # --- what the hub hears ------------------------------------------------------------------
 
-    @rule(peer=peers, commands=announced, queued=st.booleans(), slots=slots, welcomed=st.booleans())
-    def join(self, peer: bytes, commands: frozenset[str], queued: bool, slots: int, welcomed: bool) -> None:
+    @rule(
+        peer=peers,
+        commands=announced,
+        queued=st.booleans(),
+        slots=slots,
+        welcomed=st.booleans(),
+        starts=st.booleans(),
+    )
+    def join(
+        self, peer: bytes, commands: frozenset[str], queued: bool, slots: int, welcomed: bool, starts: bool
+    ) -> None:
         """A hello; the welcome reaches the worker, or the send finds it gone."""
-        self.scheduler.join(peer, hello(commands, frozenset({"q"} if queued else ()), slots), self.now)
+        queues = frozenset({"q"} if queued else ())
+        self.scheduler.join(peer, hello(commands, queues, slots, starts), self.now)
+        if starts and peer in self.model.joined_with:  # it dropped what it had not started
+            self.handed_back(
+                {a for a, s in self.model.state.items() if s == peer and a not in self.model.started}
+            )
         self.model.joined_with[peer] = commands
+        self.model.starts[peer] = starts
         self.model.departed.discard(peer)
         self.model.given_since_join.discard(peer)
         self.model.owed.pop(peer, None)  # a fresh hello: the worker resends what is unacknowledged
         if welcomed:
             self.given(self.scheduler.fill(peer))
         else:
-            self.departed(self.scheduler.forget(peer, "became unreachable"), peer)
+            self.departed(self.scheduler.forget(peer, "became unreachable", self.now), peer)
 
     @rule(peer=peers)
     def heartbeat(self, peer: bytes) -> None:
@@ -146,7 +175,24 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(peer=peers)
     def bye(self, peer: bytes) -> None:
         if self.scheduler.heard(peer, self.now) is not None:
-            self.scheduler.drain(peer)
+            count, lost = self.scheduler.drain(peer, self.now)
+            held = {a for a, s in self.model.state.items() if s == peer and a not in self.model.started}
+            unstarted = held if self.model.starts[peer] else set()
+            assert (count, lost) == (len(unstarted), [])
+            self.handed_back(unstarted)
+
+    @rule(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        """A worker reports that it begins some calls it holds (and, now and then, one it does not)."""
+        live = sorted(self.model.joined_with)
+        if not live:
+            return
+        peer = data.draw(st.sampled_from(live))
+        held = sorted(a for a, s in self.model.state.items() if s == peer)
+        begun = data.draw(st.lists(st.sampled_from(held), unique=True)) if held else []
+        self.scheduler.started(peer, [*begun, "old/run#1"])
+        self.scheduler.heard(peer, self.now)
+        self.model.started.update(begun)
 
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
@@ -164,12 +210,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.model.reported[attempt] = peer
             if attempt in done:
                 self.model.state[attempt] = "completed"
+                self.model.started.discard(attempt)
         self.given(self.scheduler.fill(peer))
 
     @rule(peer=peers)
     def leave(self, peer: bytes) -> None:
         """A malformed message, or a send that found the worker gone: the hub forgets it."""
-        self.departed(self.scheduler.forget(peer, "sent a malformed message"), peer)
+        self.departed(self.scheduler.forget(peer, "sent a malformed message", self.now), peer)
 
     # --- what the hub is given ---------------------------------------------------------------
 
@@ -191,7 +238,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         for batch in batches:
             self.given(batch)
         if lost_send and batches:  # the first send fails: ROUTER_MANDATORY says the peer is gone
-            self.departed(self.scheduler.forget(batches[0].peer, "became unreachable"), batches[0].peer)
+            peer = batches[0].peer
+            self.departed(self.scheduler.forget(peer, "became unreachable", self.now), peer)
 
     @rule(data=st.data())
     def acknowledge(self, data: st.DataObject) -> None:
@@ -238,8 +286,9 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule()
     def everything_settles(self) -> None:
         """Once every worker falls silent and the timeout passes, every call has ended somewhere."""
-        self.now += SCHEDULE_TIMEOUT_S + HEARTBEAT_S * LIVENESS + 1
-        self.tick()
+        for _ in range(2):  # the workers' unstarted calls wait again from the tick that forgets them
+            self.now += SCHEDULE_TIMEOUT_S + HEARTBEAT_S * LIVENESS + 1
+            self.tick()
         assert not self.scheduler.peers and not self.scheduler.pending
         assert set(self.model.state.values()) <= {"completed", "ended"}
 

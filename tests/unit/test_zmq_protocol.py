@@ -72,7 +72,7 @@ def test_a_hello_crosses_unchanged(
     name: str, commands: list[str], queues: list[str], slots: int, session: str
 ) -> None:
     message = protocol.from_peer(protocol.hello(name, commands, queues, slots, session))
-    assert message == Hello(name, frozenset(commands), frozenset(queues), slots, session)
+    assert message == Hello(name, frozenset(commands), frozenset(queues), slots, session, starts=True)
 
 
 def test_every_message_crosses_unchanged() -> None:
@@ -86,7 +86,7 @@ def test_every_message_crosses_unchanged() -> None:
         "q1",
         "run",
     )
-    assert protocol.from_service(protocol.welcome(0.2, 3)) == Welcome(0.2, 3)
+    assert protocol.from_service(protocol.welcome(0.2, 3)) == Welcome(0.2, 3, starts=True)
     assert protocol.from_service(protocol.calls([envelope])) == Calls([envelope], [])
     assert protocol.from_service(protocol.calls([envelope], ["run/r.1#1"])) == Calls(
         [envelope], ["run/r.1#1"]

@@ -9,8 +9,8 @@ each one and sends it again after a reconnect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from orchestrator.core.envelope import Envelope, Outcome
 from orchestrator.core.ports import Report
@@ -66,6 +66,10 @@ class ZmqExecutor(RemoteExecutor):
 
     def workers(self) -> list[WorkerInfo]:
         return self._hub.workers()
+
+    def announced_options(self, command: str) -> Mapping[str, Any] | None:
+        """The options workers registered ``command`` with (``retry``, ``timeout_s``), for the FlowChecker."""
+        return self._hub.announced(command)
 
     def recorded(self, attempt_ids: Sequence[str]) -> None:
         self._hub.acknowledge(attempt_ids)

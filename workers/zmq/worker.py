@@ -8,7 +8,14 @@ heartbeat while commands run: a long command never makes its worker look dead.
 Every outcome is kept until the service acknowledges that it is in the log,
 and sent again after a reconnect; an attempt sent twice (the service restarted
 and re-dispatched it) is not run twice here: a running one is skipped, a
-finished one has its kept outcome resent. If the service goes silent for
+finished one has its kept outcome resent.
+
+Calls beyond the running slots (prefetched) wait here, not in the local pool,
+and each is reported ``started`` to the service, and that report handed to the
+socket, before it begins: if this process dies, the service knows which calls
+ran here and gives the others to another worker (none pays an attempt of the
+lost-worker cap). A reconnect or a reset drops the calls waiting here: the
+service that forgot us has handed them on. If the service goes silent for
 ``heartbeat_s * liveness`` the worker drops its socket and connects afresh.
 On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye`` so no new calls
 come, lets running commands finish, and waits (bounded) for their acks.
@@ -24,7 +31,7 @@ import socket as stdsocket
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -50,6 +57,8 @@ from ..threads import ThreadExecutor
 log = logging.getLogger("evenflow.zmq.worker")
 
 POOLS = ("threads", "processes", "asyncio")
+START_REPORT_WAIT_S = 1.0
+"""How long a call's start waits for ZeroMQ to have written its ``started`` report."""
 
 
 class Worker:
@@ -94,6 +103,10 @@ class Worker:
         self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._waker = Waker()
         self._running: set[str] = set()
+        self._waiting: deque[Envelope] = deque()
+        """Calls sent ahead (prefetched), to start when a slot is free, oldest first."""
+        self._reports_starts = False
+        """The service asked for ``started`` reports (its welcome said so)."""
         self._unacked: OrderedDict[str, bytes] = OrderedDict()
         """Outcomes sent and not yet acknowledged, encoded, by attempt."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -162,8 +175,11 @@ class Worker:
         """Stop taking calls, let running ones finish, wait for their acks; all within the drain timeout."""
         self._draining = True
         self._send(protocol.signal("bye"))
+        if self._reports_starts:  # the service hands the calls we had not started to other workers
+            self._waiting.clear()
         self._serve(
-            lambda: not (self._running or self._unacked), deadline=time.monotonic() + self.drain_timeout_s
+            lambda: not (self._running or self._waiting or self._unacked),
+            deadline=time.monotonic() + self.drain_timeout_s,
         )
         if self._running or self._unacked:
             log.warning(
@@ -200,11 +216,29 @@ class Worker:
         self._hello()
 
     def _hello(self) -> None:
+        """Say who we are; the calls waiting here belong to a service that forgot us, and go."""
+        self._waiting.clear()
+        self._reports_starts = False
         commands, queues = self.registry.names(), list(self.queues)
-        self._send(protocol.hello(self.name, commands, queues, self.slots, self._session))
+        hello = protocol.hello(self.name, commands, queues, self.slots, self._session, self._options())
+        self._send(hello)
         if self._draining:  # a service that met us afresh must know we take nothing new
             self._send(protocol.signal("bye"))
         self._resend()
+
+    def _options(self) -> dict[str, dict[str, object]]:
+        """The options each command was registered with here, for the service to apply."""
+        options: dict[str, dict[str, object]] = {}
+        for name in self.registry.names():
+            command = self.registry.get(name)
+            given: dict[str, object] = {}
+            if command.retry is not None:
+                given["retry"] = command.retry.to_doc()
+            if command.timeout is not None:
+                given["timeout_s"] = command.timeout.total_seconds()
+            if given:
+                options[name] = given
+        return options
 
     def _resend(self) -> None:
         parts = list(self._unacked.values())
@@ -238,26 +272,51 @@ class Worker:
             for attempt_id in message.ids:
                 self._unacked.pop(attempt_id, None)
         elif isinstance(message, Welcome):
+            self._reports_starts = message.starts
             self.connected.set()
         elif isinstance(message, Reset):
             log.info("the service asked for a fresh hello (%s)", message.why, extra=fields(worker=self.name))
             self._hello()
 
     def _run(self, envelopes: list[Envelope]) -> None:
-        fresh: list[Envelope] = []
+        waiting = {envelope.attempt_id for envelope in self._waiting}
         for envelope in envelopes:
             attempt = envelope.attempt_id
-            if attempt in self._running:
+            if attempt in self._running or attempt in waiting:
                 self.stats["skipped_duplicates"] += 1
             elif attempt in self._unacked:
                 self.stats["skipped_duplicates"] += 1
                 self._send(protocol.done_frames([self._unacked[attempt]])[0])
             else:
-                self._running.add(attempt)
-                fresh.append(envelope)
-        self.stats["calls"] += len(fresh)
-        if fresh:
-            self._executor.dispatch(fresh)
+                waiting.add(attempt)
+                self._waiting.append(envelope)
+                self.stats["calls"] += 1
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start waiting calls while slots are free, each reported ``started`` before it begins."""
+        limit = self.slots if self.pool == "asyncio" else self.concurrency  # asyncio runs all it holds
+        fresh: list[Envelope] = []
+        while self._waiting and len(self._running) < limit:
+            envelope = self._waiting.popleft()
+            self._running.add(envelope.attempt_id)
+            fresh.append(envelope)
+        if not fresh:
+            return
+        if self._reports_starts:
+            self._report_starts([envelope.attempt_id for envelope in fresh])
+        self._executor.dispatch(fresh)
+
+    def _report_starts(self, attempt_ids: list[str]) -> None:
+        """Hand the ``started`` report to the socket and wait (briefly) until ZeroMQ has written it, so
+        a command that kills this process at once cannot outrun the news that it began."""
+        assert self._socket is not None
+        try:
+            tracker = self._socket.send(protocol.started(attempt_ids), zmq.NOBLOCK, copy=False, track=True)
+        except zmq.Again:  # not connected: the service forgets us and counts every call as started
+            return
+        with contextlib.suppress(zmq.NotDone):
+            tracker.wait(START_REPORT_WAIT_S)
 
     def _report(self, outcome: Outcome) -> None:
         """From the local executor's threads: hand the outcome to the socket's thread."""
@@ -277,6 +336,8 @@ class Worker:
             batch.append(part)
         for frame in protocol.done_frames(batch):
             self._send(frame)
+        if batch:
+            self._start_waiting()
         if batch and not self._results.empty():
             self._waker.wake()
 

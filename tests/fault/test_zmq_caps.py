@@ -1,0 +1,95 @@
+"""Caps hit only the guilty: a command that kills every worker it runs on fails alone, at its cap.
+
+Real ``evenflow worker`` processes on 127.0.0.1 (concurrency 1, a deep
+prefetch) and an orchestrator on the embedded store behind a ``ZmqExecutor``.
+The poison waits for a gate, then SIGKILLs its worker, with 50 innocent calls
+queued behind it on that worker. Each time a worker dies another is started.
+The innocents never started there, so they are handed to the next worker as
+the same attempts: each runs once and succeeds, and none is logged lost. The
+poison is logged lost once per worker it killed and fails at the lost-worker
+cap (``LOST_REDISPATCHES``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from orchestrator import Orchestrator, RunFailed, call
+from orchestrator.core import events as ev
+from orchestrator.core.planner import LOST_REDISPATCHES
+from tests.commands import ledger_read
+from tests.support.polling import wait_until
+from tests.support.zmq_cluster import READY_S, Proc, wait_for_workers, worker
+from workers.zmq import ZmqExecutor
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT_S = 0.2
+INNOCENTS = 50
+MAX_WORKERS = LOST_REDISPATCHES + 4
+"""One worker per poison attempt, one for what is left, and some slack; more means a crash loop."""
+SETTLE_S = 120.0
+
+
+def test_a_command_that_kills_its_worker_fails_at_its_cap_and_the_calls_queued_behind_it_succeed(
+    tmp_path: Path,
+) -> None:
+    ledger, gate = str(tmp_path / "ledger.jsonl"), tmp_path / "gate"
+    with ExitStack() as stack:
+        executor = ZmqExecutor("tcp://127.0.0.1:0", heartbeat_s=HEARTBEAT_S, liveness=3)
+        orch = stack.enter_context(
+            Orchestrator(None, executor=executor, store=f"embedded://{tmp_path / 'home'}")
+        )
+        workers: list[Proc] = []
+
+        def start_worker() -> None:
+            extra = ("--prefetch", str(2 * INNOCENTS))
+            registry = "tests.fault.cap_commands:registry"
+            workers.append(
+                stack.enter_context(worker(executor.endpoint, tmp_path, registry=registry, extra=extra))
+            )
+
+        start_worker()
+        wait_for_workers(executor, 1)
+        poison = orch.submit(call("poison", str(gate), ledger))
+        wait_until(lambda: ledger_read(ledger), timeout=READY_S, what="the poison running")
+        innocents = [orch.submit(call("innocent", i, ledger)) for i in range(INNOCENTS)]
+        wait_until(
+            lambda: [info.busy for info in executor.workers()] == [INNOCENTS + 1],
+            timeout=READY_S,
+            what="the innocent calls queued behind the poison on its worker",
+        )
+        gate.touch()
+
+        def settled() -> bool:
+            if workers[-1].popen.poll() is not None:  # the poison killed it: the next takes over
+                assert len(workers) < MAX_WORKERS, f"{len(workers)} workers died: a crash loop"
+                start_worker()
+            return all(orch.state(run.id).finished for run in [poison, *innocents])
+
+        wait_until(settled, timeout=SETTLE_S, what="every run ended")
+        results = [run.result(READY_S) for run in innocents]
+        with pytest.raises(RunFailed) as caught:
+            poison.result(READY_S)
+        poison_events = orch.events(poison.id)
+        innocent_events = [event for run in innocents for event in orch.events(run.id)]
+        handed_back = executor.hub.stats["handed_back"]
+
+    assert results == list(range(INNOCENTS))
+    [failure] = caught.value.failures
+    assert failure.type.endswith("WorkerLost"), failure
+    lost = [e.attempt for e in poison_events if e.type == ev.COMMAND_FAILED]
+    assert lost == list(range(1, LOST_REDISPATCHES + 2)), lost
+    assert all(e.data["error"]["reason"] == "lost" for e in poison_events if e.type == ev.COMMAND_FAILED)
+    assert [e for e in innocent_events if e.type in (ev.COMMAND_FAILED, ev.OUTCOME_IGNORED)] == []
+    assert {e.attempt for e in innocent_events if e.type == ev.COMMAND_DISPATCHED} == {1}
+    executions = Counter((entry.run, entry.attempt) for entry in ledger_read(ledger))
+    assert [executions[(run.id, 1)] for run in innocents] == [1] * INNOCENTS
+    assert sorted(a for (run, a) in executions if run == poison.id) == list(range(1, LOST_REDISPATCHES + 2))
+    assert len(workers) == LOST_REDISPATCHES + 2  # one per poison attempt, and one that lives
+    assert handed_back >= INNOCENTS
+    print(f"\npoison killed {len(workers) - 1} workers; {handed_back} unstarted calls handed on, none lost")
