@@ -3,12 +3,17 @@
 A refused submission leaves no trace in the log. What passes is stored with
 every default resolved (retry policy, timeout, route), so replaying the run
 later needs neither the registry nor the options that were in force.
+
+Without a registry (``evenflow serve``), a command's defaults are the options
+its workers registered it with and announced (``AnnouncesOptions``, the
+default executor): a node's own options override them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import Any
+import copy
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import InvalidOption
 from .flows import Node, call_specs, encode_flow
@@ -16,6 +21,14 @@ from .registry import Registry
 
 NeedsPickle = Callable[[str], bool]
 """Whether the executor behind a route sends commands to another process."""
+
+
+@runtime_checkable
+class AnnouncesOptions(Protocol):
+    """An executor whose remote workers announce the options their commands were registered with."""
+
+    def announced_options(self, command: str) -> Mapping[str, Any] | None:
+        """``retry`` (a policy's stored form) and ``timeout_s`` for ``command``, or None if unknown."""
 
 
 class FlowChecker:
@@ -38,6 +51,8 @@ class FlowChecker:
         self.routes = routes
         self.needs_pickle = needs_pickle
         self.any_route = any_route
+        default = routes.get("default") if isinstance(routes, Mapping) else None
+        self.announced = default.announced_options if isinstance(default, AnnouncesOptions) else None
 
     def encode(self, flow: Node) -> dict[str, Any]:
         """The flat, checked, defaults-resolved form of ``flow``."""
@@ -57,6 +72,10 @@ class FlowChecker:
             spec["retry"] = command.retry.to_doc()
         if command is not None and spec.get("timeout_s") is None and command.timeout is not None:
             spec["timeout_s"] = command.timeout.total_seconds()
+        if command is None and self.announced is not None:
+            for option, given in (self.announced(spec["command"]) or {}).items():
+                if spec.get(option) is None:
+                    spec[option] = copy.deepcopy(given)
         route = spec.get("route") or (command.route if command is not None else None)
         if route is not None and route not in self.routes and not self.any_route:
             raise InvalidOption(

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Orchestrator, RunFailed, call
+from orchestrator import Client, Orchestrator, RunFailed, call
 from orchestrator.core import events as ev
 from orchestrator.core.planner import LOST_REDISPATCHES
+from orchestrator.core.policy import RetryPolicy
 from tests.commands import ledger_read
+from tests.fault.cap_commands import FLAKY_POLICY
+from tests.support.logs import read_log
 from tests.support.polling import wait_until
-from tests.support.zmq_cluster import READY_S, Proc, wait_for_workers, worker
+from tests.support.zmq_cluster import READY_S, Proc, free_endpoint, service, wait_for_workers, worker
 from workers.zmq import ZmqExecutor
 
 pytestmark = pytest.mark.slow
@@ -93,3 +96,46 @@ def test_a_command_that_kills_its_worker_fails_at_its_cap_and_the_calls_queued_b
     assert len(workers) == LOST_REDISPATCHES + 2  # one per poison attempt, and one that lives
     assert handed_back >= INNOCENTS
     print(f"\npoison killed {len(workers) - 1} workers; {handed_back} unstarted calls handed on, none lost")
+
+
+# --- options registered on a worker apply behind evenflow serve --------------------------------
+
+
+def test_a_workers_registered_retry_and_timeout_apply_behind_serve_unless_the_node_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENFLOW_LOG_LEVEL", "info")  # the service says when a worker joins
+    endpoint, home = free_endpoint(), tmp_path / "home"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with ExitStack() as stack:
+        served = stack.enter_context(service(endpoint, home, tmp_path, heartbeat_s=HEARTBEAT_S))
+        registry = "tests.fault.cap_commands:options_registry"
+        stack.enter_context(worker(endpoint, tmp_path, registry=registry, heartbeat_s=HEARTBEAT_S))
+        client = stack.enter_context(Client(endpoint))
+        wait_until(lambda: "joined" in served.output(), timeout=READY_S, what="the worker joined")
+        retried = client.submit(call("flaky", str(first)))
+        assert client.result(retried, timeout=SETTLE_S) == "third time"
+        overridden = client.submit(call("flaky", str(second)).options(retry=RetryPolicy.no_retry()))
+        with pytest.raises(RunFailed, match="flaky attempt 1"):
+            client.result(overridden, timeout=SETTLE_S)
+
+        other = "tests.fault.cap_commands:other_options_registry"
+        stack.enter_context(worker(endpoint, tmp_path, registry=other, heartbeat_s=HEARTBEAT_S))
+        wait_until(
+            lambda: "registered 'flaky' with options" in served.output(),
+            timeout=READY_S,
+            what="the conflict logged",
+        )
+        after = client.submit(call("flaky", str(tmp_path)))  # fails: tmp_path holds files already
+        client_result = client.result(after, timeout=SETTLE_S)
+    [spec] = [e.data["flow"]["nodes"][0] for e in read_log(home, retried) if e.type == ev.RUN_SUBMITTED]
+    assert spec["retry"] == FLAKY_POLICY.to_doc() and spec["timeout_s"] == 90.0
+    attempts = [e.attempt for e in read_log(home, retried) if e.type == ev.COMMAND_DISPATCHED]
+    assert attempts == [1, 2, 3]
+    [spec] = [e.data["flow"]["nodes"][0] for e in read_log(home, overridden) if e.type == ev.RUN_SUBMITTED]
+    assert spec["retry"] == RetryPolicy.no_retry().to_doc() and spec["timeout_s"] == 90.0
+    [spec] = [e.data["flow"]["nodes"][0] for e in read_log(home, after) if e.type == ev.RUN_SUBMITTED]
+    assert spec["retry"] == FLAKY_POLICY.to_doc() and spec["timeout_s"] == 90.0  # the first announced
+    assert client_result == "third time"
