@@ -18,7 +18,15 @@ from types import TracebackType
 from typing import Any
 
 from .core import errors
-from .core.errors import ConfigurationError, EvenflowError, Failure, ResultTimeout, RunCancelled, RunFailed
+from .core.errors import (
+    ConfigurationError,
+    EvenflowError,
+    Failure,
+    ResultTimeout,
+    RunCancelled,
+    RunFailed,
+    extra_needed,
+)
 from .core.flows import Node, encode_flow
 from .core.state import NO_INPUT
 
@@ -42,9 +50,10 @@ class Client:
     ) -> None:
         """``secret_key`` (this client's ``NAME.key_secret``) and ``server_key`` (the service's
         ``NAME.key``) turn on CURVE; ``timeout`` bounds how long a submission waits for its answer."""
-        from .transport.connection import Connection
-        from .transport.endpoints import check_endpoint
-        from .transport.security import client_keys
+        with extra_needed("Client"):
+            from .transport.connection import Connection
+            from .transport.endpoints import check_endpoint
+            from .transport.security import client_keys
 
         keys = client_keys(
             None if secret_key is None else str(secret_key), None if server_key is None else str(server_key)

@@ -238,12 +238,17 @@ def init_command(args: argparse.Namespace) -> int:
 def add_parsers(commands: Any, common: Any) -> None:
     """Register the query subcommands on the CLI's parser."""
     runs = commands.add_parser("runs", help="list runs, newest first", description="List runs, newest first.")
-    runs.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"))
-    runs.add_argument("--flow", help="only runs of this flow name")
-    runs.add_argument("--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time")
+    runs.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"),
+                      help="only runs in this state (default: any)")  # fmt: skip
+    runs.add_argument("--flow", help="only runs of this flow name (default: any)")
+    runs.add_argument(
+        "--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time (default: ever)"
+    )
     runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
     runs.add_argument(
-        "--after", metavar="CURSOR", help="the next page, as printed at the end of the last one"
+        "--after",
+        metavar="CURSOR",
+        help="the next page, as printed at the end of the last one (default: first)",
     )
     common(runs)
     runs.set_defaults(handler=runs_command)
@@ -260,7 +265,9 @@ def add_parsers(commands: Any, common: Any) -> None:
             )
         else:
             parser.add_argument(
-                "--since", metavar="WHEN", help="only events after: 15m, 1h, 2d or an ISO time"
+                "--since",
+                metavar="WHEN",
+                help="only events after: 15m, 1h, 2d or an ISO time (default: ever)",
             )
         if name == "audit":
             parser.add_argument(
@@ -270,8 +277,13 @@ def add_parsers(commands: Any, common: Any) -> None:
             )
         common(parser)
         parser.set_defaults(handler=handler)
-    init = commands.add_parser("init", help="create the indexes the projections need (MongoDB)")
-    common(init)
+    init = commands.add_parser(
+        "init",
+        help="create the indexes the projections need (MongoDB)",
+        description="Create the indexes the query commands need on a MongoDB store (the embedded store "
+        "needs none). Safe to run again: indexes already in place are left alone.",
+    )
+    common(init, prints_data=False)
     init.set_defaults(handler=init_command)
 
 

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigurationError, RunFailed
+from ..core.errors import ConfigurationError, RunFailed, extra_needed
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
 from . import logs
+from .arguments import INPUT_HELP, input_value, seconds, whole
 from .render import to_json
 
-Adder = Callable[[argparse.ArgumentParser], None]
+Adder = Callable[..., None]
 
 
 def add_parsers(commands: Any, store_options: Adder, load: Callable[[str, type, str], Any]) -> None:
@@ -35,15 +36,18 @@ def _add_serve(commands: Any, store_options: Adder) -> None:
         description="Bind one ZeroMQ endpoint for workers (evenflow worker) and clients (evenflow submit, "
         "Client). The service holds no command code. SIGTERM or Ctrl-C stops it cleanly.",
     )
-    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", metavar="ENDPOINT", help="tcp://HOST:PORT")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", metavar="ENDPOINT",
+                       help="where workers and clients connect (default tcp://127.0.0.1:5555)")  # fmt: skip
     _timing(serve)
-    serve.add_argument("--schedule-timeout", type=float, default=300.0, metavar="SECONDS",
+    serve.add_argument("--schedule-timeout", type=seconds, default=300.0, metavar="SECONDS",
                        help="fail a call no worker takes within this time (default 300)")  # fmt: skip
-    serve.add_argument("--drain", type=float, default=10.0, metavar="SECONDS",
+    serve.add_argument("--drain", type=seconds, default=10.0, metavar="SECONDS",
                        help="on SIGTERM, wait this long for calls in flight (default 10)")  # fmt: skip
-    serve.add_argument("--secret-key", metavar="FILE", help="the service's NAME.key_secret (turns on CURVE)")
-    serve.add_argument("--authorized", metavar="DIR", help="folder of the public keys allowed to connect")
-    store_options(serve)
+    serve.add_argument("--secret-key", metavar="FILE",
+                       help="the service's NAME.key_secret; turns on CURVE (default: off)")  # fmt: skip
+    serve.add_argument("--authorized", metavar="DIR",
+                       help="folder of the public keys allowed to connect (default: any key)")  # fmt: skip
+    store_options(serve, prints_data=False)
     serve.set_defaults(handler=_serve)
 
 
@@ -59,15 +63,16 @@ def _add_worker(commands: Any, load: Callable[[str, type, str], Any]) -> None:
         "--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function"
     )
     worker.add_argument(
-        "--concurrency", type=int, default=1, metavar="N", help="commands run at once (default 1)"
+        "--concurrency", type=whole, default=1, metavar="N", help="commands run at once (default 1)"
     )
     worker.add_argument("--prefetch", type=int, default=None, metavar="N",
                         help="calls held beyond those running (default 8 per --concurrency)")  # fmt: skip
     worker.add_argument("--pool", default="threads", choices=("threads", "processes", "asyncio"),
                         help="where commands run in this worker (default threads)")  # fmt: skip
     worker.add_argument("--queue", action="append", default=[], metavar="NAME",
-                        help="also take calls routed to this queue (repeatable)")  # fmt: skip
-    worker.add_argument("--name", metavar="NAME", help="how logs and the audit name this worker")
+                        help="also take calls routed to this queue (repeatable; default: none)")  # fmt: skip
+    worker.add_argument("--name", metavar="NAME",
+                        help="how logs and the audit name this worker (default HOST:PID)")  # fmt: skip
     _timing(worker)
     client_keys(worker)
     logs.add_options(worker)
@@ -83,11 +88,12 @@ def _add_submit(commands: Any) -> None:
     )
     submit.add_argument("flow", metavar="FLOW", help="a JSON flow file, or - for stdin")
     submit.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
-    submit.add_argument("--input", metavar="JSON", help="the value the flow's first step receives")
-    submit.add_argument("--name", metavar="NAME", help="a name for the run")
+    submit.add_argument("--input", metavar="JSON", help=INPUT_HELP)
+    submit.add_argument("--name", metavar="NAME", help="a name for the run (default: none)")
     submit.add_argument("--wait", action="store_true", help="wait for the run and print its result")
-    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="seconds to wait for the service (default 30) or the run")  # fmt: skip
+    submit.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS",
+                        help="wait for the service (default 30) or the run (default: no limit)")  # fmt: skip
+    submit.add_argument("--json", action="store_true", help="print one JSON document, also without --wait")
     client_keys(submit)
     logs.add_options(submit)
     submit.set_defaults(handler=_submit)
@@ -100,22 +106,27 @@ def _add_keys(commands: Any) -> None:
         description="Write DIR/NAME.key (public: give it to the other side) and DIR/NAME.key_secret "
         "(private: keep it on this host).",
     )
-    keys.add_argument("directory", metavar="DIR")
-    keys.add_argument("--name", required=True, metavar="NAME")
+    keys.add_argument("directory", metavar="DIR", help="where to write the two key files (made if missing)")
+    keys.add_argument(
+        "--name", required=True, metavar="NAME", help="the files' name: NAME.key, NAME.key_secret"
+    )
+    keys.add_argument("--json", action="store_true", help="print the two paths as one JSON document")
     logs.add_options(keys, debug_help="show tracebacks")
     keys.set_defaults(handler=_keys)
 
 
 def _timing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--heartbeat", type=seconds, default=1.0, metavar="SECONDS",
                         help="heartbeat interval (default 1)")  # fmt: skip
-    parser.add_argument("--liveness", type=int, default=3, metavar="N",
+    parser.add_argument("--liveness", type=whole, default=3, metavar="N",
                         help="missed heartbeats before a peer counts as dead (default 3)")  # fmt: skip
 
 
 def client_keys(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--secret-key", metavar="FILE", help="this peer's NAME.key_secret (turns on CURVE)")
-    parser.add_argument("--server-key", metavar="FILE", help="the service's public NAME.key")
+    parser.add_argument("--secret-key", metavar="FILE",
+                        help="this peer's NAME.key_secret; turns on CURVE (default: off)")  # fmt: skip
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="the service's public NAME.key (needed with --secret-key)")  # fmt: skip
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -125,8 +136,9 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ..service import Service
-    from ..transport.security import server_keys
+    with extra_needed("evenflow serve"):
+        from ..service import Service
+        from ..transport.security import server_keys
 
     service = Service(
         args.bind,
@@ -145,10 +157,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
-    from workers.zmq import Worker
+    with extra_needed("evenflow worker"):
+        from workers.zmq import Worker
 
-    from ..transport.endpoints import check_endpoint
-    from ..transport.security import client_keys
+        from ..transport.endpoints import check_endpoint
+        from ..transport.security import client_keys
 
     worker = Worker(
         check_endpoint(args.connect, binding=False),
@@ -172,27 +185,34 @@ def _submit(args: argparse.Namespace) -> int:
     from ..client import Client
 
     keys = {"secret_key": args.secret_key, "server_key": args.server_key}
-    with Client(args.connect, timeout=args.timeout or 30.0, **keys) as client:
-        flow = _read_flow(args.flow)
-        value = NO_INPUT if args.input is None else _parse(args.input, "--input")
+    flow = _read_flow(args.flow)
+    value = NO_INPUT if args.input is None else input_value(args.input)
+    with (
+        extra_needed("evenflow submit"),
+        Client(args.connect, timeout=args.timeout or 30.0, **keys) as client,
+    ):
         run = client.submit(flow, input=value, name=args.name)
         if not args.wait:
-            print(run)
+            print(to_json({"run": run}, indent=None) if args.json else run)
             return 0
         try:
             result = client.result(run, args.timeout)
         except RunFailed as exc:
-            print(to_json({"run": run, "status": "failed", "error": str(exc)}, indent=None))
+            print(to_json({"run": run, "state": "failed", "error": str(exc)}, indent=None))
             raise
-        print(to_json({"run": run, "status": "succeeded", "result": result}, indent=None))
+        print(to_json({"run": run, "state": "succeeded", "result": result}, indent=None))
     return 0
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from ..transport.security import make_keypair
+    with extra_needed("evenflow keys"):
+        from ..transport.security import make_keypair
 
     public, secret = make_keypair(args.directory, args.name)
-    print(f"public key (give to the other side): {public}\nsecret key (keep here): {secret}")
+    if args.json:
+        print(to_json({"public": str(public), "secret": str(secret)}))
+    else:
+        print(f"public key (give to the other side): {public}\nsecret key (keep here): {secret}")
     return 0
 
 
@@ -201,11 +221,7 @@ def _read_flow(spec: str) -> Any:
         text = sys.stdin.read() if spec == "-" else Path(spec).read_text()
     except OSError as exc:
         raise ConfigurationError(f"cannot read the flow {spec}: {exc.strerror}") from None
-    return _parse(text, f"the flow {spec}")
-
-
-def _parse(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{what} is not JSON: {exc}") from None
+        raise ConfigurationError(f"the flow {spec} is not JSON: {exc}") from None

@@ -16,7 +16,7 @@ def print_run(orch: Orchestrator, run_id: str, *, as_json: bool) -> None:
     if as_json:
         document: dict[str, Any] = {
             "run": run_id,
-            "status": state.status,
+            "state": state.status,
             "result": state.result,
             "failures": state.failures,
             "events": len(events),

@@ -35,7 +35,8 @@ may try again after it (a payload or unknown-command error never heals).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,29 @@ class EvenflowError(Exception):
 
 class ConfigurationError(EvenflowError):
     pass
+
+
+EXTRAS = {"zmq": ("pyzmq", "zmq"), "celery": ("celery", "celery"), "redis": ("redis", "celery")}
+"""A module an optional part of evenflow imports: the package providing it, the extra installing it."""
+
+
+@contextmanager
+def extra_needed(what: str) -> Iterator[None]:
+    """Turn the ``ImportError`` of a module an extra provides into our one-line error naming the extra.
+
+    The base install leaves pyzmq and Celery out; without this a user sees
+    "No module named 'zmq'" and has to guess which package, and which extra, to add.
+    """
+    try:
+        yield
+    except ImportError as exc:
+        missing = EXTRAS.get((exc.name or "").partition(".")[0])
+        if missing is None:
+            raise
+        package, extra = missing
+        raise ConfigurationError(
+            f"{what} needs {package}, which is not installed here: pip install 'evenflow[{extra}]'"
+        ) from None
 
 
 class StoreUnavailable(ConfigurationError):
@@ -193,11 +217,18 @@ class Failure:
         return f"node {self.node} {what}failed{attempt}: {self.type}: {self.message}"
 
 
+SHOWN_FAILURES = 10
+"""A failed run's message names this many failures and counts the rest (``failures`` holds them all)."""
+
+
 class RunFailed(EvenflowError):
     def __init__(self, run: str, failures: Sequence[Failure]) -> None:
         self.run = run
         self.failures = tuple(failures)
-        lines = "; ".join(f.describe() for f in self.failures) or "no failure recorded"
+        lines = "; ".join(f.describe() for f in self.failures[:SHOWN_FAILURES]) or "no failure recorded"
+        more = len(self.failures) - SHOWN_FAILURES
+        if more > 0:
+            lines += f"; and {more} more (all in `evenflow audit {run}`)"
         super().__init__(f"run {run} failed: {lines}")
 
 

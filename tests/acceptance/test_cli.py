@@ -35,7 +35,7 @@ def test_demo_prints_result_run_and_a_row_per_node(home: Path) -> None:
 
 def test_demo_json_is_exact_and_the_log_survives_the_process(home: Path) -> None:
     first = json.loads(evenflow("demo", "--json", "--executor", "threads", home=home).stdout)
-    assert first["status"] == "succeeded" and first["result"] == "charged 165"
+    assert first["state"] == "succeeded" and first["result"] == "charged 165"
     assert {row["command"] for row in first["nodes"]} >= {"price", "total", "charge"}
     second = json.loads(evenflow("demo", "--json", "--executor", "inline", home=home).stdout)
     assert second["run"] != first["run"]

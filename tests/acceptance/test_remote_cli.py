@@ -76,7 +76,7 @@ def test_a_json_flow_runs_on_workers_with_different_code(
     done = evenflow("submit", "--connect", endpoint, str(flow), "--wait")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert answer["status"] == "succeeded" and answer["result"] == EXPECTED
+    assert answer["state"] == "succeeded" and answer["result"] == EXPECTED
     status = evenflow("status", answer["run"], "--json", home=home)  # the store, read while the service runs
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["state"] == "succeeded"
