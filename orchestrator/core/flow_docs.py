@@ -5,9 +5,12 @@ and a worker's expansion all hand in the log's flat form
 (``{"root": "r", "nodes": [...]}``), written by anyone: another language, a
 file, a peer. ``checked_flow`` gives the canonical document ``encode_flow``
 writes, or an ``InvalidFlow``, ``InvalidOption`` or ``PayloadError`` naming what
-is wrong, never another exception. A call's stored options are read into the
-values ``Call.options`` takes and held to the same rule (``check_options``) as
-options given in Python or at registration.
+is wrong and where (``nodes[2].timeout_s``), never another exception. ``FIELDS``
+is the one schema: a field it does not list is refused by name, with the ones
+allowed, since a misspelt option silently ignored is an option not applied. A
+call's stored options are read into the values ``Call.options`` takes and held
+to the same rule (``check_options``) as options given in Python or at
+registration.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ from .flows import (
 from .policy import RetryPolicy
 from .registry import MAX_TIMEOUT
 
+CALL_FIELDS = ("command", "args", "kwargs", "retry", "timeout_s", "route", "key", "immutable")
+FIELDS: dict[str, tuple[str, ...]] = {
+    "call": CALL_FIELDS,
+    "each": ("template", "siblings"),
+    "sequence": ("children",),
+    "parallel": ("children", "siblings"),
+    "chord": ("children",),
+}
+"""Each node kind's own fields; every node also has ``path``, ``kind`` and an optional ``parent``."""
+REQUIRED = {"call": "command", "each": "template", "sequence": "children", "parallel": "children"}
+REQUIRED["chord"] = "children"
+NODE_FIELDS = ("path", "parent", "kind")
+DOC_FIELDS = ("root", "nodes")
+
 
 def checked_flow(doc: Any) -> dict[str, Any]:
     """The canonical, checked form of a flow document from anyone: what every entry point stores."""
@@ -47,10 +64,14 @@ def parse_flow(doc: Any) -> Node:
     what is wrong, never another exception.
     """
     if not isinstance(doc, Mapping) or not isinstance(doc.get("nodes"), list):
-        raise InvalidFlow('a JSON flow is an object {"root": "r", "nodes": [...]}')
+        got = type(doc).__name__ if not isinstance(doc, Mapping) else "an object without a list of nodes"
+        raise InvalidFlow(f'a JSON flow is an object {{"root": "r", "nodes": [...]}}, got {got}')
+    _known_fields(doc, DOC_FIELDS, "", "a flow document")
     if len(doc["nodes"]) > MAX_NODES:
         raise InvalidFlow(f"a flow has at most {MAX_NODES} nodes, this one {len(doc['nodes'])}")
     try:
+        for index, spec in enumerate(doc["nodes"]):
+            check_node(spec, f"nodes[{index}]")
         return decode_flow({"root": doc.get("root", ROOT), "nodes": doc["nodes"]})
     except EvenflowError:
         raise
@@ -62,6 +83,52 @@ def parse_flow(doc: Any) -> Node:
         raise InvalidFlow("the flow's children form a cycle or nest too deep") from None
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise InvalidFlow(f"the flow document is malformed: {exc}") from None
+
+
+def check_node(spec: Any, where: str) -> None:
+    """One node against the schema: an object of a known kind with its required fields and no others."""
+    if not isinstance(spec, Mapping):
+        raise InvalidFlow(f"a node is an object, got {type(spec).__name__}", path=where)
+    kind = spec.get("kind")
+    if kind not in FIELDS:
+        raise InvalidFlow(f"kind {kind!r:.40} is not one of {', '.join(FIELDS)}", path=f"{where}.kind")
+    if not isinstance(spec.get("path"), str):
+        raise InvalidFlow("every node needs a path, a string such as 'r.0'", path=f"{where}.path")
+    _known_fields(spec, NODE_FIELDS + FIELDS[kind], where, f"a {kind} node")
+    if REQUIRED[kind] not in spec:
+        raise InvalidFlow(f"a {kind} node needs {REQUIRED[kind]!r}", path=f"{where}.{REQUIRED[kind]}")
+    if kind == "call":
+        _check_call(spec, where)
+    elif kind == "each":
+        template = spec["template"]
+        if not isinstance(template, Mapping) or template.get("kind", "call") != "call":
+            raise InvalidFlow("an each node's template is a call node", path=f"{where}.template")
+        _check_call({"kind": "call", **template}, f"{where}.template")
+    elif not isinstance(spec["children"], list):
+        raise InvalidFlow("children is a list of node paths", path=f"{where}.children")
+
+
+def _check_call(spec: Mapping[str, Any], where: str) -> None:
+    _known_fields(spec, NODE_FIELDS + CALL_FIELDS, where, "a call node")
+    if "command" not in spec:
+        raise InvalidFlow("a call node needs 'command'", path=f"{where}.command")
+    for field, kind in (("args", list), ("kwargs", dict)):
+        if not isinstance(spec.get(field, kind()), kind):
+            raise InvalidFlow(f"a call's {field} must be a JSON {kind.__name__}", path=f"{where}.{field}")
+    for field in ("retry", "timeout_s", "route", "key", "immutable"):
+        if spec.get(field) is None:
+            continue
+        try:  # one option at a time, so the error names its field
+            Call(spec["command"]).options(**call_options({"command": spec["command"], field: spec[field]}))
+        except InvalidOption as exc:
+            raise InvalidOption(f"invalid flow at {where}.{field}: {exc}") from None
+
+
+def _known_fields(spec: Mapping[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:
+    unknown = [name for name in spec if name not in allowed]
+    if unknown:
+        field = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise InvalidFlow(f"unknown field {unknown[0]!r:.40}; {what} has {', '.join(allowed)}", path=field)
 
 
 def decode_flow(doc: Mapping[str, Any]) -> Node:
