@@ -13,13 +13,17 @@ by ``close()`` gets no outcome, and the engine re-dispatches it on restart.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import socket
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as StdExecutor
 from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from orchestrator.core.envelope import Envelope, Outcome
@@ -54,6 +58,44 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def main_guard_problem() -> str | None:
+    """Why spawned worker processes would fail at birth: the script they import again has no main guard.
+
+    Under spawn or forkserver every child imports the ``__main__`` script again.
+    A script that starts its flows at import, outside ``if __name__ ==
+    "__main__":``, makes each child do the same: each fails to bootstrap and
+    every attempt ends ``WorkerLost``. Said once here, as it is built, instead.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not _running_its_top_level(vars(main)):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if any(_is_main_guard(node) for node in tree.body):
+        return None
+    return (
+        f"the worker processes of processes:// import {Path(path).name} again, and it starts its flows as "
+        'it is imported: put that code under `if __name__ == "__main__":`'
+    )
+
+
+def _running_its_top_level(namespace: dict[str, Any]) -> bool:
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is namespace:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+    return "__name__" in test and "__main__" in test
+
+
 class BaseExecutor(StdExecutor, ABC):
     """The executor port plus the ``concurrent.futures.Executor`` face, for subclasses to fill in.
 
@@ -75,6 +117,11 @@ class BaseExecutor(StdExecutor, ABC):
     # --- the executor port ------------------------------------------------------------
 
     def start(self, registry: Registry, report: Report) -> None:
+        context = getattr(self, "_context", None)  # a pool of processes: how its children start
+        if isinstance(context, BaseContext) and context.get_start_method() != "fork":
+            problem = main_guard_problem()
+            if problem is not None:
+                raise ConfigurationError(problem)
         self._registry = registry
         self._report = report
 
