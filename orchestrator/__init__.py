@@ -52,6 +52,7 @@ from .core.flows import (
     chord,
     cmd,
     each,
+    encode_flow,
     parallel,
     sequence,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "current_call",
     "each",
     "emit",
+    "encode_flow",
     "on",
     "parallel",
     "sequence",

@@ -112,9 +112,24 @@ class Each(Node):
 
 
 def call(command: str, *args: Any, **kwargs: Any) -> Call:
-    """A call of the command registered as ``command`` with these arguments."""
+    """A call of the command registered as ``command`` with these arguments.
+
+    Tuples in the arguments, at any depth, become lists here, before anything is
+    stored: the log would give them back as lists anyway, and an argument list is
+    read by position, so nothing is lost (results and emitted data still refuse
+    tuples, whose readers might tell them apart).
+    """
     check_name(command)
-    return Call(command, args, kwargs)
+    return Call(command, tuple(_listed(arg) for arg in args), {k: _listed(v) for k, v in kwargs.items()})
+
+
+def _listed(value: Any) -> Any:
+    """``value`` with every tuple in it (not a subclass such as a namedtuple) turned into a list."""
+    if type(value) in (tuple, list):
+        return [_listed(item) for item in value]
+    if type(value) is dict:
+        return {key: _listed(item) for key, item in value.items()}
+    return value
 
 
 cmd = call

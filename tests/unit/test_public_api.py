@@ -11,7 +11,7 @@ EXPECTED = {
     "ListenerError", "Node", "NoWorker", "Orchestrator", "Parallel", "PayloadError", "ProtocolError",
     "Registry", "RemoteError", "ResultTimeout", "RetryPolicy", "Run", "RunCancelled", "RunFailed",
     "RunNotFound", "RunParked", "Sequence", "StoreLocked", "StoreUnavailable", "UnknownCommand", "WorkerLost",
-    "call", "chord", "cmd", "current_call", "each", "emit", "on", "parallel", "sequence",
+    "call", "chord", "cmd", "current_call", "each", "emit", "encode_flow", "on", "parallel", "sequence",
 }  # fmt: skip
 
 
