@@ -161,12 +161,18 @@ def chain_runs(events: EventsCollection, run: str) -> list[str]:
 
 
 def entry(doc: Mapping[str, Any], worker: str | None) -> AuditEntry:
-    """One audit line from a stored event and the worker of its attempt."""
+    """One audit line from a stored event and the worker of its attempt.
+
+    A ``command.started`` is appended with the attempt's outcome, when the
+    command has ended (a local pool reports once); its line shows when the
+    attempt began, the ``started_at`` its worker clocked, not that append.
+    """
     event = {**doc, "at": aware(doc.get("at"))}
+    began = (doc.get("data") or {}).get("started_at") if doc.get("type") == ev.COMMAND_STARTED else None
     return AuditEntry(
         run=doc["run"],
         seq=doc["seq"],
-        at=event["at"],
+        at=aware(began) if isinstance(began, datetime) else event["at"],
         type=doc["type"],
         node=doc.get("node"),
         attempt=doc.get("attempt"),

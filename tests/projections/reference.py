@@ -49,7 +49,7 @@ def audit(docs: Iterable[Doc], run: str) -> list[AuditEntry]:
             AuditEntry(
                 run=doc["run"],
                 seq=doc["seq"],
-                at=doc["at"],
+                at=(doc["type"] == ev.COMMAND_STARTED and doc["data"].get("started_at")) or doc["at"],
                 type=doc["type"],
                 node=doc["node"],
                 attempt=doc["attempt"],
