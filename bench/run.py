@@ -1,14 +1,20 @@
 """Run W1-W5 on evenflow's executors and stores, and on a raw process pool, and print a table.
 
-.venv/bin/python -m bench.run [--executors inline,threads,processes] [--stores embedded,mongomock]
+.venv/bin/python bench/run.py [--executors inline,threads,processes] [--stores embedded,mongomock]
                               [--remote zmq,celery,evenflow-celery]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+if not __package__:  # `python bench/run.py`: import as the package it belongs to (PEP 366), as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "bench"
 
 from orchestrator import Orchestrator
 
