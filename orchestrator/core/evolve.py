@@ -97,6 +97,7 @@ def _dispatched(state: RunState, event: Event) -> None:
     node = _node(state, event)
     node.move(RUNNING)
     node.attempt = _attempt(event)
+    node.reported, node.reported_by = False, None
     node.deadline = event.data.get("deadline")
     state.ready.pop(node.path, None)
     state.timers.pop(node.path, None)
@@ -105,7 +106,9 @@ def _dispatched(state: RunState, event: Event) -> None:
 
 
 def _started(state: RunState, event: Event) -> None:
-    _current_attempt(state, event)
+    """Logged with an accepted outcome, just before its ending: who reported it."""
+    node = _current_attempt(state, event)
+    node.reported, node.reported_by = True, event.data.get("by")
 
 
 def _succeeded(state: RunState, event: Event) -> None:

@@ -100,13 +100,15 @@ def _ending(outcome: Outcome, command: str, check_flow: CheckFlow | None) -> Dra
 
 
 def _why_ignored(node: NodeState | None, outcome: Outcome) -> str:
-    """``duplicate``: that attempt's outcome was already accepted; ``late``: the attempt was given up
-    (timed out, or ended as lost or interrupted by the orchestrator while its command still ran)."""
+    """``late``: the attempt was given up while its command still ran -- ended by the orchestrator
+    (interrupted at a takeover, timed out), or declared lost by another reporter (the service's hub,
+    for a worker it forgot) -- or cancelled, or a later attempt runs. ``duplicate``: the attempt's
+    outcome was accepted and this is it (or another) again from the reporter it was accepted from."""
     if node is None or node.attempt != outcome.attempt or node.status == CANCELLED:
         return "late"
-    if node.error is not None and node.error.get("reason") in ("timeout", "lost"):
-        return "late"
-    return "duplicate"
+    if node.error is None or node.error.get("reason") not in ("timeout", "lost"):
+        return "duplicate"
+    return "duplicate" if node.reported and node.reported_by == outcome.by else "late"
 
 
 def _millis(moment: datetime | None) -> datetime | None:

@@ -81,6 +81,11 @@ class NodeState:
     results: list[Any] = field(default_factory=list)
     pending: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    reported_by: str | None = None
+    """Who reported the outcome the log accepted for the current attempt (its ``command.started``);
+    None while it runs, or when the orchestrator ended it (interrupted, timed out)."""
+    reported: bool = False
+    """The current attempt ended with an accepted outcome (its ``command.started`` is logged)."""
     lost: int = 0
     """Attempts that ended because their worker was lost, not because the command failed."""
     interrupted: int = 0
