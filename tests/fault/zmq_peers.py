@@ -25,6 +25,8 @@ from orchestrator.core.envelope import Outcome
 from orchestrator.transport import protocol
 from orchestrator.transport.wire import MAX_MESSAGE_BYTES
 
+SEND_TIMEOUT_S = 5.0
+
 
 class RawPeer:
     """One DEALER connected to ``endpoint``, optionally a CURVE client with the given key files."""
@@ -36,6 +38,7 @@ class RawPeer:
         self.socket = self._context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.SNDTIMEO, int(SEND_TIMEOUT_S * 1000))
         self.socket.setsockopt(zmq.RECONNECT_IVL, 50)
         if secret_file is not None and server_file is not None:
             public, secret = zmq.auth.load_certificate(str(secret_file))
@@ -47,9 +50,15 @@ class RawPeer:
         self.events: list[int] = []
         self.socket.connect(endpoint)
 
-    def send(self, *frames: bytes) -> None:
-        """One message of ``frames`` (the ROUTER adds our routing id in front)."""
-        self.socket.send_multipart(list(frames))
+    def send(self, *frames: bytes) -> bool:
+        """One message of ``frames`` (the ROUTER adds our routing id in front); False if it could not
+        even be queued within ``SEND_TIMEOUT_S``: a DEALER whose CURVE handshake was refused has no
+        pipe to queue on, and would otherwise block for ever."""
+        try:
+            self.socket.send_multipart(list(frames))
+        except zmq.Again:
+            return False
+        return True
 
     def connected(self, timeout_s: float = 10.0) -> bool:
         return self._saw(zmq.EVENT_CONNECTED, timeout_s)
