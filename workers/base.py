@@ -68,6 +68,10 @@ def main_guard_problem() -> str | None:
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    name = spec.name if spec is not None else Path(path or "").stem
+    if name == "__main__" or name.endswith(".__main__"):  # a package's __main__: children skip it
+        return None
     if main is None or not path or not _running_its_top_level(vars(main)):
         return None
     try:

@@ -185,12 +185,12 @@ def _submit(args: argparse.Namespace) -> int:
     from ..client import Client
 
     keys = {"secret_key": args.secret_key, "server_key": args.server_key}
-    flow = _read_flow(args.flow)
-    value = NO_INPUT if args.input is None else input_value(args.input)
     with (
         extra_needed("evenflow submit"),
         Client(args.connect, timeout=args.timeout or 30.0, **keys) as client,
     ):
+        flow = _read_flow(args.flow)
+        value = NO_INPUT if args.input is None else input_value(args.input)
         run = client.submit(flow, input=value, name=args.name)
         if not args.wait:
             print(to_json({"run": run}, indent=None) if args.json else run)
