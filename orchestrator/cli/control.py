@@ -168,10 +168,10 @@ def _resume(args: argparse.Namespace, load: Loader) -> int:
         for run in pending:
             rows.append(_resumed(orch, run, args.timeout))
     if args.json:
-        keys = ("run", "name", "status", "error")
+        keys = ("run", "name", "state", "error")
         print(to_json([dict(zip(keys, row, strict=True)) for row in rows], indent=None))
     elif rows:
-        print(table(("run", "name", "status", "error"), rows))
+        print(table(("run", "name", "state", "error"), rows))
     else:
         print("nothing to resume: every run in the store has ended")
     return 0 if all(row[2] == "succeeded" for row in rows) else 1

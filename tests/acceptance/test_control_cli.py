@@ -337,7 +337,7 @@ def test_resume_keeps_a_retry_timer_at_its_logged_time(tmp_path: Path) -> None:
     resume = place.evenflow("resume", "--registry", REGISTRY, "--json")
     assert resume.returncode == 0, resume.stderr
     assert json.loads(resume.stdout) == [
-        {"run": run, "name": f"{WALK}:retrying", "status": "succeeded", "error": ""}
+        {"run": run, "name": f"{WALK}:retrying", "state": "succeeded", "error": ""}
     ]
     events = place.log(run)
     check(run, events, place.executions(), ledgered_nodes=2)
@@ -512,7 +512,7 @@ def test_sigterm_stops_evenflow_run_after_its_grace_and_resume_finishes(tmp_path
     resume = place.evenflow("resume", "--registry", REGISTRY, "--json")
     assert resume.returncode == 0, resume.stderr
     assert json.loads(resume.stdout) == [
-        {"run": run, "name": f"{WALK}:gated", "status": "succeeded", "error": ""}
+        {"run": run, "name": f"{WALK}:gated", "state": "succeeded", "error": ""}
     ]
     events = place.log(run)
     check(run, events, place.executions(), ledgered_nodes=2)
