@@ -22,7 +22,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as StdExecutor
 from concurrent.futures import Future
-from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
@@ -121,11 +120,6 @@ class BaseExecutor(StdExecutor, ABC):
     # --- the executor port ------------------------------------------------------------
 
     def start(self, registry: Registry, report: Report) -> None:
-        context = getattr(self, "_context", None)  # a pool of processes: how its children start
-        if isinstance(context, BaseContext) and context.get_start_method() != "fork":
-            problem = main_guard_problem()
-            if problem is not None:
-                raise ConfigurationError(problem)
         self._registry = registry
         self._report = report
 

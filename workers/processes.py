@@ -31,7 +31,7 @@ from orchestrator.core.errors import ConfigurationError, PayloadError, WorkerLos
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
 
-from .base import BaseExecutor, check_workers, default_workers, worker_id
+from .base import BaseExecutor, check_workers, default_workers, main_guard_problem, worker_id
 from .execution import execute, failed
 
 MAX_CHUNK = 64
@@ -151,7 +151,13 @@ class ProcessExecutor(BaseExecutor):
         self._pools: set[_Pool] = set()
 
     def start(self, registry: Registry, report: Report) -> None:
-        """Build (and warm) a pool that carries ``registry``, so startup errors surface here."""
+        """Build (and warm) a pool that carries ``registry``, so startup errors surface here.
+
+        Children that spawn or forkserve import ``__main__`` again: a script without a main guard
+        would start its flows in each of them, so that is refused here, in one line.
+        """
+        if self._context.get_start_method() != "fork" and (problem := main_guard_problem()) is not None:
+            raise ConfigurationError(problem)
         super().start(registry, report)
         with self._lock:
             if self._current is not None:
