@@ -31,7 +31,7 @@ from orchestrator.core.logfields import fields
 from . import protocol
 from .endpoints import check_endpoint
 from .protocol import Done, Hello, Request, Signal, Started
-from .scheduler import Batch, Conflict, Departure, Ended, Scheduler, WorkerInfo
+from .scheduler import Batch, Departure, Ended, Scheduler, WorkerInfo
 from .security import ServerKeys
 from .waker import Waker
 from .wire import MAX_MESSAGE_BYTES
@@ -77,6 +77,8 @@ class Hub:
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._waker = Waker()
         self._closing = threading.Event()
+        self._unreachable: set[bytes] = set()
+        """Peers a send found gone: forgotten once what they sent before going is read."""
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._last_log: dict[str, float] = {}
@@ -184,6 +186,7 @@ class Hub:
                     self._tick()
                     next_tick = now + self.heartbeat_s / 2
                 next_tick = min(next_tick, self._flush_acks(now))
+                self._forget_unreachable()
             except Exception:  # the service must outlive any one message
                 log.exception("the zmq hub hit an unexpected error; it goes on")
 
@@ -234,11 +237,8 @@ class Hub:
             self._fill_all()
 
     def _unknown(self, peer: bytes, now: float) -> None:
-        """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once.
-
-        If that reset is lost, the worker hears nothing, counts the service as
-        silent and reconnects.
-        """
+        """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once
+        (if that reset is lost, the worker hears nothing, counts the service as silent, reconnects)."""
         self.stats["unknown"] += 1
         if self.scheduler.should_reset(peer, now):
             self.stats["reset"] += 1
@@ -246,7 +246,8 @@ class Hub:
 
     def _hello(self, peer: bytes, hello: Hello, now: float) -> None:
         for conflict in self.scheduler.join(peer, hello, now):
-            self._conflict(conflict)
+            self.stats["option_conflicts"] += 1
+            log.warning("%s", conflict, extra=fields(worker=conflict.refused))
         self.stats["hello"] += 1
         log.info(
             "worker %s joined: %d commands, %d slots",
@@ -257,18 +258,6 @@ class Hub:
         )
         if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness)):
             self._send_batch(self.scheduler.fill(peer))
-
-    def _conflict(self, conflict: Conflict) -> None:
-        self.stats["option_conflicts"] += 1
-        log.warning(
-            "worker %s registered %r with options %s, worker %s with %s: the first apply until it leaves",
-            conflict.refused,
-            conflict.command,
-            dict(conflict.refused_options) or "none",
-            conflict.kept,
-            dict(conflict.kept_options) or "none",
-            extra=fields(worker=conflict.refused),
-        )
 
     def announced(self, command: str) -> Mapping[str, Any] | None:
         """From any thread: the options (``retry``, ``timeout_s``) workers registered ``command`` with."""
@@ -337,6 +326,17 @@ class Hub:
         for ended in expired:
             self._lose(ended)
 
+    def _forget_unreachable(self) -> None:
+        """Read what gone peers sent before they went (a result, a start) and only then forget them:
+        an outcome still in the socket is not lost with its worker."""
+        for _ in range(10):  # reading may find more peers gone
+            if not self._unreachable:
+                return
+            self._receive()
+            gone, self._unreachable = self._unreachable, set()
+            for peer in gone:
+                self._forget(peer, "became unreachable")
+
     def _forget(self, peer: bytes, why: str) -> None:
         departure = self.scheduler.forget(peer, why, time.monotonic())
         if departure is not None:
@@ -371,7 +371,7 @@ class Hub:
         except zmq.ZMQError as exc:
             if exc.errno not in (errno.EHOSTUNREACH, zmq.EAGAIN):
                 raise
-            self._forget(peer, "became unreachable")
+            self._unreachable.add(peer)
             return False
 
     def _count_refusals(self) -> None:

@@ -17,8 +17,8 @@ unstarted (prefetched, or handed back by ``bye``) waits here again, the same
 attempt with nothing logged, so an innocent call never pays an attempt of the
 lost-worker cap for a neighbour (a worker that does not report starts has all
 its calls counted as started). ``MAX_REQUEUES`` bounds the cycling. The first
-worker to announce a command sets its options (retry, timeout) until it leaves;
-other options announced meanwhile are a ``Conflict`` the hub logs.
+worker to announce a command sets its options (retry, timeout) until it leaves
+(``announced.py``); other options announced meanwhile are a ``Conflict``.
 
 No socket, no clock, no thread: every method is a step of a state machine, so
 a test can drive it through any order of events.
@@ -34,6 +34,7 @@ from typing import Any
 from orchestrator.core.envelope import EndReason, Envelope
 from orchestrator.core.errors import ConfigurationError, NoWorker, UnknownCommand, WorkerLost
 
+from .announced import Announced, Announcer, Conflict
 from .protocol import Hello
 
 ACK_DELAY_S = 0.02
@@ -122,17 +123,6 @@ class Departure:
     requeued: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """A worker announced other options for a command than those in force (another worker's)."""
-
-    command: str
-    kept: str
-    kept_options: Mapping[str, Any]
-    refused: str
-    refused_options: Mapping[str, Any]
-
-
 class Scheduler:
     """Workers, their credit and calls, the calls waiting for one, and the acknowledgements owed."""
 
@@ -156,8 +146,8 @@ class Scheduler:
         """Unknown peers asked to say hello, and when: at most one reset each per liveness window."""
         self._requeues: dict[str, int] = {}
         """How often each waiting call was handed back unstarted by a worker."""
-        self.options: dict[str, tuple[bytes, Mapping[str, Any]]] = {}
-        """The options in force per command, and the worker that announced them first."""
+        self.options = Announced()
+        """The options in force per command (``announced.py``)."""
 
     # --- what the hub heard -------------------------------------------------------------------
 
@@ -176,26 +166,11 @@ class Scheduler:
                     known.started.add(envelope.attempt_id)
         joined.options = {command: hello.options.get(command, {}) for command in hello.commands}
         self.peers[peer] = joined
-        return [
-            conflict for command in sorted(hello.commands) if (conflict := self._announce(joined, command))
-        ]
-
-    def _announce(self, peer: Peer, command: str) -> Conflict | None:
-        options = peer.options[command]
-        current = self.options.get(command)
-        if current is None or current[0] == peer.id:
-            self.options[command] = (peer.id, options)
-            return None
-        owner, kept = current
-        if kept == options:
-            return None
-        name = self.peers[owner].name if owner in self.peers else "?"
-        return Conflict(command, name, kept, peer.name, options)
+        return self.options.join(Announcer(peer, hello.name, joined.options))
 
     def announced(self, command: str) -> Mapping[str, Any] | None:
         """The options in force for ``command`` (``retry``, ``timeout_s``); None if no worker has it."""
-        current = self.options.get(command)
-        return current[1] if current is not None else None
+        return self.options.get(command)
 
     def started(self, peer: bytes, attempt_ids: Iterable[str]) -> None:
         """The worker begins these calls: from now on they end as lost with it."""
@@ -250,7 +225,7 @@ class Scheduler:
         known = self.peers.pop(peer, None)
         if known is None:
             return None
-        self._hand_over(known)
+        self.options.leave(peer, (Announcer(p.id, p.name, p.options) for p in self.peers.values()))
         began = [e for e in known.calls.values() if not known.starts or e.attempt_id in known.started]
         unstarted = [e for e in known.calls.values() if known.starts and e.attempt_id not in known.started]
         cycled = self._requeue(unstarted, now)
@@ -265,15 +240,6 @@ class Scheduler:
         return Ended(
             envelope, WorkerLost(f"worker {known.name} {why} while holding this attempt{more}"), "lost"
         )
-
-    def _hand_over(self, gone: Peer) -> None:
-        """The commands whose options ``gone`` set take those of the oldest live worker that has them."""
-        for command in [c for c, (owner, _) in self.options.items() if owner == gone.id]:
-            heir = next((p for p in self.peers.values() if command in p.commands), None)
-            if heir is None:
-                del self.options[command]
-            else:
-                self.options[command] = (heir.id, heir.options[command])
 
     def _requeue(self, envelopes: list[Envelope], now: float) -> list[Envelope]:
         """Unstarted calls wait again (from ``now``, so in order); returns those handed back too often."""

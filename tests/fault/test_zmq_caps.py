@@ -5,9 +5,17 @@ prefetch) and an orchestrator on the embedded store behind a ``ZmqExecutor``.
 The poison waits for a gate, then SIGKILLs its worker, with 50 innocent calls
 queued behind it on that worker. Each time a worker dies another is started.
 The innocents never started there, so they are handed to the next worker as
-the same attempts: each runs once and succeeds, and none is logged lost. The
-poison is logged lost once per worker it killed and fails at the lost-worker
-cap (``LOST_REDISPATCHES``).
+the same attempts: each succeeds, and none that never ran is logged lost. The
+poison is logged lost once per attempt and fails at the lost-worker cap
+(``LOST_REDISPATCHES``). On the old transport every innocent failed.
+
+What the service knows of a worker's last moments can be cut short: a
+worker killed with unread data in its socket resets the connection, and the
+service loses what it had not read yet (a result, a start report). So an
+innocent that had just finished there may be logged lost and run again (or,
+its start report lost too, run again as the same attempt), and
+the poison may kill one more worker than it has attempts (its start report
+lost, its attempt handed on uncounted: ``MAX_REQUEUES`` bounds that).
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ pytestmark = pytest.mark.slow
 
 HEARTBEAT_S = 0.2
 INNOCENTS = 50
-MAX_WORKERS = LOST_REDISPATCHES + 4
-"""One worker per poison attempt, one for what is left, and some slack; more means a crash loop."""
+MAX_WORKERS = 3 * LOST_REDISPATCHES + 4
+"""One worker per poison attempt, one for what is left, and slack for start reports lost with a
+worker (see above); more means a crash loop."""
 SETTLE_S = 120.0
 
 
@@ -85,15 +94,20 @@ def test_a_command_that_kills_its_worker_fails_at_its_cap_and_the_calls_queued_b
     assert results == list(range(INNOCENTS))
     [failure] = caught.value.failures
     assert failure.type.endswith("WorkerLost"), failure
-    lost = [e.attempt for e in poison_events if e.type == ev.COMMAND_FAILED]
-    assert lost == list(range(1, LOST_REDISPATCHES + 2)), lost
-    assert all(e.data["error"]["reason"] == "lost" for e in poison_events if e.type == ev.COMMAND_FAILED)
-    assert [e for e in innocent_events if e.type in (ev.COMMAND_FAILED, ev.OUTCOME_IGNORED)] == []
-    assert {e.attempt for e in innocent_events if e.type == ev.COMMAND_DISPATCHED} == {1}
+    failed = [e for e in poison_events if e.type == ev.COMMAND_FAILED]
+    assert [e.attempt for e in failed] == list(range(1, LOST_REDISPATCHES + 2))
+    assert all(e.data["error"]["reason"] == "lost" for e in failed)
     executions = Counter((entry.run, entry.attempt) for entry in ledger_read(ledger))
-    assert [executions[(run.id, 1)] for run in innocents] == [1] * INNOCENTS
-    assert sorted(a for (run, a) in executions if run == poison.id) == list(range(1, LOST_REDISPATCHES + 2))
-    assert len(workers) == LOST_REDISPATCHES + 2  # one per poison attempt, and one that lives
+    assert {a for (run, a) in executions if run == poison.id} == set(range(1, LOST_REDISPATCHES + 2))
+    # An innocent is logged lost only if it ran on the worker that died: its result can go down with
+    # the worker (a TCP reset drops what the service had not read yet). One that never started, never.
+    lost = [(e.run, e.attempt) for e in innocent_events if e.type == ev.COMMAND_FAILED]
+    assert all(e.data["error"]["reason"] == "lost" for e in innocent_events if e.type == ev.COMMAND_FAILED)
+    assert [key for key in lost if not executions[key]] == [], "an innocent that never ran was counted lost"
+    assert len(lost) < LOST_REDISPATCHES + 2, f"{lost}: more than one per poison attempt"
+    succeeded = [(e.run, e.attempt) for e in innocent_events if e.type == ev.COMMAND_SUCCEEDED]
+    assert len(succeeded) == INNOCENTS and all(executions[key] >= 1 for key in succeeded)
+    assert LOST_REDISPATCHES + 2 <= len(workers) <= MAX_WORKERS  # a worker per poison attempt, one lives
     assert handed_back >= INNOCENTS
     print(f"\npoison killed {len(workers) - 1} workers; {handed_back} unstarted calls handed on, none lost")
 
