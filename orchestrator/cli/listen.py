@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from ..core.errors import ConfigurationError
 from ..core.listening import Listener
 from . import logs
+from .termination import Signals, add_grace
 
 AGAIN_S = 0.01
 """The pause between an empty long poll and the next: the service did the waiting."""
@@ -34,6 +35,7 @@ def add_parser(
     listen.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for the service's answer (default 30)")  # fmt: skip
     client_keys(listen)
+    add_grace(listen)
     logs.add_options(listen)
     listen.set_defaults(handler=lambda args: _listen(args, load))
 
@@ -62,8 +64,7 @@ def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
         feed = ServiceFeed(client, wait_s=args.poll)  # the service holds an empty read: a long poll
         host = ListenerHost(feed, feed.trigger, poll_s=AGAIN_S)
         stop = threading.Event()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, lambda *_: stop.set())
+        signals = Signals(stop.set, args.grace).install()
         try:
             for listener in listeners:
                 host.add(listener)
@@ -72,5 +73,7 @@ def _listen(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
             print(f"evenflow: listening to {args.connect} with {names}", flush=True)
             stop.wait()
         finally:
-            host.stop()
-    return 0
+            host.stop(args.grace)
+    again = "each listener goes on from its checkpoint when started again"
+    print(f"evenflow: stopped by {signals.what or 'request'}; {again}", file=sys.stderr)
+    return signals.code or 0

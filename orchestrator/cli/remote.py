@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from ..core.state import NO_INPUT
 from . import logs
 from .arguments import INPUT_HELP, input_value, seconds, whole
 from .render import to_json
+from .termination import Signals, add_grace, stopped_line
 
 Adder = Callable[..., None]
 
@@ -41,8 +41,7 @@ def _add_serve(commands: Any, store_options: Adder) -> None:
     _timing(serve)
     serve.add_argument("--schedule-timeout", type=seconds, default=300.0, metavar="SECONDS",
                        help="fail a call no worker takes within this time (default 300)")  # fmt: skip
-    serve.add_argument("--drain", type=seconds, default=10.0, metavar="SECONDS",
-                       help="on SIGTERM, wait this long for calls in flight (default 10)")  # fmt: skip
+    add_grace(serve)
     serve.add_argument("--secret-key", metavar="FILE",
                        help="the service's NAME.key_secret; turns on CURVE (default: off)")  # fmt: skip
     serve.add_argument("--authorized", metavar="DIR",
@@ -58,6 +57,7 @@ def _add_worker(commands: Any, load: Callable[[str, type, str], Any]) -> None:
         description="Connect to a service, announce the registry's commands and run what it sends. "
         "SIGTERM or Ctrl-C drains: running commands finish and their results are delivered.",
     )
+    add_grace(worker)
     worker.add_argument("--connect", required=True, metavar="ENDPOINT", help="the service, tcp://HOST:PORT")
     worker.add_argument(
         "--registry", required=True, metavar="MODULE:REGISTRY", help="a Registry, or a function"
@@ -129,12 +129,6 @@ def client_keys(parser: argparse.ArgumentParser) -> None:
                         help="the service's public NAME.key (needed with --secret-key)")  # fmt: skip
 
 
-def _on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT ask for a clean stop (drain, flush, exit 0) instead of killing mid-append."""
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop())
-
-
 def _serve(args: argparse.Namespace) -> int:
     with extra_needed("evenflow serve"):
         from ..service import Service
@@ -150,10 +144,17 @@ def _serve(args: argparse.Namespace) -> int:
         schedule_timeout_s=args.schedule_timeout,
     )
     stop = threading.Event()
-    _on_signals(stop.set)
+    signals = Signals(stop.set, args.grace).install()
     print(f"evenflow: serving on {service.endpoint}", flush=True)
-    service.serve(stop, drain_s=args.drain)
-    return 0
+    service.serve(stop, drain_s=args.grace)
+    unfinished = sorted(service.orchestrator.engine.book.live)
+    again = " ".join(["evenflow serve --bind", args.bind, *_where(args)])
+    print(stopped_line(signals.what or "request", unfinished, again), file=sys.stderr)
+    return signals.code or 0
+
+
+def _where(args: argparse.Namespace) -> list[str]:
+    return [f"--{name} {value}" for name in ("store", "home") if (value := getattr(args, name, None))]
 
 
 def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> int:
@@ -174,11 +175,15 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
         heartbeat_s=args.heartbeat,
         liveness=args.liveness,
         keys=client_keys(args.secret_key, args.server_key),
+        drain_timeout_s=args.grace,
     )
-    _on_signals(worker.stop)
+    signals = Signals(worker.stop, args.grace).install()
     print(f"evenflow: worker {worker.name} connecting to {args.connect}", flush=True)
     worker.run()
-    return 0
+    if signals.code is not None:
+        print(f"evenflow: stopped by {signals.what}; the service sends what was not finished here to other "
+              "workers", file=sys.stderr)  # fmt: skip
+    return signals.code or 0
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -71,8 +71,7 @@ def _stop(orch: Any, grace: float, code: int, what: str, resume: str) -> None:
     at_once = _exit_at_once(code)
     signal.signal(signal.SIGINT, at_once)
     signal.signal(signal.SIGTERM, at_once)
-    waiting = f"waiting up to {grace:g}s for attempts in flight; a second Ctrl-C or SIGTERM stops now"
-    print(f"evenflow: {what}: {waiting}", file=sys.stderr, flush=True)
+    say_waiting(what, grace)
     closing = threading.Thread(target=orch.close, kwargs={"drain_s": grace}, daemon=True)
     closing.start()
     closing.join(grace + CLOSE_MARGIN_S)
@@ -82,6 +81,11 @@ def _stop(orch: Any, grace: float, code: int, what: str, resume: str) -> None:
     os._exit(code)
 
 
+def say_waiting(what: str, grace: float) -> None:
+    waiting = f"waiting up to {grace:g}s for attempts in flight; a second Ctrl-C or SIGTERM stops now"
+    print(f"evenflow: {what}: {waiting}", file=sys.stderr, flush=True)
+
+
 def _exit_at_once(code: int) -> Any:
     def handler(*_: object) -> None:
         print("evenflow: stopped at once; `evenflow resume` sends what was running again", file=sys.stderr)
@@ -89,6 +93,30 @@ def _exit_at_once(code: int) -> Any:
         os._exit(code)
 
     return handler
+
+
+class Signals:
+    """For a service, worker or listener process: the first SIGTERM or Ctrl-C calls ``first`` (start
+    draining), a second exits at once. ``code`` is then the exit code the process should end with."""
+
+    def __init__(self, first: Any, grace: float) -> None:
+        self._first = first
+        self._grace = grace
+        self.code: int | None = None
+        self.what = ""
+
+    def install(self) -> Signals:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, _frame: object) -> None:
+        code, what = (EXIT_SIGTERM, "SIGTERM") if number == signal.SIGTERM else (EXIT_SIGINT, "Ctrl-C")
+        if self.code is not None:
+            _exit_at_once(code)()
+        self.code, self.what = code, what
+        say_waiting(what, self._grace)
+        self._first()
 
 
 def stopped_line(what: str, unfinished: list[str], resume: str) -> str:

@@ -1,13 +1,9 @@
 """The service end of the ZeroMQ socket: reads and writes frames; the scheduler decides the rest.
 
-One thread owns the ROUTER socket (ZeroMQ sockets are not thread-safe); other
-threads hand it work through a queue and wake it through a pipe. Every frame is
-checked before anything else sees it; bad ones are dropped and counted. What a
-checked message means — which worker gets which call, how much credit it has,
-when a silent worker is dead, when an acknowledgement goes alone — is the
-``Scheduler``'s to decide (``scheduler.py``), given the time this thread reads;
-the hub only carries out its answers: it sends the calls, acknowledgements and
-heartbeats, and reports the calls that ended here as failed outcomes.
+One thread owns the ROUTER socket (ZeroMQ sockets are not thread-safe); others hand it work
+through a queue and wake it through a pipe. Every frame is checked first; bad ones are dropped
+and counted. Which worker gets which call, credit, dead workers and lone acknowledgements are
+the ``Scheduler``'s to decide, given the time this thread reads; the hub carries out its answers.
 """
 
 from __future__ import annotations
@@ -345,6 +341,9 @@ class Hub:
     def _departed(self, departure: Departure) -> None:
         """A forgotten worker: each call it held ends as lost, for the engine to send again."""
         self.stats["forgotten"] += 1
+        if departure.clean:
+            log.info("worker %s left cleanly", departure.name, extra=fields(worker=departure.name))
+            return
         log.warning(
             "worker %s %s; %d calls it started end as lost, %d it had not started go to others",
             departure.name,

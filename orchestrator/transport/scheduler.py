@@ -121,6 +121,8 @@ class Departure:
     why: str
     lost: list[Ended]
     requeued: int = 0
+    clean: bool = False
+    """It said bye and held nothing when it went: a worker stopped on purpose."""
 
 
 class Scheduler:
@@ -231,7 +233,9 @@ class Scheduler:
         cycled = self._requeue(unstarted, now)
         lost = [self._lost(known, envelope, why) for envelope in began + cycled]
         known.calls.clear()
-        return Departure(peer, known.name, why, lost, len(unstarted) - len(cycled))
+        requeued = len(unstarted) - len(cycled)
+        clean = known.draining and not lost and not requeued
+        return Departure(peer, known.name, why, lost, requeued, clean)
 
     def _lost(self, known: Peer, envelope: Envelope, why: str) -> Ended:
         more = (

@@ -529,7 +529,7 @@ def test_sigterm_drains_serve_and_logs_the_outcome_in_flight(tmp_path: Path) -> 
     endpoint = free_endpoint()
     flow = sequence(call("ledgered_wait", str(place.ledger), str(place.gate), 7), call("inc"))
     with (
-        service(endpoint, place.home, tmp_path, extra=("--drain", "5", "--debug")) as serving,
+        service(endpoint, place.home, tmp_path, extra=("--grace", "5", "--debug")) as serving,
         worker(endpoint, tmp_path, registry=EVERYTHING, env=place.env()),
     ):
         wait_until(
@@ -541,7 +541,7 @@ def test_sigterm_drains_serve_and_logs_the_outcome_in_flight(tmp_path: Path) -> 
         serving.signal(signal.SIGTERM)
         wait_until(lambda: "draining:" in serving.output(), timeout=DEADLINE_S, what="the service draining")
         place.gate.touch()
-        assert serving.popen.wait(DEADLINE_S) == 0, serving.output()
+        assert serving.popen.wait(DEADLINE_S) == 143, serving.output()  # SIGTERM: drained, then 128 + 15
 
     events = place.log(run)
     assert [(e.node, e.attempt) for e in of_type(events, ev.COMMAND_SUCCEEDED)] == [("r.0", 1)]

@@ -190,7 +190,7 @@ def test_listen_triggers_each_event_once_across_a_sigkill_and_stops_on_sigterm(t
             began = time.monotonic()
             code = second.terminate(timeout_s=30)
             took = time.monotonic() - began
-            assert code == 0, f"evenflow listen exited {code} on SIGTERM:\n{second.output()}"
+            assert code == 143, f"evenflow listen exited {code} on SIGTERM:\n{second.output()}"
             assert took < STOP_S, f"evenflow listen took {took:.1f}s to stop on SIGTERM"
             assert "Traceback" not in second.output()
 

@@ -146,3 +146,23 @@ def test_the_first_announced_options_apply_until_their_worker_leaves() -> None:
     s.forget(b"w2", "left", 1.0)
     s.forget(b"w3", "left", 1.0)
     assert s.announced("a") is None
+
+
+def test_a_worker_that_said_bye_and_holds_nothing_leaves_cleanly_and_only_then() -> None:
+    s = scheduler()
+    s.join(b"w", hello(), 0.0)
+    (batch,) = s.place(calls(1), 0.0)
+    s.started(b"w", [batch.calls[0].attempt_id])
+    s.drain(b"w", 1.0)
+    s.completed(b"w", batch.calls[0].attempt_id)
+    gone = s.forget(b"w", "left", 2.0)
+    assert gone is not None and gone.clean  # logged at INFO, not as a warning
+    s.join(b"x", hello("x"), 3.0)
+    s.join(b"y", hello("y"), 3.0)
+    (held,) = s.place(calls(1), 3.0)
+    s.started(held.peer, [held.calls[0].attempt_id])
+    s.drain(held.peer, 4.0)
+    still = s.forget(held.peer, "left", 5.0)  # it said bye, but went with a call it had started
+    assert still is not None and not still.clean
+    silent = s.forget(b"y" if held.peer == b"x" else b"x", "went silent", 5.0)  # no bye: not clean
+    assert silent is not None and not silent.clean
