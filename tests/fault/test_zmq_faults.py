@@ -471,6 +471,23 @@ def test_a_burst_of_10000_calls_never_overruns_one_slow_worker(make_cluster: Cal
 # --- SIGTERM drains -------------------------------------------------------------------------
 
 
+def test_a_worker_stopping_with_its_service_gone_does_not_wait_out_its_grace(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """Service and worker stopped together: once its command ends and the service no longer answers,
+    the worker leaves (the run's log shows the attempt in flight; a resume sends it again)."""
+    cluster = make_cluster()
+    leaving = cluster.worker(extra=("--grace", "600"))
+    cluster.live(1)
+    gate = tmp_path / "gate"
+    run = cluster.orch.submit(wait_call(cluster, gate, "late"))
+    wait_until(lambda: cluster.executions(run.id), timeout=READY_S, what="the command running")
+    cluster.executor.close()  # the service's socket is gone, as when it is stopped at the same moment
+    leaving.signal(signal.SIGTERM)
+    gate.touch()  # its outcome has nobody to acknowledge it
+    assert leaving.popen.wait(TERMINAL_S) == 143, leaving.output()  # far sooner than its 600 s grace
+
+
 def test_sigterm_drains_a_worker(
     make_cluster: Callable[..., Cluster], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

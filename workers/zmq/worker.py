@@ -112,6 +112,8 @@ class Worker:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._heard = time.monotonic()
+        self._answered = self._heard
+        """When the service last sent anything (a reconnect resets ``_heard``, not this)."""
         self._executor = self._local_executor()
         self._draining = False
         self.connected = threading.Event()
@@ -177,10 +179,7 @@ class Worker:
         self._send(protocol.signal("bye"))
         if self._reports_starts:  # the service hands the calls we had not started to other workers
             self._waiting.clear()
-        self._serve(
-            lambda: not (self._running or self._waiting or self._unacked),
-            deadline=time.monotonic() + self.drain_timeout_s,
-        )
+        self._serve(self._drained, deadline=time.monotonic() + self.drain_timeout_s)
         if self._running or self._unacked:
             log.warning(
                 "stopped with %d commands running and %d outcomes unacknowledged; the service "
@@ -189,6 +188,14 @@ class Worker:
                 len(self._unacked),
                 extra=fields(worker=self.name),
             )
+
+    def _drained(self) -> bool:
+        """Nothing runs and every outcome is acknowledged; or nothing runs and the service is gone
+        (stopped with us, say): waiting out the drain for its acks would only hold the exit."""
+        if self._running or self._waiting:
+            return False
+        silent = time.monotonic() - self._answered > self.heartbeat_s * self.liveness
+        return not self._unacked or silent
 
     def _connect(self) -> None:
         """A fresh DEALER: say hello, then resend every outcome not yet acknowledged."""
@@ -253,7 +260,7 @@ class Worker:
                 frame = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._heard = time.monotonic()
+            self._heard = self._answered = time.monotonic()
             try:
                 message = protocol.from_service(frame)
             except ProtocolError as exc:
