@@ -516,3 +516,14 @@ def test_sigterm_drains_a_worker(
     tally = cluster.check(run.id, nodes=1)
     assert (tally.executions, tally.dispatches) == (1, 1)
     cluster.check(later.id, nodes=1)
+
+
+def test_a_named_worker_signs_its_attempts_with_its_name(make_cluster: Callable[..., Cluster]) -> None:
+    """``evenflow worker --name`` is how the log, and so ``evenflow audit``, names who ran an attempt."""
+    cluster = make_cluster()
+    cluster.worker(extra=("--name", "billing-1"))
+    cluster.live(1)
+    run = cluster.orch.submit(call("ledgered", "named", ledger=cluster.ledger))
+    assert run.result(TERMINAL_S) == "named"
+    started = [e for e in cluster.orch.events(run.id) if e.type == ev.COMMAND_STARTED]
+    assert [e.data["by"] for e in started] == ["billing-1/zmq"]

@@ -95,7 +95,8 @@ class Worker:
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.drain_timeout_s = drain_timeout_s
-        self.by = worker_id("zmq")
+        self.by = f"{name}/zmq" if name else worker_id("zmq")
+        """Who ran an attempt, as the log (and ``evenflow audit``) records it: the worker's name if given."""
         self.stats: dict[str, int] = {"calls": 0, "reconnects": 0, "resent": 0, "skipped_duplicates": 0}
         self._keys = keys
         self._session = uuid.uuid4().hex
