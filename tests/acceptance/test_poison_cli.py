@@ -138,7 +138,7 @@ def test_big_ints_survive_evenflow_retry_and_a_kill_then_resume(tmp_path: Path) 
     out, err = resumed.communicate(timeout=WAIT_S)
     assert resumed.returncode == 0, err
     (row,) = json.loads(out)
-    assert row["status"] == "succeeded", row
+    assert row["state"] == "succeeded", row
     events = read_log(home, row["run"])
     results = [e.data["result"] for e in events if e.type == "command.succeeded"]
     assert results[-1] == BIG and all(type(v) is int for v in results[-1].values())
