@@ -41,6 +41,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def grace(text: str) -> float:
+    """How long to let work in flight end: 0 (stop at once) up to an hour; NaN or negative is a typo."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a number of seconds from 0 to 3600")
+    return value
+
+
 def whole(text: str) -> int:
     """A count of one or more."""
     try:

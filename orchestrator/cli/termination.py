@@ -22,6 +22,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .arguments import grace
+
 GRACE_S = 30.0
 """How long attempts in flight may take to end after SIGTERM or Ctrl-C (``--grace``)."""
 EXIT_SIGTERM, EXIT_SIGINT = 143, 130
@@ -43,7 +45,7 @@ def terminate(*_: object) -> None:
 def add_grace(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace",
-        type=_seconds,
+        type=grace,
         default=GRACE_S,
         metavar="SECONDS",
         help=f"on SIGTERM or Ctrl-C, how long attempts in flight may take to end (default {GRACE_S:g})",
@@ -124,13 +126,3 @@ def stopped_line(what: str, unfinished: list[str], resume: str) -> str:
         return f"evenflow: stopped by {what}; nothing is left unfinished"
     runs = ", ".join(unfinished[:5]) + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "")
     return f"evenflow: stopped by {what}; unfinished: run {runs}; `{resume}` finishes it"
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds in [0, 3600]")
-    return value
