@@ -180,8 +180,8 @@ def _execute(
 def _mention_others(orch: Any, mine: str, resume: str) -> None:
     others = [run for run in orch.store.unfinished_runs() if run != mine]
     if others:
-        print(f"evenflow: {len(others)} other runs are unfinished here; `{resume}` finishes them",
-              file=sys.stderr)  # fmt: skip
+        runs = "1 other run is" if len(others) == 1 else f"{len(others)} other runs are"
+        print(f"evenflow: {runs} unfinished here; `{resume}` finishes them", file=sys.stderr)
 
 
 def _load(spec: str, kind: type, what: str) -> Any:

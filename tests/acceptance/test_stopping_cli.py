@@ -162,7 +162,7 @@ def test_a_run_drives_only_its_own_run_and_names_the_others(code: Path, home: Pa
     assert '"result": 10' in done.stdout
     assert not (code / "ran").exists()  # the older run's command was not sent again by this run
     resume = f"evenflow resume --registry stopflows:registry --home {home}"
-    assert f"1 other runs are unfinished here; `{resume}` finishes them" in done.stderr
+    assert f"1 other run is unfinished here; `{resume}` finishes them" in done.stderr
 
 
 def test_a_second_run_on_a_busy_home_says_why_in_one_line(
