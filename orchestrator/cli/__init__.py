@@ -23,7 +23,7 @@ from ..core.registry import Registry
 from ..core.state import NO_INPUT
 from . import logs
 from .arguments import INPUT_HELP, executor_url, home, input_value, seconds
-from .termination import STOPPED, Terminated, add_grace, resume_command, terminable, terminate
+from .termination import EXIT_SIGTERM, STOPPED, Terminated, add_grace, resume_command, terminable, terminate
 
 EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except Terminated:
         print(STOPPED, file=sys.stderr)
-        return 0
+        return EXIT_SIGTERM
     except RunFailed as exc:
         if args.debug:
             raise

@@ -30,10 +30,7 @@ def run_id(text: str) -> str:
 
 def seconds(text: str) -> float:
     """A duration in seconds, above zero and finite: 0, a negative or NaN would mean "never wait"."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(
             f"{text!r:.40} is not a number of seconds above 0, such as 30 or 0.5"
@@ -43,13 +40,18 @@ def seconds(text: str) -> float:
 
 def grace(text: str) -> float:
     """How long to let work in flight end: 0 (stop at once) up to an hour; NaN or negative is a typo."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not 0 <= value <= 3600:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text!r:.40} is not a number of seconds from 0 to 3600")
     return value
+
+
+def _number(text: str) -> float:
+    """``text`` as a float; NaN (which every range check refuses) if it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def whole(text: str) -> int:

@@ -30,7 +30,8 @@ EXIT_SIGTERM, EXIT_SIGINT = 143, 130
 CLOSE_MARGIN_S = 5.0
 """Beyond the grace period, to log what ended and release leases (running commands are not waited for)."""
 
-STOPPED = "evenflow: stopped by SIGTERM; `evenflow resume` finishes what was running"
+STOPPED = "evenflow: stopped by SIGTERM"
+"""Said when SIGTERM comes before (or without) an orchestrator to drain: nothing is in flight."""
 
 
 class Terminated(BaseException):

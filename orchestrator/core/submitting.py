@@ -48,23 +48,17 @@ class Submission:
         check_event_data(self.data(), "the submission (its flow, input and options)")
 
     @classmethod
-    def new(
-        cls, flow: dict[str, Any], *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
-    ) -> Submission:
-        """A run submitted by hand: a fresh id, or the one ``key`` names (with the digest it must match)."""
-        if key is None:
-            return cls(uuid.uuid4().hex, flow, input, name)
-        return cls(run_for_key(key), flow, input, name, key, digest(flow, input, name))
-
-    @classmethod
     def of(
         cls, flow: dict[str, Any], *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
     ) -> Submission:
-        """A run submitted through the API or a service: its input checked, and copied."""
+        """A run submitted through the API or a service (its input checked, and copied): a fresh id,
+        or the one ``key`` names, with the digest a later submission under it must match."""
         if input is not NO_INPUT:
             check_payload(input, "input")
             input = copy.deepcopy(input)  # the caller may go on changing its own object
-        return cls.new(flow, input=input, name=name, key=key)
+        if key is None:
+            return cls(uuid.uuid4().hex, flow, input, name)
+        return cls.keyed(key, flow, input=input, name=name)
 
     @classmethod
     def keyed(
@@ -74,11 +68,14 @@ class Submission:
         *,
         input: Any = NO_INPUT,
         name: str | None = None,
-        **fields: Any,
+        cause: str | None = None,
+        correlation: str | None = None,
+        **extras: Any,
     ) -> Submission:
-        """A submission whose run ``key`` names, fingerprinted with everything it records."""
-        fingerprint = digest(flow, input, name, **_extras(**fields))
-        return cls(run_for_key(key), flow, input, name, key, fingerprint, **fields)
+        """A submission whose run ``key`` names, fingerprinted with everything it records (``extras``:
+        a listener's ``listener``, ``depth`` and ``refused``, or a retry's ``retry_of`` and ``kept``)."""
+        fingerprint = digest(flow, input, name, **_extras(**extras))
+        return cls(run_for_key(key), flow, input, name, key, fingerprint, cause, correlation, **extras)
 
     def data(self) -> dict[str, Any]:
         """``run.submitted``'s data, in the shape the log has always held."""
@@ -104,8 +101,6 @@ def _extras(
     refused: dict[str, Any] | None = None,
     retry_of: str | None = None,
     kept: list[list[Any]] | None = None,
-    cause: str | None = None,
-    correlation: str | None = None,
 ) -> dict[str, Any]:
     """What ``run.submitted`` records beyond flow, name and input: a listener's answer, or a retry's."""
     extras: dict[str, Any] = {}

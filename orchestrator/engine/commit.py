@@ -61,8 +61,6 @@ class Committer:
                 self.recovery.append_failed(turn, exc)
                 return
             self.backoff.succeeded()
-            if runs_log.isEnabledFor(logging.INFO):
-                report_states(turn.batch())
         crash_point("after-append-before-dispatch")
         self._send(turn)
         if turn.outcomes:
@@ -77,6 +75,8 @@ class Committer:
         for state in turn.finished:
             self.book.finish(state)
         batch = turn.batch()
+        if batch and runs_log.isEnabledFor(logging.INFO):
+            report_states(batch)
         if batch and self._on_append is not None:
             self._after_append(batch)
 
