@@ -109,6 +109,8 @@ class BaseExecutor(StdExecutor, ABC):
 
     kind: ClassVar[str] = "base"
     requires_pickle: bool = False
+    isolated: bool = False
+    """Commands run in other processes or hosts, so none can stop the orchestrator's process."""
 
     def __init__(self) -> None:
         self.by = worker_id(self.kind)

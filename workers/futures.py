@@ -98,6 +98,7 @@ class FuturesExecutor(BaseExecutor):
         self.owns = owns
         in_process = isinstance(pool, ThreadPoolExecutor)
         self.requires_pickle = not in_process if requires_pickle is None else requires_pickle
+        self.isolated = self.requires_pickle  # what is pickled is run by another process
         self._close_timeout_s = close_timeout_s
         self._lock = threading.Lock()
         self._inflight: dict[Future[Any], Envelope | None] = {}

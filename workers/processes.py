@@ -138,6 +138,7 @@ class ProcessExecutor(BaseExecutor):
 
     kind = "processes"
     requires_pickle = True
+    isolated = True
 
     def __init__(
         self, max_workers: int | None = None, *, mp_context: str = "forkserver", close_timeout_s: float = 5.0

@@ -32,6 +32,8 @@ SUBMITTED = "submitted"
 class RemoteExecutor(BaseExecutor):
     """Sends envelopes to workers elsewhere; subclasses implement ``_send``."""
 
+    isolated = True
+
     def __init__(self, registry: Registry | None = None) -> None:
         super().__init__()
         self._names = registry

@@ -99,6 +99,7 @@ def _dispatched(state: RunState, event: Event) -> None:
     node.attempt = _attempt(event)
     node.reported, node.reported_by = False, None
     node.deadline = event.data.get("deadline")
+    node.isolated = bool(event.data.get("isolated", False))  # absent before 2026-12-06: counted
     state.ready.pop(node.path, None)
     state.timers.pop(node.path, None)
     if node.deadline is not None:
@@ -135,8 +136,9 @@ def _failed(state: RunState, event: Event) -> None:
     state.timers.pop(node.path, None)
     node.error = dict(event.data["error"])
     if node.error.get("type") == INTERRUPTED:
-        node.interrupted = node.interrupted + 1 if node.interrupted_at == state.progress else 1
-        node.interrupted_at = state.progress
+        if not node.isolated:
+            node.interrupted = node.interrupted + 1 if node.interrupted_at == state.progress else 1
+            node.interrupted_at = state.progress
     else:
         state.progress += 1
         if node.error.get("reason") == "lost":

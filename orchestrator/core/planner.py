@@ -27,7 +27,9 @@ _NO_RETRY = {"max_attempts": 1, "retry_on": [], "never_retry": []}
 RESTART_REDISPATCHES = 10
 """An attempt interrupted by an orchestrator restart is sent again, up to this many restarts in a row
 during which its run made no progress: a command that kills its own orchestrator ends in a failed
-node instead of a crash loop, while restarts that let the run advance never fail a node."""
+node instead of a crash loop, while restarts that let the run advance never fail a node. Attempts
+sent to an isolated executor (other processes, remote workers) are never counted: their command
+cannot have stopped the orchestrator, and most of them were only waiting in a queue."""
 MAX_FAILURES_LOGGED = 100
 """Failures ``run.failed`` lists in full; a run with more says how many it left out (each node's own
 ``node.failed`` has them all)."""

@@ -50,7 +50,9 @@ class Executor(Protocol):
     """Runs envelopes and reports exactly one outcome for each, from any thread.
 
     ``requires_pickle`` tells the engine to refuse, at submission, commands that
-    cannot be sent to another process.
+    cannot be sent to another process. An optional ``isolated`` (default False)
+    says commands run in other processes or hosts: an attempt in flight when the
+    orchestrator stopped is then never blamed for the stop (see ``RESTART_REDISPATCHES``).
 
     Executors whose commands run on other hosts may also be an
     ``AcknowledgedExecutor`` (told which outcomes the log holds, so remote

@@ -91,7 +91,10 @@ class NodeState:
     interrupted: int = 0
     """Attempts in a row that were in flight when the orchestrator stopped, with no progress of the
     run between them: a command that kills its orchestrator grows it, restarts for other reasons
-    do not (an attempt waiting in a queue never ran)."""
+    do not (an attempt waiting in a queue never ran). Attempts sent out of the orchestrator's
+    process (``isolated``) never grow it: their command cannot have stopped it."""
+    isolated: bool = False
+    """The current attempt was sent to an executor that runs it in another process or host."""
     interrupted_at: int = -1
     """The run's ``progress`` when this node was last interrupted."""
     children: list[str] = field(default_factory=list)

@@ -66,6 +66,13 @@ class Dispatcher:
             except Exception:
                 log.exception("executor %r failed to take acknowledgements", route)
 
+    def isolated(self, route: str | None) -> bool:
+        """Whether ``route``'s executor runs commands in other processes (see ``Executor``)."""
+        try:
+            return bool(getattr(self._executor(route or "default"), "isolated", False))
+        except ConfigurationError:
+            return False
+
     def _executor(self, route: str) -> Executor:
         """The route's executor; a route no executor is named for goes to a default that takes any."""
         executor = self.executors.get(route)

@@ -27,14 +27,24 @@ OnRefused = Callable[[Turn, EventRefused], None]
 """Told of the runs split off a turn because the store refused some of their events."""
 
 
+Isolated = Callable[[str | None], bool]
+"""Whether a route's executor runs commands outside the orchestrator's process."""
+
+
 class Journal:
-    def __init__(self, store: EventStore, clock: Clock, by: str) -> None:
+    def __init__(self, store: EventStore, clock: Clock, by: str, isolated: Isolated) -> None:
         self.store = store
         self.clock = clock
         self.by = by
+        self._isolated = isolated
 
     def apply(self, state: RunState, draft: Draft, turn: Turn, *, causation: str | None) -> None:
         """Make ``draft`` the run's next event, in memory and in ``turn``."""
+        data = draft.data
+        if draft.type == ev.COMMAND_DISPATCHED and self._isolated(
+            state.nodes[draft.node or ""].spec.get("route")
+        ):
+            data = {**data, "isolated": True}  # its command cannot be what stops this process
         event = Event(
             run=state.run,
             seq=state.seq + 1,
@@ -43,7 +53,7 @@ class Journal:
             node=draft.node,
             attempt=draft.attempt,
             command=draft.command,
-            data=draft.data,
+            data=data,
             by=self.by,
             causation=causation,
             correlation=state.correlation or state.run,

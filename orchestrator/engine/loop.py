@@ -67,7 +67,7 @@ class Engine:
         self.backoff = Backoff()
         self.ownership = Ownership(by, leases)
         self.dispatcher = Dispatcher(executors, self.book.inflight, put, by)
-        journal = Journal(store, clock, by)
+        journal = Journal(store, clock, by, self.dispatcher.isolated)
         self.recovery = Recovery(store, self.book, self.ownership, self.dispatcher, put, unrunnable)
         self.intake = Intake(self.book, journal, self.recovery, self.ownership, check_flow)
         self.committer = Committer(

@@ -20,6 +20,7 @@ lost, its attempt handed on uncounted: ``MAX_REQUEUES`` bounds that).
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,7 +29,7 @@ import pytest
 
 from orchestrator import Client, Orchestrator, RunFailed, call
 from orchestrator.core import events as ev
-from orchestrator.core.planner import LOST_REDISPATCHES
+from orchestrator.core.planner import LOST_REDISPATCHES, RESTART_REDISPATCHES
 from orchestrator.core.policy import RetryPolicy
 from tests.commands import ledger_read
 from tests.fault.cap_commands import FLAKY_POLICY
@@ -110,6 +111,49 @@ def test_a_command_that_kills_its_worker_fails_at_its_cap_and_the_calls_queued_b
     assert LOST_REDISPATCHES + 2 <= len(workers) <= MAX_WORKERS  # a worker per poison attempt, one lives
     assert handed_back >= INNOCENTS
     print(f"\npoison killed {len(workers) - 1} workers; {handed_back} unstarted calls handed on, none lost")
+
+
+# --- a crash-looping service fails nothing that never started ----------------------------------
+
+
+def test_a_call_queued_at_a_crash_looping_service_is_never_failed_by_the_restart_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each restart ends the call's attempt as interrupted and sends it again; it never ran, and its
+    command runs in a worker (it cannot be what kills the service), so no number of restarts fails it."""
+    monkeypatch.setenv("EVENFLOW_LOG_LEVEL", "info")  # the service says when a worker joins
+    endpoint, home, ledger = free_endpoint(), tmp_path / "home", str(tmp_path / "ledger.jsonl")
+    restarts = RESTART_REDISPATCHES + 2
+    with ExitStack() as stack:
+        served = stack.enter_context(service(endpoint, home, tmp_path, heartbeat_s=HEARTBEAT_S))
+        stalled = stack.enter_context(worker(endpoint, tmp_path, heartbeat_s=HEARTBEAT_S))
+        client = stack.enter_context(Client(endpoint))
+        wait_until(lambda: "joined" in served.output(), timeout=READY_S, what="the worker joined")
+        stalled.signal(signal.SIGSTOP)  # it holds what it is sent and starts nothing
+        run = client.submit(call("ledgered", "done", ledger=ledger))
+        wait_until(lambda: _dispatches(home, run) == 1, timeout=READY_S, what="the call dispatched")
+        stalled.kill()
+        for restart in range(1, restarts + 1):
+            served.kill()
+            served = stack.enter_context(service(endpoint, home, tmp_path, heartbeat_s=HEARTBEAT_S))
+            wait_until(
+                lambda: _dispatches(home, run) == restart + 1,  # noqa: B023 (polled within the turn)
+                timeout=READY_S,
+                what=f"restart {restart} sent the call again",
+            )
+        assert ledger_read(ledger) == []
+        stack.enter_context(worker(endpoint, tmp_path, heartbeat_s=HEARTBEAT_S))
+        result = client.result(run, timeout=SETTLE_S)
+    events = read_log(home, run)
+    interrupted = [e for e in events if e.type == ev.COMMAND_FAILED]
+    assert result == "done"
+    assert len(interrupted) == restarts
+    assert all(e.data["error"]["type"].endswith(".Interrupted") for e in interrupted)
+    assert [(e.run, e.attempt) for e in ledger_read(ledger)] == [(run, restarts + 1)]
+
+
+def _dispatches(home: Path, run: str) -> int:
+    return sum(1 for event in read_log(home, run) if event.type == ev.COMMAND_DISPATCHED)
 
 
 # --- options registered on a worker apply behind evenflow serve --------------------------------
