@@ -10,8 +10,8 @@ first use: the engine never pays for it, projections get a real collection.
 
 One writer per directory: it holds an exclusive ``flock`` on ``owner.lock``,
 which the OS drops when the process dies, even by SIGKILL. Readers take no
-lock, open the journal read-only and ``refresh()`` the mirror to follow a
-running writer.
+lock, create nothing, open the journal read-only (also where they may not
+write: ``reader.py``) and ``refresh()`` the mirror to follow a running writer.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_tr
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
+from .reader import Snapshot, open_to_read
 
 log = logging.getLogger("evenflow.store")
 
@@ -79,6 +80,7 @@ class EmbeddedStore:
         self._mirror: MongoStore | None = None
         self._mirrored_rowid = 0
         self._seen_rowid = 0
+        self._snapshot: Snapshot | None = None
         self._owner = None if read_only else OwnerLock.acquire(self.home)
         if self._owner is not None:
             crash_point("after-lease-acquired")  # the owner lock is the embedded store's lease
@@ -239,24 +241,23 @@ class EmbeddedStore:
             db.execute(_SCHEMA)
             db.execute(_CHECKPOINTS)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the embedded journal {self.path}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot open the embedded journal {self.path} to write: {exc}; check that this user may "
+                f"write to {self.home}, or give another --home / EVENFLOW_HOME"
+            ) from exc
         return db
 
     def _open_reader(self) -> sqlite3.Connection:
-        if not self.path.is_file():
-            raise StoreUnavailable(
-                f"no embedded store in {self.home} ({JOURNAL} is missing); start an orchestrator with this "
-                "home first, or give the right --home / EVENFLOW_HOME"
-            )
-        uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        try:
-            return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the embedded journal {self.path} to read: {exc}") from exc
+        db, self._snapshot = open_to_read(self.path)
+        return db
 
     def _open_db(self) -> sqlite3.Connection:
         if self._db is None:
             raise StoreUnavailable(f"the embedded store in {self.home} is closed")
+        if self._snapshot is not None and self._snapshot.stale():  # a writer has been at it: read afresh
+            fresh = self._open_reader()
+            self._db.close()
+            self._db = fresh
         return self._db
 
     def _query(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
@@ -345,7 +346,10 @@ class OwnerLock:
             home.mkdir(parents=True, exist_ok=True)
             fd = os.open(home / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot create the embedded store in {home}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot write to the embedded store in {home} ({exc}); run as a user who may write there, "
+                "or give another --home / EVENFLOW_HOME (reading commands need no write access)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
