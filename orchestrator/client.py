@@ -62,18 +62,28 @@ class Client:
         self._connection = Connection(check_endpoint(endpoint, binding=False), keys=keys)
 
     def submit(
-        self, flow: FlowSpec, *, input: Any = NO_INPUT, name: str | None = None, key: str | None = None
+        self,
+        flow: FlowSpec,
+        *,
+        input: Any = NO_INPUT,
+        name: str | None = None,
+        key: str | None = None,
+        wait_for_worker: float = 0.0,
     ) -> str:
         """Send ``flow``; returns the run id once the service has logged the submission.
 
         With a ``key`` the submission is idempotent: sending it again (say, after a
-        timeout that left you unsure) returns the same run.
+        timeout that left you unsure) returns the same run. A flow naming a command
+        no connected worker offers is refused (``CommandNotOffered``) unless a worker
+        offering it joins within ``wait_for_worker`` seconds.
         """
         body = _submission(flow, input, name, wait=False)
         if key is not None:
             body["key"] = key
+        if wait_for_worker:
+            body["wait_for_worker"] = wait_for_worker
         req = self._connection.send("submit", **body)
-        return str(self._answer(req, self.timeout)["run"])
+        return str(self._answer(req, self.timeout + wait_for_worker)["run"])
 
     def cancel(self, run_id: str) -> None:
         """Have the service log ``run.cancelled``; nothing of the run is dispatched after it."""
@@ -96,9 +106,16 @@ class Client:
             left -= slice_s
         raise ResultTimeout(f"run {run_id} did not finish within {timeout}s")
 
-    def run(self, flow: FlowSpec, *, input: Any = NO_INPUT, timeout: float | None = None) -> Any:
-        """Submit ``flow`` and wait for its result."""
-        return self.result(self.submit(flow, input=input), timeout)
+    def run(
+        self,
+        flow: FlowSpec,
+        *,
+        input: Any = NO_INPUT,
+        timeout: float | None = None,
+        wait_for_worker: float = 0.0,
+    ) -> Any:
+        """Submit ``flow`` (see ``submit``) and wait for its result."""
+        return self.result(self.submit(flow, input=input, wait_for_worker=wait_for_worker), timeout)
 
     def ask(self, kind: str, **body: Any) -> dict[str, Any]:
         """One request of ``kind`` and its successful reply (the service's error raised as ours)."""

@@ -18,8 +18,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
-from .core.errors import ConfigurationError, EvenflowError, InvalidOption, RunCancelled, RunFailed
+from .core.errors import (
+    CommandNotOffered,
+    ConfigurationError,
+    EvenflowError,
+    InvalidOption,
+    RunCancelled,
+    RunFailed,
+)
 from .core.flow_docs import parse_flow
+from .core.flows import call_specs
 from .core.state import NO_INPUT
 from .listeners.service_feed import LISTENER_REQUESTS, listener_request
 from .orchestrator import Orchestrator
@@ -31,7 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("evenflow.service")
 
 LISTENER_THREADS = 16
-"""Requests of ``evenflow listen`` answered at once; a long poll holds one while it waits."""
+"""Requests answered at once off the hub's thread: a listener's long poll, or a submission waiting
+for a worker that offers its commands, holds one while it waits."""
+MAX_WAIT_S = 86_400.0
+"""The longest a submission may wait for a worker that offers its commands."""
 
 
 class Service:
@@ -111,6 +122,7 @@ class Service:
             self._reply(peer, request.req, ok=False, error=_error(exc))
 
     def _submit(self, peer: bytes, req: str, body: Mapping[str, Any]) -> None:
+        """Check the submission; log it now, or once workers offer its commands, or refuse it."""
         flow = parse_flow(body.get("flow"))
         value = body.get("input", NO_INPUT)
         if value is not NO_INPUT:
@@ -119,7 +131,29 @@ class Service:
         for field, given in (("name", name), ("key", key)):
             if given is not None and not isinstance(given, str):
                 raise InvalidOption(f"a run's {field} must be a string, got {type(given).__name__}")
-        submitted = self.orchestrator.submit_future(flow, input=value, name=name, key=key)
+        wait_s = _wait_for_worker(body.get("wait_for_worker", 0))
+        wanted = [(spec["command"], spec.get("route")) for spec in call_specs(body["flow"])]  # checked
+        offers = self.executor.hub.offers
+        if not offers.missing(wanted):
+            self._log(peer, req, body, self.orchestrator.submit_future(flow, input=value, name=name, key=key))
+        elif not wait_s:
+            raise _not_offered(offers.missing(wanted), offers.commands(), waited_s=0.0)
+        else:
+
+            def when_offered() -> None:
+                try:
+                    missing = offers.wait(wanted, wait_s)
+                    if missing:
+                        raise _not_offered(missing, offers.commands(), waited_s=wait_s)
+                    submitted = self.orchestrator.submit_future(flow, input=value, name=name, key=key)
+                    self._log(peer, req, body, submitted)
+                except Exception as exc:
+                    self._reply(peer, req, ok=False, error=_error(exc))
+
+            self._listener_pool.submit(when_offered)
+
+    def _log(self, peer: bytes, req: str, body: Mapping[str, Any], submitted: Future[str]) -> None:
+        """Answer once the submission is logged (or refused), then watch the run if asked to."""
 
         def answer(future: Future[str]) -> None:
             error = future.exception()
@@ -197,6 +231,23 @@ def _run_id(body: Mapping[str, Any]) -> str:
     if not isinstance(run, str) or not 0 < len(run) <= 200:
         raise InvalidOption("a watch, cancel or retry request needs the run id as a string")
     return run
+
+
+def _wait_for_worker(given: Any) -> float:
+    if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given <= MAX_WAIT_S:
+        raise InvalidOption(f"wait_for_worker must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+    return float(given)
+
+
+def _not_offered(missing: list[str], offered: list[str], *, waited_s: float) -> CommandNotOffered:
+    names = ", ".join(repr(command) for command in offered[:20]) or "nothing (no worker is connected)"
+    more = f" and {len(offered) - 20} more" if len(offered) > 20 else ""
+    when = f"after waiting {waited_s:g}s, " if waited_s else ""
+    return CommandNotOffered(
+        f"{when}no connected worker offers {', '.join(missing)}; the workers offer {names}{more}. "
+        "Start a worker whose registry has it, or submit with --wait-for-worker SECONDS "
+        "(Client.submit(..., wait_for_worker=SECONDS))"
+    )
 
 
 def _error(exc: BaseException) -> dict[str, str]:

@@ -91,6 +91,9 @@ def _add_submit(commands: Any) -> None:
     submit.add_argument("--input", metavar="JSON", help=INPUT_HELP)
     submit.add_argument("--name", metavar="NAME", help="a name for the run (default: none)")
     submit.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    submit.add_argument("--wait-for-worker", type=seconds, default=0.0, metavar="SECONDS",
+                        help="if no connected worker offers a command of the flow, wait this long for one "
+                             "to join (default: refuse at once)")  # fmt: skip
     submit.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS",
                         help="wait for the service (default 30) or the run (default: no limit)")  # fmt: skip
     submit.add_argument("--json", action="store_true", help="print one JSON document, also without --wait")
@@ -196,7 +199,7 @@ def _submit(args: argparse.Namespace) -> int:
     ):
         flow = _read_flow(args.flow)
         value = NO_INPUT if args.input is None else input_value(args.input)
-        run = client.submit(flow, input=value, name=args.name)
+        run = client.submit(flow, input=value, name=args.name, wait_for_worker=args.wait_for_worker)
         if not args.wait:
             print(to_json({"run": run}, indent=None) if args.json else run)
             return 0

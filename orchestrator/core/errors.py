@@ -115,6 +115,10 @@ class UnknownCommand(EvenflowError):
         self.close_matches = close
 
 
+class CommandNotOffered(EvenflowError):
+    """A service was sent a flow naming a command no connected worker offers."""
+
+
 class PayloadError(EvenflowError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)

@@ -26,6 +26,7 @@ from orchestrator.core.logfields import fields
 
 from . import protocol
 from .endpoints import check_endpoint
+from .offers import Offers
 from .protocol import Done, Hello, Request, Signal, Started
 from .scheduler import Batch, Departure, Ended, Scheduler, WorkerInfo
 from .security import ServerKeys
@@ -67,6 +68,7 @@ class Hub:
         self.liveness = liveness
         self.by = by
         self.stats: Counter[str] = Counter()
+        self.offers = Offers()
         self._on_outcome = on_outcome
         self._on_request = on_request
         self._keys = keys
@@ -192,10 +194,8 @@ class Hub:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                self._drop(
-                    "malformed", f"a message of {len(frames)} frames", peer=frames[0] if frames else b""
-                )
+            if len(frames) != 2:  # a ROUTER always gives the peer's id first
+                self._drop("malformed", f"a message of {len(frames)} frames", peer=frames[0])
                 continue
             peer, frame = frames
             try:
@@ -244,6 +244,7 @@ class Hub:
         for conflict in self.scheduler.join(peer, hello, now):
             self.stats["option_conflicts"] += 1
             log.warning("%s", conflict, extra=fields(worker=conflict.refused))
+        self.offers.update(self.scheduler.workers())
         self.stats["hello"] += 1
         log.info(
             "worker %s joined: %d commands, %d slots",
@@ -341,6 +342,7 @@ class Hub:
     def _departed(self, departure: Departure) -> None:
         """A forgotten worker: each call it held ends as lost, for the engine to send again."""
         self.stats["forgotten"] += 1
+        self.offers.update(self.scheduler.workers())
         if departure.clean:
             log.info("worker %s left cleanly", departure.name, extra=fields(worker=departure.name))
             return
@@ -380,9 +382,7 @@ class Hub:
             except zmq.Again:
                 return
             if event["event"] in _REFUSED_HANDSHAKES:
-                self._drop(
-                    "refused_handshake", f"a peer failed the CURVE handshake at {event.get('endpoint')!r}"
-                )
+                self._drop("refused_handshake", f"a peer failed the CURVE handshake at {event['endpoint']!r}")
 
     def _drop(self, kind: str, why: str, *, peer: bytes = b"") -> None:
         """Count what was dropped and log it at most once per 5 s per kind, with the running count."""

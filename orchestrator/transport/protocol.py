@@ -16,7 +16,7 @@ routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
                                                         call is going that way to carry them)
                         hb      {}
                         reset   {why}                  (say hello again, resend what is unacked)
-    client -> service   submit  {req, flow, input?, name?, wait}
+    client -> service   submit  {req, flow, input?, name?, key?, wait, wait_for_worker?}
                         watch   {req, run}
     service -> client   reply   {req, ok, run?, status?, result?, error?}
 

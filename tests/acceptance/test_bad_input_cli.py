@@ -219,7 +219,8 @@ def test_a_dated_input_means_a_datetime_to_run_and_to_submit(echo_code: Path, tm
         worker(endpoint, tmp_path, registry="echoflows:registry", env=env),
     ):
         sent = evenflow("submit", str(flow), "--connect", endpoint, "--input", given, "--wait",
-                        "--timeout", str(READY_S), home=tmp_path / "unused")  # fmt: skip
+                        "--wait-for-worker", str(READY_S), "--timeout", str(READY_S),
+                        home=tmp_path / "unused")  # fmt: skip
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["result"] == by_run
     assert by_run["type"] == "datetime" and "2026, 1, 1, 12, 0" in by_run["value"]

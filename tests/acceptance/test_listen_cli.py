@@ -161,7 +161,7 @@ def replays_pending(home: Path) -> list[str]:
 
 def place(endpoint: str, ids: range) -> None:
     with Client(endpoint) as client:
-        runs = [client.submit(order(i)) for i in ids]
+        runs = [client.submit(order(i), wait_for_worker=CHAIN_S) for i in ids]
         for i, run in zip(ids, runs, strict=True):
             assert client.result(run, timeout=CHAIN_S) == i
 

@@ -119,7 +119,7 @@ def test_sigterm_stops_service_and_worker_cleanly(tmp_path: Path) -> None:
     endpoint = free_endpoint()
     with service(endpoint, tmp_path / "home", tmp_path) as serving, worker(endpoint, tmp_path) as working:
         with Client(endpoint) as client:
-            assert client.run(call("inc", 1), timeout=60) == 2
+            assert client.run(call("inc", 1), timeout=60, wait_for_worker=READY_S) == 2
         assert working.terminate() == 143  # SIGTERM: drained, then 128 + 15
         assert serving.terminate() == 143
 
@@ -143,7 +143,7 @@ def test_curve_admits_listed_keys_only(tmp_path: Path) -> None:
         with Client(
             endpoint, secret_key=keys / "client.key_secret", server_key=keys / "service.key"
         ) as client:
-            assert client.run(call("inc", 41), timeout=60) == 42
+            assert client.run(call("inc", 41), timeout=60, wait_for_worker=READY_S) == 42
         stranger = Client(
             endpoint, secret_key=keys / "stranger.key_secret", server_key=keys / "service.key", timeout=2
         )
@@ -197,7 +197,7 @@ def test_the_readme_json_flow_and_client_run_on_a_demo_worker(tmp_path: Path) ->
         worker(endpoint, tmp_path, registry="orchestrator.cli.demo:registry", concurrency=4),
         Client(endpoint) as client,
     ):
-        assert client.run(flow, timeout=60) == 80
+        assert client.run(flow, timeout=60, wait_for_worker=READY_S) == 80
         script = tmp_path / "client.py"
         script.write_text(client_block.replace("tcp://127.0.0.1:5555", endpoint))
         done = subprocess.run(
@@ -205,3 +205,63 @@ def test_the_readme_json_flow_and_client_run_on_a_demo_worker(tmp_path: Path) ->
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "[30, 50]"
+
+
+# --- a command no worker offers ------------------------------------------------------------
+
+
+MAIL_ONLY = {"root": "m", "nodes": [{"path": "m", "kind": "call", "command": "mail.send", "args": ["a@b"]}]}
+
+
+@pytest.fixture
+def billing_only(tmp_path: Path) -> Iterator[tuple[str, Path, Proc]]:
+    """A service whose one worker offers billing.charge, not mail.send."""
+    endpoint, home = free_endpoint(), tmp_path / "home"
+    with (
+        service(endpoint, home, tmp_path, extra=("--debug",)) as serving,
+        worker(endpoint, tmp_path, registry="tests.support.zmq_cluster:billing"),
+    ):
+        live_workers(serving, 1)
+        yield endpoint, home, serving
+
+
+def test_a_command_no_worker_offers_is_refused_at_once_naming_what_the_workers_offer(
+    billing_only: tuple[str, Path, Proc], tmp_path: Path
+) -> None:
+    """Refused before anything is logged, well within the 300 s schedule timeout it once waited out."""
+    endpoint, home, _ = billing_only
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps(MAIL_ONLY))
+    done = evenflow("submit", "--connect", endpoint, str(flow), "--wait")
+    assert done.returncode == 2, done
+    [line] = done.stderr.strip().splitlines()
+    assert "'mail.send'" in line and "'billing.charge'" in line and "--wait-for-worker" in line, line
+    assert "Traceback" not in done.stderr
+    listed = evenflow("runs", "--json", home=home)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["runs"] == [], listed.stdout
+
+
+def test_with_wait_for_worker_a_submission_waits_for_a_worker_that_offers_its_command(
+    billing_only: tuple[str, Path, Proc], tmp_path: Path
+) -> None:
+    endpoint, _, serving = billing_only
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps(MAIL_ONLY))
+    args = [sys.executable, "-m", "orchestrator.cli", "submit", "--connect", endpoint, str(flow)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    waiting = subprocess.Popen(
+        [*args, "--wait", "--wait-for-worker", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        with worker(endpoint, tmp_path, registry="tests.support.zmq_cluster:mail"):
+            live_workers(serving, 2)
+            out, err = waiting.communicate(timeout=120)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["result"] == "sent to a@b"
+    given_up = evenflow("submit", "--connect", endpoint, str(flow), "--wait-for-worker", "0.5")
+    assert given_up.returncode == 2, given_up
+    assert "no connected worker offers" in given_up.stderr and "0.5" in given_up.stderr, given_up.stderr

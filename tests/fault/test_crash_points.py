@@ -75,7 +75,7 @@ from tests.fault.crash_commands import (
 from tests.support.invariants import Tally, check, check_prefix, check_replay, check_result
 from tests.support.logs import read_log
 from tests.support.polling import wait_until
-from tests.support.zmq_cluster import free_endpoint
+from tests.support.zmq_cluster import READY_S, free_endpoint
 from workers.zmq import ZmqExecutor
 
 pytestmark = pytest.mark.slow
@@ -390,7 +390,7 @@ def submit_remote(case: Case, serve: Proc) -> str | None:
     connection = Connection(case.endpoint)
     try:
         flow = encode_flow(crash_flow(case.ledger, str(case.gate)))
-        req = connection.send("submit", flow=flow, name=None, wait=False)
+        req = connection.send("submit", flow=flow, name=None, wait=False, wait_for_worker=READY_S)
 
         def answer_or_death() -> dict[str, Any] | str | None:
             return connection.wait(req, 0.02) or (None if serve.alive() else "dead")

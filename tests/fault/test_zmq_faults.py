@@ -289,7 +289,9 @@ def test_a_result_held_while_the_service_is_down_is_stored_once_after_restart(tm
         first = stack.enter_context(service(endpoint, home, tmp_path, heartbeat_s=HEARTBEAT_S))
         working = stack.enter_context(worker(endpoint, tmp_path, heartbeat_s=HEARTBEAT_S))
         client = stack.enter_context(Client(endpoint))
-        run = client.submit(call("ledgered_wait", ledger, str(gate), "kept", str(finished)))
+        run = client.submit(
+            call("ledgered_wait", ledger, str(gate), "kept", str(finished)), wait_for_worker=READY_S
+        )
         wait_until(
             lambda: [e for e in ledger_read(ledger) if e.run == run],
             timeout=READY_S,
