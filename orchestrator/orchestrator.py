@@ -7,6 +7,7 @@ submitted and appends nothing), build one ``Submission`` and wait on the engine'
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,12 +33,18 @@ from .handles import Run, id_of, wait, wait_async
 from .listeners.attached import AttachedListeners, listener_spec
 from .listeners.host import POLL_S
 from .listeners.triggers import Triggering
+from .projecting import Lag, Projecting
 from .store import abilities
 
 if TYPE_CHECKING:
     from projections.documents import Documents
 
 __all__ = ["Orchestrator", "Run"]
+
+log = logging.getLogger("evenflow.orchestrator")
+
+READ_MODEL_SETTLE_S = 30.0
+"""How long ``runs_collection`` and ``close`` wait for the read model to hold what was appended."""
 
 
 class Orchestrator:
@@ -75,13 +82,14 @@ class Orchestrator:
         self._owns_store = store is None or isinstance(store, str)  # else its caller may share it
         self._checker = wiring.flow_checker(registry, routes)
         self.read_models = wiring.runs_projector(self.store, self.abilities) if read_models else None
+        self._projecting = Projecting(self.read_models) if self.read_models is not None else None
         self.by = wiring.orchestrator_id()
         self.cascade_limit = cascade_limit
         self.listener_poll_s = float(listener_poll_s)
         feed, kind = self.abilities.feed, type(self.store).__name__  # trigger late-bound: it may be wrapped
         self._listeners = AttachedListeners(feed, lambda t: self.trigger(t), self.listener_poll_s, kind=kind)
         self._triggering = Triggering(self.store, self._submit_logged, self._checker.check, cascade_limit)
-        self._appended = wiring.AfterAppend(self.read_models, self._triggering, self._listeners)
+        self._appended = wiring.AfterAppend(self._projecting, self._triggering, self._listeners)
         self.engine = Engine(
             self.store,
             routes,
@@ -103,6 +111,8 @@ class Orchestrator:
                 raise ConfigurationError("this orchestrator was closed; make a new one to go on")
             if not self._started:
                 wiring.catch_up(self.abilities, self.read_models)
+                if self._projecting is not None:
+                    self._projecting.start()
                 self.engine.start(self.registry)
                 self._listeners.start()
                 self._started = True
@@ -116,6 +126,8 @@ class Orchestrator:
         self._listeners.stop()
         if self._started:
             self.engine.close(drain_s=drain_s)
+            if self._projecting is not None:
+                self._projecting.stop(READ_MODEL_SETTLE_S)
             self._started = False
         if self._owns_store:
             self.store.close()
@@ -142,8 +154,16 @@ class Orchestrator:
 
     @property
     def runs_collection(self) -> Documents | None:
-        """The ``runs`` read model kept here (query it with ``projections.run_history``), or None."""
+        """The ``runs`` read model kept here (query it with ``projections.run_history``), or None;
+        once it holds every batch this orchestrator has appended (it follows on a thread of its own)."""
+        if self._projecting is not None and not self._projecting.settle(READ_MODEL_SETTLE_S):
+            log.warning("the runs read model lags more than %gs behind the log", READ_MODEL_SETTLE_S)
         return None if self.read_models is None else self.read_models.runs
+
+    @property
+    def read_model_lag(self) -> Lag | None:
+        """How far the ``runs`` read model has trailed the log (its thread measures it), or None."""
+        return None if self._projecting is None else self._projecting.lag
 
     def listen(
         self,

@@ -30,6 +30,7 @@ from .listeners.triggers import Triggering
 if TYPE_CHECKING:
     from projections.read_models import RunsProjector
 
+    from .projecting import Projecting
     from .store import StoreAbilities
 
 log = logging.getLogger("evenflow.orchestrator")
@@ -122,10 +123,11 @@ def unrunnable(registry: Registry) -> Unrunnable:
 
 
 class AfterAppend:
-    """What follows each durable append (on the engine thread): read models, listeners, long polls."""
+    """What follows each durable append (on the engine thread): read models (handed to their own
+    thread), listeners, long polls."""
 
     def __init__(
-        self, read_models: RunsProjector | None, triggering: Triggering, listeners: AttachedListeners
+        self, read_models: Projecting | None, triggering: Triggering, listeners: AttachedListeners
     ) -> None:
         self._read_models = read_models
         self._triggering = triggering
@@ -134,7 +136,7 @@ class AfterAppend:
 
     def __call__(self, batch: list[Event]) -> None:
         if self._read_models is not None:
-            self._read_models.apply(batch)
+            self._read_models.put(batch)
         self._triggering.remember(batch)
         self._listeners.wake({event.type for event in batch})
         with self._appends:
