@@ -1,13 +1,16 @@
-"""``evenflow runs | status | audit | stats | failures | init``: the log answering questions.
+"""``evenflow runs | status | audit | stats | failures``: the log answering questions.
 
-Each opens the store read-only (the embedded one while an orchestrator runs
-is fine), runs one projection and prints an aligned table, or exact JSON with
-``--json``. The ``runs`` read model is caught up with the log first: on
-MongoDB it is the stored collection; on the embedded store it is rebuilt in
-memory from the journal. ``audit`` shows a run's whole chain (the run first
-submitted and every run listeners started in answer to the chain's events),
-with a ``run`` column when it holds more than one run; ``--run-only`` shows the
-run alone.
+Each opens the store read-only and writes nothing, so a MongoDB user holding
+only the ``read`` role may run them (and the embedded store may be read while
+an orchestrator runs); it runs one projection and prints an aligned table, or
+exact JSON with ``--json``. ``runs`` answers as the ``runs`` read model would
+once caught up with the log: on MongoDB the stored collection, with the runs it
+lags (or all, when it is missing) recomputed from the log in memory; on the
+embedded store it is rebuilt in memory from the journal. ``audit`` shows a
+run's whole chain (the run first submitted and every run listeners started in
+answer to the chain's events), with a ``run`` column when it holds more than
+one run; ``--run-only`` shows the run alone. ``init`` (``init_store.py``)
+creates what they read.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
-from functools import cached_property
+from datetime import UTC, datetime
 from typing import Any
 
 from ..core.errors import ConfigurationError, CorruptEvent, RunNotFound
@@ -34,10 +36,10 @@ class Source:
     """What the query commands read: the log's ``events`` collection and the ``runs`` read model.
 
     On a store that keeps read models beside its log (MongoDB) both are stored
-    collections (``runs`` caught up with the log first). Elsewhere ``runs`` is
-    rebuilt in memory by feeding the journal through the same reducer the
-    engine uses, and ``events`` (the embedded store's in-process MongoDB
-    mirror) is loaded only by the commands that aggregate over events.
+    collections, read as they stand. Elsewhere ``runs`` is rebuilt in memory by
+    feeding the journal through the same reducer the engine uses, and
+    ``events`` (the embedded store's in-process MongoDB mirror) is loaded only
+    by the commands that aggregate over events.
     """
 
     def __init__(self, store: EventStore) -> None:
@@ -52,22 +54,22 @@ class Source:
             )
         return self.abilities.queries.events
 
-    @cached_property
-    def runs(self) -> Any:
-        from projections import RunsProjector, catch_up
-        from projections.read_models import runs_beside
+    def history(self, **query: Any) -> Any:
+        """A page of ``run_history`` over ``runs`` as if caught up with the log, writing nothing."""
+        from projections import run_history
 
-        if self.abilities.read_models is not None:
-            runs = runs_beside(self.events)
-            catch_up(self.events, runs)
-            return runs
+        if self.abilities.read_models is None:
+            return run_history(self._rebuilt_runs(), **query)
+        return _history_beside(self.events, self.abilities.read_models.database["runs"], query)
+
+    def _rebuilt_runs(self) -> Any:
+        from projections import RunsProjector
+
         corrupt: dict[str, CorruptEvent] = {}
         events = list(_every_event(self.abilities, lambda run, exc: corrupt.setdefault(run, exc)))
         for run, exc in corrupt.items():
             print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
-        from ..store.faithful_mock import client
-
-        projector = RunsProjector.in_memory(client()["evenflow"]["runs"])
+        projector = RunsProjector.in_memory(_memory_collection())
         projector.apply([event for event in events if event.run not in corrupt])
         return projector.runs
 
@@ -79,6 +81,76 @@ class Source:
             return run_status(self.events, run)
         events = self.store.read(run)
         return tally(run, events) if events else None
+
+
+def _history_beside(events: Any, stored: Any, query: dict[str, Any]) -> Any:
+    """``run_history(stored, **query)`` as it would answer once ``catch_up`` brought ``stored`` up to
+    the log, read-only (a ``read`` user cannot catch it up, and a query should not).
+
+    The runs whose stored document is behind the log, or missing, are recomputed
+    from the log with the pipeline ``catch_up`` writes, into a private in-memory
+    collection. The page is drawn from both and merged in the read model's order;
+    the stored page is asked for one more row per stale document, and those are
+    dropped.
+    """
+    from projections import run_history
+    from projections.run_history import Page, encode_cursor, run_history_pipeline
+    from projections.run_status import RunStatus
+
+    behind, stale = _lagging(events, stored)
+    if not behind:
+        return run_history(stored, **query)
+    pipeline = run_history_pipeline(**query)
+    limit = int(pipeline[-1]["$limit"]) - 1
+    wider = [*pipeline[:-1], {"$limit": limit + 1 + len(stale)}]
+    docs = [doc for doc in stored.aggregate(wider) if doc["_id"] not in stale]
+    docs += _recomputed(events, behind).aggregate(pipeline)
+    docs.sort(key=_newest_first, reverse=True)
+    rows = [RunStatus.from_doc(doc) for doc in docs[:limit]]
+    return Page(rows, encode_cursor(rows[-1]) if len(docs) > limit and rows else None)
+
+
+def _lagging(events: Any, stored: Any) -> tuple[list[str], set[str]]:
+    """The runs whose stored document is behind the log or missing (``catch_up``'s test), and the
+    subset that has a (stale) document."""
+    from projections.read_models import LAST_SEQ_PIPELINE
+
+    heads = {doc["_id"]: doc["last_seq"] for doc in events.aggregate(LAST_SEQ_PIPELINE, allowDiskUse=True)}
+    held = {doc["_id"]: doc.get("last_seq", 0) for doc in stored.find({}, {"last_seq": 1})}
+    behind = sorted(run for run, last_seq in heads.items() if held.get(run, 0) < last_seq)
+    return behind, {run for run in behind if run in held}
+
+
+def _recomputed(events: Any, runs: list[str]) -> Any:
+    """A private in-memory ``runs`` holding the documents ``catch_up`` would write for ``runs``."""
+    from projections.documents import chunks
+    from projections.read_models import RUNS_PER_QUERY
+    from projections.run_status import run_status_pipeline
+
+    fresh = _memory_collection()
+    for group in chunks(runs, RUNS_PER_QUERY):
+        docs = list(events.aggregate(run_status_pipeline(group)))
+        if docs:
+            fresh.insert_many(docs)
+    return fresh
+
+
+def _newest_first(doc: dict[str, Any]) -> tuple[bool, datetime, str]:
+    """``run_history``'s order, ``{submitted_at: -1, _id: -1}``, as a key to sort by with ``reverse``:
+    a missing time sorts last, as BSON null does."""
+    at = doc.get("submitted_at")
+    if isinstance(at, datetime) and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (isinstance(at, datetime), at if isinstance(at, datetime) else _EPOCH, str(doc["_id"]))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _memory_collection() -> Any:
+    from ..store.faithful_mock import client
+
+    return client()["evenflow"]["runs"]
 
 
 def _every_event(can: StoreAbilities, on_corrupt: Callable[[str, CorruptEvent], Any]) -> Iterator[Event]:
@@ -104,11 +176,9 @@ def source(args: argparse.Namespace) -> Iterator[Source]:
 
 
 def runs_command(args: argparse.Namespace) -> int:
-    from projections import run_history
-
     with source(args) as src:
-        page = run_history(
-            src.runs, state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
+        page = src.history(
+            state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
         )
     if args.json:
         _print_json({"runs": [_plain(row) for row in page.rows], "next": page.next})
@@ -216,22 +286,6 @@ def _since(args: argparse.Namespace) -> datetime | None:
     return parse_moment(args.since) if args.since else None
 
 
-def init_command(args: argparse.Namespace) -> int:
-    from projections import ensure_indexes
-
-    store = open_store(args.store, home=args.home)
-    try:
-        beside = abilities(store).read_models
-        if beside is None:
-            print("the embedded store needs no indexes: its read models are built in memory")
-            return 0
-        created = ensure_indexes(beside.database)
-    finally:
-        store.close()
-    print("\n".join(f"index {name}" for name in created) or "indexes already in place")
-    return 0
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -277,14 +331,9 @@ def add_parsers(commands: Any, common: Any) -> None:
             )
         common(parser)
         parser.set_defaults(handler=handler)
-    init = commands.add_parser(
-        "init",
-        help="create the indexes the projections need (MongoDB)",
-        description="Create the indexes the query commands need on a MongoDB store (the embedded store "
-        "needs none). Safe to run again: indexes already in place are left alone.",
-    )
-    common(init, prints_data=False)
-    init.set_defaults(handler=init_command)
+    from .init_store import add_parser
+
+    add_parser(commands, common)
 
 
 _WORKER_EVENTS = frozenset({"command.started", "command.succeeded", "command.expanded", "command.failed"})
