@@ -8,13 +8,15 @@ the worker whose outcome was refused. Why: ``causation`` (an event id, or the at
 what a worker reported). When: ``at``. What changed: a one-line ``summary`` for
 people and the stored document itself for machines.
 
-The pipeline finds each attempt's worker by grouping the run's events by
-(run, node, attempt) and unwinding them again: no ``$lookup`` (a join on two
-fields needs its pipeline form) and no ``$setWindowFields`` (not in mongomock).
-The final ``$sort`` on ``seq`` restores log order, whatever order the group
-left. The summary is rendered in Python: number formatting differs between the
-server's ``$toString`` and mongomock's, and a sentence is presentation, not a
-query.
+The pipeline only selects and sorts: a run's events in ``seq`` order, served
+by the ``run_seq`` index, each one whole. Who ran each attempt is then read off
+that same list in Python (``attributed``): its ``command.started`` events are
+in it. Nothing is grouped on the server, so no document there holds more than
+one event, however many or large a run's events are (a ``$push`` of an
+attempt's events into one document fails on a server past 16 MiB), and worker
+and events come from one read, consistent with each other. The summary is
+rendered in Python too: number formatting differs between the server's
+``$toString`` and mongomock's, and a sentence is presentation, not a query.
 
 ``audit_chain`` is the trail of every run of one chain: a run and the runs
 listeners started in answer to its events, and theirs in turn. They share the
@@ -29,14 +31,14 @@ and its ``depth`` breaks a tie within the same millisecond.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from orchestrator.core import events as ev
 
-from .source import BY_CORRELATION, BY_RUN, EventsCollection, IndexKeys, Pipeline, aware
+from .source import BY_CORRELATION, BY_RUN, EventsCollection, IndexKeys, Pipeline, aggregate, aware
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_RUN, BY_CORRELATION)
 
@@ -75,49 +77,49 @@ class AuditEntry:
 
 
 def audit_pipeline(run: str) -> Pipeline:
-    """Every event of ``run`` as ``{event, worker}``, in ``seq`` order."""
-    return attributed({"run": run})
+    """Every event of ``run``, whole, in ``seq`` order."""
+    return trail_pipeline({"run": run})
 
 
 def chain_events_pipeline(runs: Sequence[str]) -> Pipeline:
-    """Every event of ``runs`` as ``{event, worker}``, by run id then ``seq``."""
-    return attributed({"run": {"$in": list(runs)}})
+    """Every event of ``runs``, whole, by run id then ``seq``."""
+    return trail_pipeline({"run": {"$in": list(runs)}})
 
 
-def attributed(match: dict[str, Any]) -> Pipeline:
-    """The events ``match`` selects, each with the worker of its attempt, by run then ``seq``."""
-    started = {"$eq": ["$type", ev.COMMAND_STARTED]}
-    return [
-        {"$match": match},
-        {
-            "$group": {
-                "_id": {"run": "$run", "node": "$node", "attempt": "$attempt"},
-                "events": {"$push": "$$ROOT"},
-                "worker": {"$max": {"$cond": [started, "$data.by", None]}},
-            }
-        },
-        {"$unwind": "$events"},
-        {
-            "$project": {
-                "_id": 0,
-                "event": "$events",
-                "worker": {
-                    "$switch": {
-                        "branches": [
-                            {
-                                "case": {"$eq": ["$events.type", ev.OUTCOME_IGNORED]},
-                                "then": "$events.data.by",
-                            },
-                            {"case": {"$in": ["$events.type", list(ATTEMPT_TYPES)]}, "then": "$worker"},
-                            {"case": {"$in": ["$events.type", sorted(ev.KNOWN_TYPES)]}, "then": None},
-                        ],
-                        "default": "$worker",  # an event the attempt's command emitted
-                    }
-                },
-            }
-        },
-        {"$sort": {"event.run": 1, "event.seq": 1}},
-    ]
+def trail_pipeline(match: dict[str, Any]) -> Pipeline:
+    """The events ``match`` selects, by run then ``seq`` (the order of the ``run_seq`` index)."""
+    return [{"$match": match}, {"$sort": {"run": 1, "seq": 1}}]
+
+
+def attributed(docs: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str | None]]:
+    """Each event with the worker it is attributed to (see the module), from the events alone.
+
+    An attempt's worker is the ``data.by`` of its ``command.started`` (the
+    greatest, should an attempt have started twice); its own events and the
+    events its command emitted take it. An ``outcome.ignored`` names its own
+    sender; any other decision has none.
+    """
+    trail = list(docs)
+    workers: dict[tuple[Any, ...], str] = {}
+    for doc in trail:
+        by, key = (doc.get("data") or {}).get("by"), _attempt(doc)
+        if doc.get("type") == ev.COMMAND_STARTED and isinstance(by, str):
+            workers[key] = max(by, workers.get(key, by))
+    return [(doc, _worker(doc, workers)) for doc in trail]
+
+
+def _attempt(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (doc.get("run"), doc.get("node"), doc.get("attempt"))
+
+
+def _worker(doc: Mapping[str, Any], workers: Mapping[tuple[Any, ...], str]) -> str | None:
+    kind = doc.get("type")
+    if kind == ev.OUTCOME_IGNORED:
+        by = (doc.get("data") or {}).get("by")
+        return by if isinstance(by, str) else None
+    if kind in ATTEMPT_TYPES or kind not in ev.KNOWN_TYPES:  # or an event the attempt's command emitted
+        return workers.get(_attempt(doc))
+    return None
 
 
 def correlation_pipeline(run: str) -> Pipeline:
@@ -139,24 +141,24 @@ def chain_pipeline(correlation: str) -> Pipeline:
 
 def audit_trail(events: EventsCollection, run: str) -> list[AuditEntry]:
     """The audit trail of ``run``; empty when the log holds no such run."""
-    return [entry(row["event"], row.get("worker")) for row in events.aggregate(audit_pipeline(run))]
+    return [entry(doc, worker) for doc, worker in attributed(aggregate(events, audit_pipeline(run)))]
 
 
 def audit_chain(events: EventsCollection, run: str) -> list[AuditEntry]:
     """The trail of every run in ``run``'s chain, run after run in causal order; [] for no such run."""
     runs = chain_runs(events, run)
     rank = {name: index for index, name in enumerate(runs)}
-    rows = events.aggregate(chain_events_pipeline(runs))
-    entries = [entry(row["event"], row.get("worker")) for row in rows]
+    rows = attributed(aggregate(events, chain_events_pipeline(runs)))
+    entries = [entry(doc, worker) for doc, worker in rows]
     return sorted(entries, key=lambda item: (rank[item.run], item.seq))
 
 
 def chain_runs(events: EventsCollection, run: str) -> list[str]:
     """The runs of ``run``'s chain in causal order (``run`` alone if none other); empty for no such run."""
-    found = list(events.aggregate(correlation_pipeline(run)))
+    found = list(aggregate(events, correlation_pipeline(run)))
     if not found:
         return []
-    chain = [row["run"] for row in events.aggregate(chain_pipeline(found[0]["correlation"]))]
+    chain = [row["run"] for row in aggregate(events, chain_pipeline(found[0]["correlation"]))]
     return chain if run in chain else [run, *chain]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.core import events as ev
 
-from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, at_window, aware
+from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, aggregate, at_window, aware
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_TYPE_AND_TIME,)
 
@@ -70,7 +70,7 @@ def failures(
     events: EventsCollection, since: datetime | None = None, until: datetime | None = None
 ) -> list[FailureGroup]:
     """Failures in [since, until) by error type and command, most frequent first."""
-    return [_group(row) for row in events.aggregate(failures_pipeline(since, until))]
+    return [_group(row) for row in aggregate(events, failures_pipeline(since, until))]
 
 
 def _group(row: Mapping[str, Any]) -> FailureGroup:

@@ -20,7 +20,7 @@ from orchestrator.core.errors import InvalidOption
 
 from .documents import Documents
 from .run_status import RUN_STATES, RunStatus
-from .source import to_bson_time
+from .source import aggregate, to_bson_time
 
 MAX_LIMIT: Final = 1_000
 NEWEST_FIRST: Final = {"submitted_at": -1, "_id": -1}
@@ -51,7 +51,8 @@ def run_history(
     """Runs submitted in ``[since, until)`` matching every filter given, ``limit`` per page.
 
     ``command``: the run dispatched it at least once; ``error_type``: an attempt
-    failed with it (the qualified name, e.g. ``builtins.ValueError``).
+    failed with it (the qualified name, e.g. ``builtins.ValueError``); each among
+    the first ``run_status.MAX_LISTED`` names of its kind the run used.
     ``after`` is the ``next`` of the previous page. Raises ``InvalidOption`` for
     a bad state, limit or cursor.
     """
@@ -65,7 +66,7 @@ def run_history(
         limit=limit,
         after=after,
     )
-    docs = list(runs.aggregate(pipeline))
+    docs = list(aggregate(runs, pipeline))
     rows = [RunStatus.from_doc(doc) for doc in docs[:limit]]
     more = len(docs) > limit
     return Page(rows, encode_cursor(rows[-1]) if more and rows else None)

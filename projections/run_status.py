@@ -19,6 +19,16 @@ dispatched; each counts under the state its latest event puts it in:
 ``outcome.ignored`` changes nothing. Sequences, groups and maps are not
 counted; neither is a call whose arguments could not be logged (it never ran).
 
+``commands`` and ``error_types`` list the run's distinct names in sorted
+order, the first ``MAX_LISTED`` of each, so a status document stays below
+16 MiB however many distinct names a run uses (a run with more cannot be
+found by the names past them). What grows in the pipeline grows with the
+run's distinct names, never with its events: a ``$addToSet`` per node (one
+command; at most one error type per attempt) and a ``$push`` per run of one
+entry per distinct name or node state, cut to ``MAX_LISTED`` names after it
+(a server lets a ``$push`` hold 100 MB: 400,000 command names of the longest).
+Whole documents are never gathered.
+
 Operators are those MongoDB 6+ and mongomock 4 both implement; two mongomock
 gaps shape the code: it does not evaluate expressions inside array literals
 (so one-element arrays are built with ``$map`` over ``[1]``) and it lacks
@@ -35,8 +45,7 @@ from typing import Any, Final
 
 from orchestrator.core import events as ev
 
-from .documents import Documents
-from .source import aware
+from .source import EventsCollection, aggregate, aware
 
 # Run states: "running" until a terminal event names the end.
 RUNNING: Final = "running"
@@ -58,6 +67,12 @@ NODE_STATE_OF: Final[Mapping[str, str]] = {
     ev.NODE_FAILED: "failed",
 }
 """The node state each event type leaves a dispatched command node in."""
+MAX_LISTED: Final = 1_000
+"""Names kept in ``commands`` and in ``error_types``: the first in sorted order. 1,000 command
+names of at most 200 characters and 1,000 error types of at most ``MAX_NAME`` (1,000) characters
+take under 5 MB; beside them a document holds a result of at most 4 MiB, or the at most 100
+failures ``run.failed`` keeps (messages and tracebacks cut to 4,000 and 16,000 characters, under
+9 MB): under 14 MB in all."""
 UNSETTLED: Final = ("running", "retrying")
 """Node states that become ``cancelled`` when the run ends."""
 
@@ -124,9 +139,9 @@ class RunStatus:
         )
 
 
-def run_status(events: Documents, run: str) -> RunStatus | None:
+def run_status(events: EventsCollection, run: str) -> RunStatus | None:
     """The status of ``run`` computed from the log now; None if the log has no such run."""
-    for doc in events.aggregate(run_status_pipeline([run])):
+    for doc in aggregate(events, run_status_pipeline([run])):
         return RunStatus.from_doc(doc)
     return None
 
@@ -261,7 +276,8 @@ def _tagged(kind: str) -> dict[str, Any]:
 
 
 def _values(kind: str) -> dict[str, Any]:
-    return {"$map": {"input": _tagged(kind), "in": "$$this.v"}}
+    """The run's names tagged ``kind``, in sorted order (tags were pushed sorted), ``MAX_LISTED`` at most."""
+    return {"$slice": [{"$map": {"input": _tagged(kind), "in": "$$this.v"}}, MAX_LISTED]}
 
 
 def _count(state: str) -> dict[str, Any]:

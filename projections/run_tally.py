@@ -19,7 +19,7 @@ from typing import Any
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 
-from .run_status import NODE_STATES, RUN_ENDS, RUNNING, UNSETTLED, RunStatus
+from .run_status import MAX_LISTED, NODE_STATES, RUN_ENDS, RUNNING, UNSETTLED, RunStatus
 
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -52,7 +52,7 @@ class RunTally:
         if kind == ev.COMMAND_DISPATCHED:
             self.attempts += 1
             if event.command:
-                self.commands.add(event.command)
+                _keep_first(self.commands, event.command)
             if event.attempt != 1:
                 nodes["retrying"] -= 1
             nodes["running"] += 1
@@ -64,7 +64,7 @@ class RunTally:
             nodes["retrying"] += 1
             error_type = (event.data.get("error") or {}).get("type")
             if error_type:
-                self.error_types.add(error_type)
+                _keep_first(self.error_types, error_type)
         elif kind == ev.COMMAND_EXPANDED:
             nodes["running"] -= 1
             nodes["expanded"] += 1
@@ -128,6 +128,18 @@ class RunTally:
             error=status.error,
             last_seq=status.last_seq,
         )
+
+
+def _keep_first(names: set[str], name: str) -> None:
+    """Add ``name``, keeping only the ``MAX_LISTED`` first names in sorted order.
+
+    The first k of a set and a name are the first k of the first k and the
+    name, so a tally continued from a stored document (which lists only the
+    first k) lists what a fold of the whole log would.
+    """
+    names.add(name)
+    if len(names) > MAX_LISTED:
+        names.remove(max(names))
 
 
 def tally(run: str, events: Iterable[Event]) -> RunStatus:

@@ -4,6 +4,13 @@ The query functions accept a PyMongo ``Collection`` or a mongomock one; both
 answer ``aggregate``, which is all a projection asks of them, so the type here
 is that one method rather than either class.
 
+Every projection runs its pipeline through ``aggregate`` here, which passes
+``allowDiskUse``: a ``$group`` or ``$sort`` over a big history may need more
+than a server's 100 MB per stage, and may then spill rather than fail. No
+pipeline gathers a document that grows with the history (``$push`` of whole
+events or of one entry per event), so the 16 MiB limit on a document holds
+whatever the history; ``tests/projections/test_server_limits.py`` checks both.
+
 Times go to the server as BSON dates, which keep milliseconds; a bound with
 microseconds would be cut on a real server but compared whole by mongomock, so
 bounds are cut to milliseconds here and both engines see the same window. A
@@ -33,6 +40,11 @@ class EventsCollection(Protocol):
     def aggregate(
         self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any
     ) -> Iterable[Any]: ...
+
+
+def aggregate(collection: EventsCollection, pipeline: Pipeline) -> Iterable[Any]:
+    """``collection.aggregate(pipeline)``, its blocking stages allowed to spill to disk."""
+    return collection.aggregate(pipeline, allowDiskUse=True)
 
 
 def at_window(since: datetime | None, until: datetime | None) -> dict[str, Any]:

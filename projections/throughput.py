@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.core import events as ev
 
-from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, at_window, aware
+from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, aggregate, at_window, aware
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_TYPE_AND_TIME,)
 
@@ -67,7 +67,7 @@ def throughput(
     """Events per ``bucket`` in [since, until); with ``completions``, only ended attempts
     (``command.succeeded`` and ``command.failed``)."""
     pipeline = throughput_pipeline(since, until, bucket, COMPLETIONS if completions else ALL_EVENTS)
-    return [Bucket(start=aware(row["_id"]), count=int(row["count"])) for row in events.aggregate(pipeline)]
+    return [Bucket(start=aware(row["_id"]), count=int(row["count"])) for row in aggregate(events, pipeline)]
 
 
 def bucket_ms(bucket: timedelta) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.core import events as ev
 
-from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, at_window
+from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, aggregate, at_window
 
 INDEXES_NEEDED: tuple[IndexKeys, ...] = (BY_TYPE_AND_TIME,)
 
@@ -78,7 +78,7 @@ def worker_activity(
     events: EventsCollection, since: datetime | None = None, until: datetime | None = None
 ) -> list[WorkerActivity]:
     """What each worker did with the attempts it started in [since, until), by worker id."""
-    return [_activity(row) for row in events.aggregate(worker_activity_pipeline(since, until))]
+    return [_activity(row) for row in aggregate(events, worker_activity_pipeline(since, until))]
 
 
 def _activity(row: Mapping[str, Any]) -> WorkerActivity:

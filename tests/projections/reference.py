@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.core import events as ev
 from projections.audit import AuditEntry, summarize
-from projections.command_stats import CommandStats
+from projections.command_stats import BUCKET_RATIO, SMALLEST_S, CommandStats
 from projections.failures import FailureExample, FailureGroup
 from projections.throughput import Bucket
 from projections.worker_activity import WorkerActivity
@@ -107,6 +107,17 @@ def command_stats(docs: Iterable[Doc], since: datetime | None, until: datetime |
             )
         )
     return answer
+
+
+def p95_within_bound(got: float | None, exact: float | None, top: float | None) -> bool:
+    """``got`` is the histogram p95 of durations whose exact nearest-rank p95 is ``exact`` and maximum
+    ``top``: never below it, never above the maximum, at most a bucket over (command_stats' bound),
+    up to float rounding at a bucket's edge."""
+    if exact is None or got is None or top is None:
+        return got is None and exact is None
+    slack = 1 + 1e-12
+    ceiling = max(exact * BUCKET_RATIO, SMALLEST_S)
+    return exact <= got * slack and got <= top and got <= ceiling * slack
 
 
 def failures(docs: Iterable[Doc], since: datetime | None, until: datetime | None) -> list[FailureGroup]:

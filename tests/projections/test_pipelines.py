@@ -25,7 +25,7 @@ from projections.audit import (
     chain_pipeline,
     correlation_pipeline,
 )
-from projections.command_stats import command_stats, command_stats_pipeline, p95
+from projections.command_stats import command_stats, command_stats_pipeline
 from projections.failures import FailureExample, failures, failures_pipeline
 from projections.indexes import ensure_indexes
 from projections.throughput import ALL_EVENTS, Bucket, bucket_ms, throughput, throughput_pipeline
@@ -297,10 +297,3 @@ def test_a_bucket_is_a_positive_whole_number_of_milliseconds() -> None:
     for bad in (timedelta(0), timedelta(seconds=-1), timedelta(microseconds=1500)):
         with pytest.raises(ValueError, match="bucket"):
             bucket_ms(bad)
-
-
-def test_p95_is_the_nearest_rank() -> None:
-    assert p95([]) is None
-    assert p95([0.5]) == 0.5
-    assert p95([float(n) for n in range(100, 0, -1)]) == 95.0
-    assert p95([float(n) for n in range(1, 21)]) == 19.0
