@@ -24,6 +24,7 @@ from pymongo.errors import OperationFailure
 
 from orchestrator import Orchestrator, RetryPolicy, RunFailed, call, parallel, sequence
 from orchestrator.cli import main
+from orchestrator.core.flows import Node
 from orchestrator.store import faithful_mock, mongo
 from orchestrator.store.encoding import CODEC_OPTIONS
 from orchestrator.store.faithful_mock import BsonClient, BsonCollection, BsonDatabase
@@ -163,14 +164,14 @@ IMMEDIATE = RetryPolicy(max_attempts=2, initial_delay=timedelta(0), jitter=0)
 
 def run_flows(server: Server, count: int, start: int = 0) -> list[str]:
     """``count`` runs of three flows (one of them failing), logged by an orchestrator allowed to write."""
-    runs = []
+    runs: list[str] = []
     with Orchestrator(make_registry(), executor="inline", store=server.store(), read_models=False) as orch:
         for i in range(start, start + count):
+            flow: Node = parallel(call("square", i), call("inc", i))
+            name = "shipping" if i % 3 else "billing"
             if i % 3 == 2:
                 fail = call("raise_value_error", "no stock").si().options(retry=IMMEDIATE)
                 flow, name = sequence(call("inc", i), fail), "billing"
-            else:
-                flow, name = parallel(call("square", i), call("inc", i)), ("shipping" if i % 3 else "billing")
             run = orch.submit(flow, name=name)
             with contextlib.suppress(RunFailed):
                 run.result(timeout=30)
