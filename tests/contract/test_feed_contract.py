@@ -13,8 +13,8 @@ stamp*; one older than that is never delivered. When more than ``MAX_SEEN``
 events fall in the window, the window narrows (``floor``) instead of the
 position growing.
 
-Set ``EVENFLOW_TEST_MONGODB_URL`` (for example ``mongodb://localhost:27017``) to
-run it on a server too; each test then gets its own database, dropped after.
+Set ``EVENFLOW_TEST_MONGODB_URL`` to run it on a server too (the server lane,
+``tests/support/stores.py``); each test then gets its own database, dropped after.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from orchestrator.core.ports import FeedStore, Position
 from orchestrator.store import feed as feed_module
 from orchestrator.store.feed import FeedWindow
 from orchestrator.store.mongo import MongoStore
-from tests.support.stores import MONGODB_URL, open_kind
+from tests.support.stores import SERVER, drop_database, open_kind
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 DOMAIN = ["order.placed", "order.paid", "order.placed.late", "orders.placed", "order", "ping"]
@@ -49,16 +49,6 @@ SYSTEM = [ev.COMMAND_STARTED, ev.COMMAND_SUCCEEDED, ev.COMMAND_FAILED]
 PATTERNS = ["*", "order.*", "order.placed", "order", "*.placed", "run.*", "command.*", "ping", "nothing.here"]
 READS = 10_000
 """A bound on the reads of any loop below: far more than any log here needs."""
-
-REAL_MONGODB = pytest.param(
-    "mongodb",
-    marks=[
-        pytest.mark.mongodb,
-        pytest.mark.skipif(
-            not MONGODB_URL, reason="no real MongoDB: set EVENFLOW_TEST_MONGODB_URL=mongodb://..."
-        ),
-    ],
-)
 
 
 class Harness:
@@ -88,11 +78,11 @@ class Harness:
 
     def close(self) -> None:
         if self.kind == "mongodb":
-            self.store.events.database.client.drop_database(self._database)
+            drop_database(self.store.events.database.client, self._database)
         self.store.close()
 
 
-@pytest.fixture(params=["memory", "mongomock", "embedded", REAL_MONGODB])
+@pytest.fixture(params=["memory", "mongomock", "embedded", SERVER])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(request.param, tmp_path)
     try:
@@ -101,7 +91,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         harness.close()
 
 
-@pytest.fixture(params=["mongomock", REAL_MONGODB])
+@pytest.fixture(params=["mongomock", SERVER])
 def mongo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(request.param, tmp_path)
     try:

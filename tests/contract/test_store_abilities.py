@@ -12,7 +12,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.events import Event, utcnow
 from orchestrator.store import StoreAbilities, abilities, open_store
-from tests.support.stores import MONGODB_URL, open_kind
+from tests.support.stores import SERVER, drop_database, open_kind
 
 ABILITIES = ("feed", "leases", "queries", "read_models", "scan")
 EXPECTED = {
@@ -21,15 +21,7 @@ EXPECTED = {
     "embedded": {"feed", "queries", "scan"},
     "mongodb": {"feed", "leases", "queries", "read_models"},
 }
-KINDS = [
-    "memory",
-    "mongomock",
-    "embedded",
-    pytest.param(
-        "mongodb",
-        marks=[pytest.mark.mongodb, pytest.mark.skipif(not MONGODB_URL, reason="no real MongoDB")],
-    ),
-]
+KINDS = ["memory", "mongomock", "embedded", SERVER]
 
 
 def offered(can: StoreAbilities, store: Any) -> set[str]:
@@ -50,7 +42,7 @@ def test_opening_each_store_yields_its_abilities(kind: str, tmp_path: Path) -> N
             assert store._mirror is None, "asking must not load the embedded store's mongomock mirror"
     finally:
         if kind == "mongodb":
-            store.database.client.drop_database(store.database.name)
+            drop_database(store.database.client, store.database.name)
         store.close()
 
 

@@ -1,7 +1,7 @@
 """The one contract every event store passes: memory, mongomock, embedded and (when given) a real MongoDB.
 
-Set ``EVENFLOW_TEST_MONGODB_URL`` (for example ``mongodb://localhost:27017``) to
-run it on a server too; each test then gets its own database, dropped after.
+Set ``EVENFLOW_TEST_MONGODB_URL`` to run it on a server too (the server lane,
+``tests/support/stores.py``); each test then gets its own database, dropped after.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.ports import EventStore
 from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
-from tests.support.stores import MONGODB_URL, open_kind
+from tests.support.stores import SERVER, drop_database, open_kind
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -70,26 +70,11 @@ class Harness:
 
     def close(self) -> None:
         if self.kind == "mongodb":
-            self.store.events.database.client.drop_database(self._database)
+            drop_database(self.store.events.database.client, self._database)
         self.store.close()
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        "mongomock",
-        "embedded",
-        pytest.param(
-            "mongodb",
-            marks=[
-                pytest.mark.mongodb,
-                pytest.mark.skipif(
-                    not MONGODB_URL, reason="no real MongoDB: set EVENFLOW_TEST_MONGODB_URL=mongodb://..."
-                ),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=["memory", "mongomock", "embedded", SERVER])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(request.param, tmp_path)
     try:

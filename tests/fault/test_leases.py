@@ -1,17 +1,16 @@
 """Several orchestrators on one MongoDB log: takeover by lease, fencing of a paused owner, clock skew,
 and duplicate submissions racing under one key.
 
-Threads sharing one store (mongomock) in CI; set EVENFLOW_TEST_MONGODB_URL to run the same tests on a
-real server. A "paused" owner is one whose every store call blocks: its engine cannot renew its lease
-nor append, exactly what a SIGSTOP or a long GC pause does to it.
+Threads sharing one store: mongomock, and in the server lane (``tests/support/stores.py``: set
+EVENFLOW_TEST_MONGODB_URL) the same tests on a real server, in a database of their own. A "paused"
+owner is one whose every store call blocks: its engine cannot renew its lease nor append, exactly
+what a SIGSTOP or a long GC pause does to it.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from orchestrator.store.mongo import MongoStore, connect, open_mongomock
 from tests.commands import ledger_read, make_registry
 from tests.support.invariants import check
 from tests.support.polling import wait_until
+from tests.support.stores import SERVER, database_url, server_database
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +34,19 @@ LEASE_S = 0.5
 DEADLINE_S = 30.0
 
 
-@pytest.fixture
-def store() -> Iterator[MongoStore]:
-    url = os.environ.get("EVENFLOW_TEST_MONGODB_URL")
-    if url:  # a fresh database per test on the real server
-        base = url.rstrip("/").rsplit("/", 1)[0] if url.count("/") > 2 else url
-        shared = connect(f"{base}/evenflow_leases_{uuid.uuid4().hex[:8]}")
-    else:
+@pytest.fixture(params=["mongomock", SERVER])
+def store(request: pytest.FixtureRequest) -> Iterator[MongoStore]:
+    if request.param == "mongomock":
         shared = open_mongomock()
-    try:
         yield shared
-    finally:
-        if url:
-            shared.events.database.client.drop_database(shared.events.database.name)
         shared.close()
+        return
+    with server_database("evenflow_leases") as database:
+        shared = connect(database_url(database.name))
+        try:
+            yield shared
+        finally:
+            shared.close()
 
 
 class Shared:

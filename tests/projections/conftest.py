@@ -1,16 +1,15 @@
 """The ``events_collection`` fixture: where projection tests put their events.
 
-By default a fresh mongomock collection from ``open_store("mongomock://")``,
-so the indexes and codec options are the ones the store gives. When
-``EVENFLOW_TEST_MONGODB_URL`` names a server, a collection in a database of
-its own on that server instead (created through ``MongoStore``, so the same
-indexes), dropped afterwards.
+Parametrised: ``mongomock``, a fresh collection from ``open_store("mongomock://")``
+(so the indexes and codec options are the ones the store gives); and
+``mongodb``, the server lane's case (``tests/support/stores.py``): an
+``events`` collection made through ``MongoStore`` (the same indexes) in a
+database of its own on the server, dropped afterwards; skipped without one.
+A test marked ``mongodb`` itself needs a server, so it runs only in that case.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,29 +17,22 @@ import pytest
 
 from orchestrator.store import open_store
 from orchestrator.store.mongo import MongoStore
-
-MONGODB_URL_ENV = "EVENFLOW_TEST_MONGODB_URL"
+from tests.support.stores import MONGODB_URL, SERVER, server_database
 
 
 def real_server_url() -> str | None:
-    return os.environ.get(MONGODB_URL_ENV) or None
+    return MONGODB_URL or None
 
 
-@pytest.fixture
-def events_collection() -> Iterator[Any]:
-    url = real_server_url()
-    if url is None:
-        store = open_store("mongomock://")
-        assert isinstance(store, MongoStore)
-        yield store.events
-        store.close()
+@pytest.fixture(params=["mongomock", SERVER])
+def events_collection(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "mongodb":
+        with server_database("evenflow_projections") as database:
+            yield MongoStore(database["events"], write_concern=None).events
         return
-    from pymongo import MongoClient
-
-    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5_000)
-    database = f"evenflow_projections_{uuid.uuid4().hex[:12]}"
-    try:
-        yield MongoStore(client[database]["events"], write_concern=None).events
-    finally:
-        client.drop_database(database)
-        client.close()
+    if request.node.get_closest_marker("mongodb") is not None:
+        pytest.skip("needs a real server: runs in its mongodb case")
+    store = open_store("mongomock://")
+    assert isinstance(store, MongoStore)
+    yield store.events
+    store.close()

@@ -1,8 +1,9 @@
 """Support for the read-model tests: where they run (mongomock, or a real server) and their logs.
 
 ``runs_backend`` is a fixture parametrised over ``mongomock`` and ``mongodb``;
-the second runs when ``EVENFLOW_TEST_MONGODB_URL`` names a server, in a
-database of its own dropped afterwards, and is skipped otherwise. Logs come
+the second is the server lane's case (``tests/support/stores.py``): it runs when
+``EVENFLOW_TEST_MONGODB_URL`` names a server, in a database of its own dropped
+afterwards, and is skipped otherwise. Logs come
 from real flows (``random_flow``) run by an ``Orchestrator`` with the inline
 executor: seeded, so a failure names its seed.
 """
@@ -10,9 +11,7 @@ executor: seeded, so a failure names its seed.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,9 +26,8 @@ from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
 from projections.run_status import RunStatus
 from tests.commands import make_registry
+from tests.support.stores import SERVER, server_database
 
-SERVER_ENV = "EVENFLOW_TEST_MONGODB_URL"
-NO_SERVER = f"no real MongoDB: set {SERVER_ENV}=mongodb://... to run the read-model tests on a server"
 IMMEDIATE = RetryPolicy(max_attempts=3, initial_delay=timedelta(0), jitter=0)
 FLOW_NAMES = ("billing", "shipping", None)
 
@@ -49,23 +47,13 @@ class Backend:
         return Orchestrator(make_registry(), executor="inline", store=self.store(), **options)
 
 
-@pytest.fixture(params=["mongomock", "mongodb"])
+@pytest.fixture(params=["mongomock", SERVER])
 def runs_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "mongomock":
         yield Backend("mongomock", client()["evenflow"])
         return
-    url = os.environ.get(SERVER_ENV)
-    if not url:
-        pytest.skip(NO_SERVER)
-    from pymongo import MongoClient
-
-    name = f"evenflow_runs_{uuid.uuid4().hex[:12]}"
-    server: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5_000, tz_aware=True)
-    try:
-        yield Backend("mongodb", server[name])
-    finally:
-        server.drop_database(name)
-        server.close()
+    with server_database("evenflow_runs") as database:
+        yield Backend("mongodb", database)
 
 
 # --- logs from real flows ------------------------------------------------------------------
