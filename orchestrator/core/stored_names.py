@@ -23,6 +23,7 @@ _DECLARED: dict[type[BaseException], str] = {
     errors.InvalidOption: "orchestrator.core.errors.InvalidOption",
     errors.UnknownCommand: "orchestrator.core.errors.UnknownCommand",
     errors.PayloadError: "orchestrator.core.errors.PayloadError",
+    errors.CommandNotOffered: "orchestrator.core.errors.CommandNotOffered",
     errors.InvalidEvent: "orchestrator.core.errors.InvalidEvent",
     errors.EventRefused: "orchestrator.core.errors.EventRefused",
     errors.ListenerError: "orchestrator.core.errors.ListenerError",
