@@ -187,7 +187,7 @@ def catch_up(events: Documents, runs: Documents) -> list[str]:
     stored = {doc["_id"]: doc.get("last_seq", 0) for doc in runs.find({}, {"last_seq": 1})}
     behind = sorted(run for run, last_seq in heads.items() if stored.get(run, 0) < last_seq)
     for group in chunks(behind, RUNS_PER_QUERY):
-        upsert_newer(runs, list(events.aggregate(run_status_pipeline(group))))
+        upsert_newer(runs, list(events.aggregate(run_status_pipeline(group), allowDiskUse=True)))
     return behind
 
 
