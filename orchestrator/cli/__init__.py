@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     add_grace(run)
     run.set_defaults(handler=_run)
 
-    from . import control, listen, migrate, queries, remote
+    from . import control, doctor, listen, migrate, queries, remote
 
     remote.add_parsers(commands, _store_options, _load)
     listen.add_parser(commands, _load, remote.client_keys)
@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     control.add_parsers(
         commands, _store_options, _load, lambda parser: _common(parser, default_executor="threads")
     )
+    doctor.add_parser(commands, _store_options)
     migrate.add_parser(commands)
     return parser
 
