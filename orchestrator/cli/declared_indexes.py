@@ -13,17 +13,20 @@ import pkgutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+_TTL_FIELDS = ("expire_after_s", "expire_after_seconds")
+"""The field a spec may carry a TTL in (seconds after the time in its key)."""
+
 
 def expected_indexes() -> dict[str, dict[str, dict[str, Any]]]:
     """Collection -> index name -> ``{"key": [(field, order)...], option: value}``, as declared in code.
 
     Read from every module of ``orchestrator.store`` and from ``projections.indexes.INDEXES``:
     a module-level name ending in ``INDEXES`` holding index specs (objects with ``name`` and
-    ``keys``, plus any ``options`` mapping or ``expire_after_seconds``; or PyMongo ``IndexModel``s).
+    ``keys``, plus any ``options`` mapping or a TTL in ``_TTL_FIELDS``; or PyMongo ``IndexModel``s).
     Its collection is, first, a spec's own ``collection``; else the key of a mapping
     ``{collection: specs}``; else, for ``<NAME>_INDEXES``, the value of the module's string
-    constant ``<NAME>`` (``LEASES = "leases"``) or ``<name>`` itself; and the log's, ``events``,
-    for a bare ``INDEXES``.
+    constant ``<NAME>`` or ``<NAME>S`` (``LEASE_INDEXES`` with ``LEASES = "leases"``), or
+    ``<name>`` itself; and the log's, ``events``, for a bare ``INDEXES``.
     """
     import orchestrator.store as store_package
     from projections.indexes import INDEXES as PROJECTION_INDEXES
@@ -48,8 +51,8 @@ def _declared(module: Any, attribute: str, value: Any) -> Iterator[tuple[str, An
     if not _is_specs(value):
         return
     stem = attribute.removesuffix("INDEXES").rstrip("_")
-    named = getattr(module, stem, None) if stem else None
-    collection = named if isinstance(named, str) else (stem.lower() or "events")
+    named = [getattr(module, name, None) for name in (stem, f"{stem}S")] if stem else []
+    collection = next((name for name in named if isinstance(name, str)), stem.lower() or "events")
     yield from ((getattr(spec, "collection", None) or collection, spec) for spec in value)
 
 
@@ -77,7 +80,7 @@ def _doc(spec: Any) -> tuple[str, dict[str, Any]] | None:
     if not all(isinstance(pair, Sequence) and len(pair) == 2 for pair in keys):
         return None
     options = dict(getattr(spec, "options", None) or {})
-    ttl = getattr(spec, "expire_after_seconds", None)
+    ttl = next((getattr(spec, name) for name in _TTL_FIELDS if getattr(spec, name, None) is not None), None)
     if ttl is not None:
         options["expireAfterSeconds"] = ttl
     return name, {"key": [tuple(pair) for pair in keys], **options}

@@ -27,7 +27,8 @@ from projections.indexes import INDEXES as PROJECTION_INDEXES
 class TtlSpec(NamedTuple):
     name: str
     keys: tuple[tuple[str, int], ...]
-    expire_after_seconds: int
+    why: str
+    expire_after_s: int | None = None
 
 
 def test_the_log_and_the_read_model_indexes_are_expected() -> None:
@@ -40,13 +41,18 @@ def test_the_log_and_the_read_model_indexes_are_expected() -> None:
 @pytest.mark.parametrize(
     ("attribute", "value", "collection"),
     [
-        ("LEASES_INDEXES", (TtlSpec("expire_at", (("at", 1),), 86_400),), "leases"),  # LEASES = "leases"
+        (
+            "LEASE_INDEXES",
+            (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),),
+            "leases",
+        ),  # LEASES = "leases"
+        ("LEASES_INDEXES", (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),), "leases"),
         (
             "OPEN_RUNS_INDEXES",
             [IndexModel([("at", 1)], name="expire_at", expireAfterSeconds=86_400)],
             "open_runs",
         ),
-        ("COLLECTION_INDEXES", {"leases": (TtlSpec("expire_at", (("at", 1),), 86_400),)}, "leases"),
+        ("COLLECTION_INDEXES", {"leases": (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),)}, "leases"),
     ],
 )
 def test_an_index_a_store_module_declares_is_expected_without_editing_the_doctor(
