@@ -12,7 +12,6 @@ natural order.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -43,6 +42,7 @@ from .encoding import (
 )
 from .feed import FeedWindow, Window, type_filter
 from .memory import conflict_error, plan_append, read_only_error
+from .redaction import redact, safe_cause, unavailable
 
 log = logging.getLogger("evenflow.store")
 
@@ -272,7 +272,7 @@ class MongoStore:
         except PyMongoError as exc:
             raise StoreUnavailable(
                 f"{self._label} failed while {doing}: {redact(str(exc))}; {then}"
-            ) from _safe_cause(exc)
+            ) from safe_cause(exc)
 
 
 def connect(
@@ -295,7 +295,7 @@ def connect(
     try:
         client: MongoClient[dict[str, Any]] = MongoClient(url, **client_options)
     except (PyMongoError, ValueError, TypeError) as exc:
-        raise _unavailable(f"bad MongoDB URL or option for {label}", exc) from _safe_cause(exc)
+        raise unavailable(f"bad MongoDB URL or option for {label}", exc) from safe_cause(exc)
     try:
         client.admin.command("ping")
         database = client.get_default_database(DEFAULT_DATABASE)
@@ -306,7 +306,7 @@ def connect(
         )
     except PyMongoError as exc:
         client.close()
-        raise _unavailable(f"cannot reach MongoDB at {label}", exc) from _safe_cause(exc)
+        raise unavailable(f"cannot reach MongoDB at {label}", exc) from safe_cause(exc)
     except BaseException:
         client.close()
         raise
@@ -320,26 +320,6 @@ def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> Mon
     client: Any = mock_client()
     return MongoStore(
         client[database]["events"], write_concern=None, read_only=read_only, client=client, label=url
-    )
-
-
-def redact(text: str) -> str:
-    """Hide the user and password of every URL in ``text`` (``user:password@`` becomes ``***@``)."""
-    return _USERINFO.sub("***@", text)
-
-
-_USERINFO = re.compile(r"(?<=://)[^@/\s]+@")
-
-
-def _safe_cause(exc: BaseException) -> BaseException | None:
-    """Chain the driver's error for debugging, unless its text carries credentials."""
-    return exc if redact(str(exc)) == str(exc) else None
-
-
-def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
-    return StoreUnavailable(
-        f"{what}: {redact(str(exc))}; check the URL, that the server is running and reachable, and the "
-        "credentials"
     )
 
 
