@@ -52,6 +52,8 @@ LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
 DEFAULT_DATABASE = "evenflow"
 LEASES = "leases"
 """One document per orchestrator sharing the log: ``{_id: owner, beat, released, at}``."""
+LEASE_TTL_S = 86_400
+"""A lease document, released or abandoned, goes this long after its ``at`` (TTL index ``expire_at``)."""
 CHECKPOINTS = "checkpoints"
 """One document per listener: ``{_id: name, position, at}``."""
 FEED_WINDOW_S = 30.0
@@ -64,6 +66,8 @@ class IndexSpec(NamedTuple):
     name: str
     keys: tuple[tuple[str, int], ...]
     why: str
+    expire_after_s: int | None = None
+    """Set on a TTL index: the server removes a document this long after the time in its key."""
 
 
 INDEXES: tuple[IndexSpec, ...] = (
@@ -73,6 +77,12 @@ INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("correlation_type", (("correlation", ASCENDING), ("type", ASCENDING)), "the runs of one chain"),
 )
 """The indexes the store creates at open (``_id`` comes free); ops/ documents them."""
+LEASE_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        "expire_at", (("at", ASCENDING),), "lease documents go a day after their last beat", LEASE_TTL_S
+    ),
+)
+"""The indexes of ``leases``, created at open too."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WRITE_CONCERN_KEYS = {"w", "journal", "wtimeoutms"}
@@ -261,6 +271,10 @@ class MongoStore:
         with self._lock, self._guard("creating the event indexes"):
             for index in INDEXES:
                 self.events.create_index(list(index.keys), name=index.name)
+            for index in LEASE_INDEXES:
+                ttl = index.expire_after_s
+                options: dict[str, Any] = {"expireAfterSeconds": ttl} if ttl else {}
+                self.leases.create_index(list(index.keys), name=index.name, **options)
 
     @contextmanager
     def _guard(self, doing: str, then: str = "try again when it is back") -> Iterator[None]:
