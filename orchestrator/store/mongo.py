@@ -7,6 +7,13 @@ ordered insert keeps what it wrote before an error, so after a duplicate the
 store reads the stored events back and goes on or raises
 ``ConcurrencyConflict``. Reads always sort on ``seq``: the server promises no
 natural order.
+
+Reads that decide (a run's events, the read-back after a duplicate, unfinished
+runs, the feed, checkpoints, leases) use read concern ``majority``: what they
+act on is held by a majority and cannot be rolled back by a failover. Every
+server call is bounded by PyMongo's ``timeoutMS`` (``DEFAULT_TIMEOUT_MS`` unless
+the URL sets one): a hung server becomes ``StoreUnavailable`` and the engine
+backs off.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.read_concern import ReadConcern
 
 from orchestrator.core import events as ev
 from orchestrator.core.codec import is_text
@@ -41,13 +49,21 @@ from .encoding import (
     round_trip,
 )
 from .feed import FeedWindow, Window, type_filter
-from .memory import conflict_error, plan_append, read_only_error
+from .memory import plan_append, read_only_error
 from .redaction import redact, safe_cause, unavailable
 
 log = logging.getLogger("evenflow.store")
 
 LOG_WRITE_CONCERN = WriteConcern(w="majority", j=True, wtimeout=10_000)
-"""Once an append returns, a majority has journaled it; never wait forever."""
+"""Once an append returns, a majority has journaled it; never wait forever.
+
+While ``timeoutMS`` is in effect (``connect`` sets it) PyMongo leaves ``wtimeout``
+out of every command and sends ``maxTimeMS`` instead, so the operation timeout
+alone bounds the wait; ``wtimeout`` bounds it for a client opened without one."""
+MAJORITY_READS = ReadConcern("majority")
+"""What reads see: only what a majority holds, so nothing a failover rolls back is acted on."""
+DEFAULT_TIMEOUT_MS = 10_000
+"""PyMongo's ``timeoutMS`` unless the URL sets one: the bound on every server call, retries included."""
 
 DEFAULT_DATABASE = "evenflow"
 LEASES = "leases"
@@ -91,9 +107,9 @@ _WRITE_CONCERN_KEYS = {"w", "journal", "wtimeoutms"}
 class MongoStore:
     """An ``EventStore`` over a PyMongo or mongomock ``Collection``; exposes it as ``.events``.
 
-    ``write_concern`` applies to a real server only (mongomock has no
-    replication); pass None to keep the collection's own. ``client``, when
-    given, is closed with the store.
+    ``write_concern`` and ``read_concern`` apply to a real server only
+    (mongomock has no replication); pass None to keep the collection's own.
+    ``client``, when given, is closed with the store.
     """
 
     def __init__(
@@ -101,21 +117,22 @@ class MongoStore:
         collection: Collection[dict[str, Any]],
         *,
         write_concern: WriteConcern | None = LOG_WRITE_CONCERN,
+        read_concern: ReadConcern | None = MAJORITY_READS,
         read_only: bool = False,
         client: Any = None,
         label: str = "MongoDB",
         feed_window_s: float = FEED_WINDOW_S,
     ) -> None:
         self._server = isinstance(collection, Collection)
-        self.events = collection
-        self.leases = collection.database[LEASES]
-        self.checkpoints = collection.database[CHECKPOINTS]
-        if self._server:  # whoever opened the client, values come back by evenflow's type mapping
-            self.events = self.events.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
-            self.leases = self.leases.with_options(codec_options=CODEC_OPTIONS, write_concern=write_concern)
-            self.checkpoints = self.checkpoints.with_options(
-                codec_options=CODEC_OPTIONS, write_concern=write_concern
-            )
+        concerns = {"write_concern": write_concern, "read_concern": read_concern}
+
+        def tuned(other: Any) -> Any:  # whoever opened the client, values come back by our type mapping
+            return other.with_options(codec_options=CODEC_OPTIONS, **concerns) if self._server else other
+
+        self.events = tuned(collection)
+        self.leases = tuned(collection.database[LEASES])
+        self.checkpoints = tuned(collection.database[CHECKPOINTS])
+        self._timeout_ms = _timeout_ms(collection)
         self.feed = FeedWindow(feed_window_s)
         self.read_only = read_only
         self._client = client
@@ -251,8 +268,11 @@ class MongoStore:
         ids = [event.id for event in rest]
         with self._guard(f"reading back {len(ids)} events after a duplicate"):
             stored = {doc["_id"]: decode(doc) for doc in self.events.find({"_id": {"$in": ids}})}
-        if rest[0].id not in stored:
-            raise conflict_error(rest[0])  # duplicate on some other unique index: never loop
+        if rest[0].id not in stored:  # on the primary alone (a wtimeout, a writer in flight): never loop
+            raise StoreUnavailable(
+                f"{self._label} holds event {rest[0].id} but not yet on a majority, so a failover may still "
+                "roll it back; re-read the runs and try again"
+            )
         fresh, conflict = plan_append(rest, stored, round_trip)
         if conflict is not None:
             self._write_all(fresh)
@@ -277,13 +297,24 @@ class MongoStore:
                 self.leases.create_index(list(index.keys), name=index.name, **options)
 
     @contextmanager
-    def _guard(self, doing: str, then: str = "try again when it is back") -> Iterator[None]:
-        """Turn the driver's errors (other than a bulk write's, handled above) into ``StoreUnavailable``."""
+    def _guard(
+        self, doing: str, then: str = "try again when it is back", *, bound_ms: float | None = None
+    ) -> Iterator[None]:
+        """Turn the driver's errors (other than a bulk write's, handled above) into ``StoreUnavailable``.
+
+        ``bound_ms`` is the operation timeout in force, when the call sets its own.
+        """
         try:
             yield
         except BulkWriteError:
             raise
         except PyMongoError as exc:
+            bound = bound_ms or self._timeout_ms
+            if exc.timeout and bound:
+                raise StoreUnavailable(
+                    f"{self._label} timed out after {int(bound)} ms; the server is hung or unreachable "
+                    f"(while {doing}); {then}"
+                ) from safe_cause(exc)
             raise StoreUnavailable(
                 f"{self._label} failed while {doing}: {redact(str(exc))}; {then}"
             ) from safe_cause(exc)
@@ -299,12 +330,16 @@ def connect(
     """Open a real server, checked with a ping, failing fast with the credentials redacted.
 
     The log's write concern is ``LOG_WRITE_CONCERN`` unless ``write_concern`` is
-    given or the URL sets ``w``, ``journal`` or ``wtimeoutMS``.
+    given or the URL sets ``w``, ``journal`` or ``wtimeoutMS``; reads are
+    ``MAJORITY_READS`` unless the URL sets ``readConcernLevel``; every call is
+    bounded by ``DEFAULT_TIMEOUT_MS`` unless the URL or ``client_options`` set ``timeoutMS``.
     """
     label = redact(url)
     query = {key.lower() for key, _ in parse_qsl(urlsplit(url).query)}
     if "serverselectiontimeoutms" not in query:
         client_options.setdefault("serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS)
+    if "timeoutms" not in query:
+        client_options.setdefault("timeoutMS", DEFAULT_TIMEOUT_MS)
     client_options.update(tz_aware=True, tzinfo=UTC, type_registry=TYPE_REGISTRY)
     try:
         client: MongoClient[dict[str, Any]] = MongoClient(url, **client_options)
@@ -316,7 +351,12 @@ def connect(
         if write_concern is None and not query & _WRITE_CONCERN_KEYS:
             write_concern = LOG_WRITE_CONCERN
         return MongoStore(
-            database["events"], write_concern=write_concern, read_only=read_only, client=client, label=label
+            database["events"],
+            write_concern=write_concern,
+            read_concern=None if "readconcernlevel" in query else MAJORITY_READS,
+            read_only=read_only,
+            client=client,
+            label=label,
         )
     except PyMongoError as exc:
         client.close()
@@ -340,3 +380,11 @@ def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> Mon
 def oldest_first(run: str, at: Any) -> tuple[datetime, str]:
     """Sort key of ``unfinished_runs``: submission time, then run id; a damaged time sorts first."""
     return (at if isinstance(at, datetime) else _EPOCH, run)
+
+
+def _timeout_ms(collection: Any) -> int | None:
+    """The ``timeoutMS`` of the collection's client (None on mongomock, or when the client has none)."""
+    if not isinstance(collection, Collection):
+        return None
+    seconds = collection.database.client.options.timeout
+    return round(seconds * 1000) if seconds else None

@@ -225,11 +225,6 @@ def test_a_write_concern_timeout_is_store_unavailable_and_an_append_again_writes
     assert_stored_once(wire, store, batch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MongoStore._skip_stored answers a duplicate a majority does not hold yet (after a wtimeout) "
-    "as written (read concern local) or as a conflict, not StoreUnavailable",
-)
 def test_an_append_again_after_a_write_concern_timeout_does_not_take_unreplicated_events_for_written(
     wire: WireServer, store: MongoStore
 ) -> None:
@@ -369,11 +364,6 @@ def test_an_orchestrator_run_finishes_once_when_its_outcome_append_outlasts_the_
     assert failing.attempts >= 2, f"the fault met {failing.attempts} attempt(s): the driver did not retry"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a failed append the engine reloads the run with read concern local (MongoStore.read), "
-    "acts on events a failover then rolls back, and leaves a gap in seq",
-)
 def test_a_run_whose_outcome_append_timed_out_and_was_rolled_back_keeps_seq_1_to_n(
     wire: WireServer, store: MongoStore, tmp_path: Path
 ) -> None:
