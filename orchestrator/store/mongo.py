@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -50,6 +50,8 @@ from .encoding import (
 )
 from .feed import FeedWindow, Window, type_filter
 from .memory import plan_append, read_only_error
+from .open_runs import OPEN_RUNS, OpenRuns
+from .open_runs import oldest_first as oldest_first
 from .redaction import redact, safe_cause, unavailable
 
 log = logging.getLogger("evenflow.store")
@@ -87,8 +89,9 @@ class IndexSpec(NamedTuple):
 
 
 INDEXES: tuple[IndexSpec, ...] = (
-    IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "unfinished runs; queries by type"),
+    IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "queries by type; building open_runs"),
     IndexSpec("run_seq", (("run", ASCENDING), ("seq", ASCENDING)), "a run's events in seq order"),
+    IndexSpec("run_type", (("run", ASCENDING), ("type", ASCENDING)), "checking the open runs' lifecycle"),
     IndexSpec("at_id", (("at", ASCENDING), ("_id", ASCENDING)), "the listeners' feed, in time order"),
     IndexSpec("correlation_type", (("correlation", ASCENDING), ("type", ASCENDING)), "the runs of one chain"),
 )
@@ -100,7 +103,6 @@ LEASE_INDEXES: tuple[IndexSpec, ...] = (
 )
 """The indexes of ``leases``, created at open too."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WRITE_CONCERN_KEYS = {"w", "journal", "wtimeoutms"}
 
 
@@ -109,7 +111,8 @@ class MongoStore:
 
     ``write_concern`` and ``read_concern`` apply to a real server only
     (mongomock has no replication); pass None to keep the collection's own.
-    ``client``, when given, is closed with the store.
+    ``client``, when given, is closed with the store. Unfinished runs come
+    from ``open_runs`` (``orchestrator.store.open_runs``), kept as batches land.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class MongoStore:
         self.events = tuned(collection)
         self.leases = tuned(collection.database[LEASES])
         self.checkpoints = tuned(collection.database[CHECKPOINTS])
+        self.open_runs = OpenRuns(tuned(collection.database[OPEN_RUNS]), self._guard, writable=not read_only)
         self._timeout_ms = _timeout_ms(collection)
         self.feed = FeedWindow(feed_window_s)
         self.read_only = read_only
@@ -141,6 +145,8 @@ class MongoStore:
         self._lock: AbstractContextManager[Any] = nullcontext() if self._server else threading.RLock()
         if not read_only:
             self._create_indexes()
+            with self._lock:
+                self.open_runs.ensure_built(self.events)
 
     @property
     def database(self) -> Any:
@@ -150,8 +156,10 @@ class MongoStore:
     def append(self, events: Sequence[Event]) -> None:
         if self.read_only:
             raise read_only_error(f"event store at {self._label}")
+        batch = list(events)
         with self._lock:
-            self._write_all(list(events))
+            self._write_all(batch)
+            self.open_runs.landed(batch)
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
         if not is_text(run):  # no run has such an id, and BSON cannot carry it
@@ -162,12 +170,8 @@ class MongoStore:
         return [decode(doc) for doc in docs]
 
     def unfinished_runs(self) -> list[str]:
-        terminal = {"type": {"$in": sorted(ev.RUN_TERMINAL)}}
-        with self._lock, self._guard("listing unfinished runs"):
-            finished = {doc["run"] for doc in self.events.find(terminal, {"run": 1, "_id": 0})}
-            submitted = self.events.find({"type": ev.RUN_SUBMITTED}, {"run": 1, "at": 1, "_id": 0})
-            started = {doc["run"]: doc.get("at") for doc in submitted if doc["run"] not in finished}
-        return sorted(started, key=lambda run: oldest_first(run, started[run]))
+        with self._lock:
+            return self.open_runs.unfinished(self.events)
 
     # --- the feed listeners read (see orchestrator.store.feed) -------------------------------
 
@@ -237,6 +241,7 @@ class MongoStore:
         """
         blobs = encode_events(events)
         docs: list[Any] = [RawBSONDocument(blob) if self._server else decode_doc(blob) for blob in blobs]
+        self.open_runs.write_ahead(events)  # before any of them lands: a crash leaves an entry too many
         try:
             with self._guard(f"appending {len(docs)} events", "some may have landed: re-read the runs"):
                 if armed("mid-batch") and len(docs) > 1:  # die with half of the batch written
@@ -375,11 +380,6 @@ def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> Mon
     return MongoStore(
         client[database]["events"], write_concern=None, read_only=read_only, client=client, label=url
     )
-
-
-def oldest_first(run: str, at: Any) -> tuple[datetime, str]:
-    """Sort key of ``unfinished_runs``: submission time, then run id; a damaged time sorts first."""
-    return (at if isinstance(at, datetime) else _EPOCH, run)
 
 
 def _timeout_ms(collection: Any) -> int | None:
