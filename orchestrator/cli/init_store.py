@@ -4,7 +4,8 @@ The one query command that writes, so it needs a MongoDB user allowed to (the
 ``readWrite`` role); the reading commands (``runs``, ``status``, ``audit``,
 ``stats``, ``failures``) then need only ``read``, and never create anything.
 It creates the collections (``events``, ``runs``, ``leases``,
-``checkpoints``), the log's indexes (``orchestrator.store.mongo.INDEXES``) and
+``checkpoints``, ``open_runs``), the log's and the leases' indexes
+(``orchestrator.store.mongo.INDEXES``, ``LEASE_INDEXES``) and
 those the projections rely on (``projections.indexes.INDEXES``), then opens
 the store for writing once, so whatever else the store makes when it opens is
 made too. One line per collection and index: ``created`` or ``already present``.
@@ -59,20 +60,29 @@ def _create(database: Any) -> list[str]:
     from projections.indexes import INDEXES as READ_MODEL_INDEXES
 
     from ..store import mongo
+    from ..store.open_runs import OPEN_RUNS
 
     names: list[str] = []
     with _refused("the collections"):
         present = set(database.list_collection_names())
-        for name in ("events", "runs", mongo.LEASES, mongo.CHECKPOINTS):
+        for name in ("events", "runs", mongo.LEASES, mongo.CHECKPOINTS, OPEN_RUNS):
             if name not in present:
                 database.create_collection(name)
             names.append(f"collection {name}")
-    specs = [("events", spec.name, spec.keys) for spec in mongo.INDEXES]
-    specs += [(coll, spec.name, spec.keys) for coll, group in READ_MODEL_INDEXES.items() for spec in group]
-    for collection, name, keys in specs:
+    specs: list[tuple[str, str, Any, dict[str, Any]]] = [
+        ("events", spec.name, spec.keys, {}) for spec in mongo.INDEXES
+    ]
+    specs += [
+        (mongo.LEASES, spec.name, spec.keys, {"expireAfterSeconds": spec.expire_after_s})
+        for spec in mongo.LEASE_INDEXES
+    ]
+    specs += [
+        (coll, spec.name, spec.keys, {}) for coll, group in READ_MODEL_INDEXES.items() for spec in group
+    ]
+    for collection, name, keys, options in specs:
         if f"index {collection}.{name}" not in names:
             with _refused(f"the index {collection}.{name}"):
-                database[collection].create_index(list(keys), name=name)
+                database[collection].create_index(list(keys), name=name, **options)
             names.append(f"index {collection}.{name}")
     return names
 
