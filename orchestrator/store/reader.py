@@ -8,6 +8,12 @@ index, no locks) when that file is the whole log, i.e. the ``-wal`` is absent
 or empty. A ``-wal`` with commits in it is refused in one line instead, since
 an immutable read would silently miss them.
 
+A writer killed by SIGKILL needs no writer to reopen the home before readers
+see its log: the first connection to open the journal after all have closed,
+``mode=ro`` included, rebuilds the ``-shm`` index from the ``-wal`` (in its own
+memory where it may not write the ``-shm``), so it reads every commit whose
+append returned (``tests/fault/test_reader_after_kill.py``).
+
 An immutable read is a snapshot: SQLite trusts the file never to change. So
 the store asks ``Snapshot.stale`` before each read and opens the journal
 afresh once a writer has been at it (the journal or its ``-wal`` changed).

@@ -26,12 +26,8 @@ def migrate(source: Path, target: Path, *extra: str) -> subprocess.CompletedProc
 
 
 def logs_of(home: Path) -> dict[str, list[Any]]:
-    """Every run's log as the next owner of ``home`` reads it.
-
-    Opened to write, with no other connection open, SQLite recovers from the WAL a commit a killed
-    writer made durable without noting it in the shared index: a reader would not see it yet.
-    """
-    store: Any = open_store(f"embedded://{home}")
+    """Every run's log as the query commands read it: opened read-only, also right after a kill."""
+    store: Any = open_store(f"embedded://{home}", read_only=True)
     try:
         submitted, _ = store.read_feed(None, ["run.submitted"], 1_000_000)
         return {event.run: store.read(event.run) for event in submitted}
