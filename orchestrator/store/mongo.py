@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, MongoClient, WriteConcern
+from pymongo import timeout as pymongo_timeout
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -351,7 +352,9 @@ def connect(
     except (PyMongoError, ValueError, TypeError) as exc:
         raise unavailable(f"bad MongoDB URL or option for {label}", exc) from safe_cause(exc)
     try:
-        client.admin.command("ping")
+        bounds = [client.options.server_selection_timeout, client.options.timeout]  # timeoutMS alone
+        with pymongo_timeout(min(bound for bound in bounds if bound)):  # would outlast server selection
+            client.admin.command("ping")  # so an unreachable server fails within the shorter
         database = client.get_default_database(DEFAULT_DATABASE)
         if write_concern is None and not query & _WRITE_CONCERN_KEYS:
             write_concern = LOG_WRITE_CONCERN
