@@ -5,15 +5,13 @@ so a second writer of a ``seq`` gets duplicate key 11000 instead of an
 overwrite. Appends are ordered ``insert_many`` calls (the group commit); an
 ordered insert keeps what it wrote before an error, so after a duplicate the
 store reads the stored events back and goes on or raises
-``ConcurrencyConflict``. Reads always sort on ``seq``: the server promises no
-natural order.
+``ConcurrencyConflict``. Reads sort on ``seq``: a server keeps no natural order.
 
 Reads that decide (a run's events, the read-back after a duplicate, unfinished
 runs, the feed, checkpoints, leases) use read concern ``majority``: what they
 act on is held by a majority and cannot be rolled back by a failover. Every
 server call is bounded by PyMongo's ``timeoutMS`` (``DEFAULT_TIMEOUT_MS`` unless
-the URL sets one): a hung server becomes ``StoreUnavailable`` and the engine
-backs off.
+the URL sets one): a hung server is ``StoreUnavailable``; the engine backs off.
 """
 
 from __future__ import annotations
@@ -352,9 +350,8 @@ def connect(
     except (PyMongoError, ValueError, TypeError) as exc:
         raise unavailable(f"bad MongoDB URL or option for {label}", exc) from safe_cause(exc)
     try:
-        bounds = [client.options.server_selection_timeout, client.options.timeout]  # timeoutMS alone
-        with pymongo_timeout(min(bound for bound in bounds if bound)):  # would outlast server selection
-            client.admin.command("ping")  # so an unreachable server fails within the shorter
+        with _opening_bound(client):
+            client.admin.command("ping")
         database = client.get_default_database(DEFAULT_DATABASE)
         if write_concern is None and not query & _WRITE_CONCERN_KEYS:
             write_concern = LOG_WRITE_CONCERN
@@ -372,6 +369,15 @@ def connect(
     except BaseException:
         client.close()
         raise
+
+
+def _opening_bound(client: Any) -> AbstractContextManager[Any]:
+    """The opening ping under the shorter of ``serverSelectionTimeoutMS`` and ``timeoutMS``: under
+    ``timeoutMS`` alone PyMongo's server selection would wait it out, and fail slower than asked."""
+    options = getattr(client, "options", None)
+    bounds = [getattr(options, name, None) for name in ("server_selection_timeout", "timeout")]
+    numbers = [bound for bound in bounds if isinstance(bound, int | float) and bound > 0]
+    return pymongo_timeout(min(numbers)) if numbers else nullcontext()
 
 
 def open_mongomock(url: str = "mongomock://", *, read_only: bool = False) -> MongoStore:
