@@ -31,8 +31,6 @@ from orchestrator.core.logfields import fields
 from orchestrator.core.ports import Report
 from orchestrator.core.registry import Registry
 
-from .execution import failed
-
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -187,13 +185,6 @@ class BaseExecutor(StdExecutor, ABC):
                 outcome.attempt_id,
                 extra=fields(outcome.run, outcome.node, outcome.attempt, outcome.by),
             )
-
-    def _settled(self, envelope: Envelope, future: Future[Outcome]) -> None:
-        """Done-callback for a future that runs ``execute``: report its outcome."""
-        if future.cancelled():
-            return
-        error = future.exception()
-        self._deliver(future.result() if error is None else failed(envelope, error, by=self.by))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

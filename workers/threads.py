@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from orchestrator.core.envelope import Envelope
 from orchestrator.core.registry import Registry
 
 from .base import BaseExecutor, check_workers
-from .execution import execute
+from .execution import execute, failed
 
 
 class ThreadExecutor(BaseExecutor):
@@ -31,8 +30,16 @@ class ThreadExecutor(BaseExecutor):
 
     def _dispatch(self, registry: Registry, envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
-            future = self._pool.submit(execute, registry, envelope, by=self.by)
-            future.add_done_callback(partial(self._settled, envelope))
+            self._pool.submit(self._run, registry, envelope)
+
+    def _run(self, registry: Registry, envelope: Envelope) -> None:
+        """Execute and report on the pool's thread. A done-callback would run in the dispatching
+        thread when the call ended first, so an engine that dispatches from ``report`` would recurse."""
+        try:
+            outcome = execute(registry, envelope, by=self.by)
+        except BaseException as exc:  # execute turns a command's errors into outcomes; this is ours
+            outcome = failed(envelope, exc, by=self.by)
+        self._deliver(outcome)
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         return self._pool.submit(fn, *args, **kwargs)
