@@ -228,6 +228,7 @@ class MongoStore:
             self.leases.update_one({"_id": owner}, {"$set": {"released": True, "at": ev.utcnow()}})
 
     def close(self) -> None:
+        self.open_runs.flush()  # the ended runs noted since the last delete (it never raises)
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -54,6 +54,11 @@ class Guard(Protocol):
     def __call__(self, doing: str, *, bound_ms: float | None = None) -> AbstractContextManager[None]: ...
 
 
+ENDED_BATCH = 64
+"""Ended runs whose entries are dropped in one delete, not one round trip per run: an entry left a
+while after its run ended costs a listing only a check, and the listing prunes it."""
+
+
 class OpenRuns:
     """The ``open_runs`` entries of one log; ``writable`` False never writes (no build, no pruning).
 
@@ -65,6 +70,7 @@ class OpenRuns:
         self._guard = guard
         self.writable = writable
         self._built = False
+        self._ended: set[str] = set()
 
     def ensure_built(self, events: Any) -> None:
         """Build the entries from the full scan, once per database (what older versions left out)."""
@@ -85,8 +91,14 @@ class OpenRuns:
                 self._put(submitted)
 
     def landed(self, events: Sequence[Event]) -> None:
-        """Drop the entries of runs that ``events``, now durable, end; a failure leaves them for pruning."""
-        ended = sorted({event.run for event in events if event.type in ev.RUN_TERMINAL})
+        """Drop, ``ENDED_BATCH`` at a time, the entries of runs that ``events``, now durable, end."""
+        self._ended.update(event.run for event in events if event.type in ev.RUN_TERMINAL)
+        if len(self._ended) >= ENDED_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Drop the entries of the ended runs noted so far; a failure leaves them for pruning."""
+        ended, self._ended = sorted(self._ended), set()
         if not ended:
             return
         try:
@@ -101,6 +113,7 @@ class OpenRuns:
             with self._scanning("listing unfinished runs from the whole log"):
                 started, ended = lifecycle(events)
             return oldest_first_runs(started, ended)
+        self.flush()  # what this store saw end need not be checked
         with self._guard("listing unfinished runs"):
             since = {
                 doc["_id"]: doc.get("since")
