@@ -1,6 +1,6 @@
 """What an orchestrator's start costs as the history grows: open + start, and ``unfinished_runs``.
 
-    .venv/bin/python -m bench.startup [--store mongomock] [--finished 20000] [--open 10] [--rounds 5]
+    .venv/bin/python -m bench.startup [--store mongomock] [--finished 2000] [--open 10] [--rounds 5]
 
 The history is made by really running ``--finished`` one-call flows through the
 engine (so the documents are what evenflow writes), plus ``--open`` runs left
@@ -8,6 +8,7 @@ unfinished by an orchestrator that stops while their command waits for a gate.
 Then a new orchestrator is opened and started on the same store ``--rounds``
 times (each takes the open runs over and is closed before they finish); the
 medians are printed. Start-up should cost O(open runs), not O(history).
+Building is slow on mongomock (no indexes: 2,000 runs take minutes here).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def measure(store: Any, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", default="mongomock", choices=("mongomock", "embedded"))
-    parser.add_argument("--finished", type=int, default=20_000)
+    parser.add_argument("--finished", type=int, default=2_000)
     parser.add_argument("--open", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
