@@ -1,7 +1,7 @@
 """A server that stops answering in the middle of a run: every store call gives up within the operation
 timeout, the engine backs off instead of hanging, and once the server answers again the run finishes.
 
-The server is scripted on the wire (tests/integration/scripted_mongo.py) behind a real PyMongo client:
+The server is scripted on the wire (tests/support/wire_server.py) behind a real PyMongo client:
 it answers the handshake throughout, as a ``mongod`` stuck on its disk does, but takes every other
 command and answers none while hung. The store's default operation timeout (``DEFAULT_TIMEOUT_MS``,
 PyMongo's ``timeoutMS``) is shortened for the test; nothing else is.
@@ -25,8 +25,8 @@ from orchestrator.core.events import Event
 from orchestrator.store import mongo, open_store
 from orchestrator.store.mongo import MongoStore
 from tests.commands import make_registry
-from tests.integration.scripted_mongo import ScriptedPrimary
 from tests.support.polling import wait_until
+from tests.support.wire_server import WireServer
 
 BOUND_MS = 1_000
 """The operation timeout in force here (the default is 10 s)."""
@@ -88,19 +88,19 @@ class Timed:
 
 
 @pytest.fixture
-def primary() -> Iterator[ScriptedPrimary]:
-    with ScriptedPrimary() as server:
+def primary() -> Iterator[WireServer]:
+    with WireServer() as server:
         yield server
     assert not server.problems, f"the scripted primary could not serve: {server.problems}"
 
 
-def stored(primary: ScriptedPrimary, run: str) -> list[dict[str, Any]]:
+def stored(primary: WireServer, run: str) -> list[dict[str, Any]]:
     """The run's events as the server holds them."""
-    return primary.documents("events", {"run": run}, sort="seq")
+    return primary.stored("events", {"run": run}, sort="seq")
 
 
 def test_a_hung_server_is_waited_out_and_the_run_then_finishes(
-    primary: ScriptedPrimary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    primary: WireServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mongo, "DEFAULT_TIMEOUT_MS", BOUND_MS)
     store = Timed(cast(MongoStore, open_store(primary.url)))

@@ -26,7 +26,7 @@ from orchestrator.core.events import Event
 from orchestrator.store import open_store
 from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
-from tests.integration.scripted_mongo import ScriptedPrimary
+from tests.support.wire_server import WireServer
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 DEFAULT_TIMEOUT_MS = 10_000
@@ -36,13 +36,13 @@ SCAN_TIMEOUT_MS = 600_000
 
 
 @pytest.fixture
-def primary() -> Iterator[ScriptedPrimary]:
-    with ScriptedPrimary() as server:
+def primary() -> Iterator[WireServer]:
+    with WireServer() as server:
         yield server
     assert not server.problems, f"the scripted primary could not serve: {server.problems}"
 
 
-def opened(primary: ScriptedPrimary, query: str = "", **options: Any) -> MongoStore:
+def opened(primary: WireServer, query: str = "", **options: Any) -> MongoStore:
     return cast(MongoStore, open_store(primary.url + query, **options))
 
 
@@ -70,7 +70,7 @@ def exercise(store: MongoStore) -> None:
     assert "me" in store.read_leases()
 
 
-def test_every_read_asks_for_what_a_majority_holds(primary: ScriptedPrimary) -> None:
+def test_every_read_asks_for_what_a_majority_holds(primary: WireServer) -> None:
     store = opened(primary)
     try:
         exercise(store)
@@ -84,7 +84,7 @@ def test_every_read_asks_for_what_a_majority_holds(primary: ScriptedPrimary) -> 
     assert {doc[next(iter(doc))] for doc in reads} >= {"events", "open_runs", "leases", "checkpoints"}
 
 
-def test_a_read_concern_in_the_url_is_kept(primary: ScriptedPrimary) -> None:
+def test_a_read_concern_in_the_url_is_kept(primary: WireServer) -> None:
     store = opened(primary, "&readConcernLevel=local")
     try:
         store.read("any")
@@ -95,7 +95,7 @@ def test_a_read_concern_in_the_url_is_kept(primary: ScriptedPrimary) -> None:
     assert read["readConcern"] == {"level": "local"}
 
 
-def test_every_command_is_bounded_by_the_default_operation_timeout(primary: ScriptedPrimary) -> None:
+def test_every_command_is_bounded_by_the_default_operation_timeout(primary: WireServer) -> None:
     store = opened(primary)
     try:
         exercise(store)
@@ -105,7 +105,7 @@ def test_every_command_is_bounded_by_the_default_operation_timeout(primary: Scri
     assert unbounded(primary, DEFAULT_TIMEOUT_MS) == []
 
 
-def test_a_timeout_in_the_url_is_the_bound(primary: ScriptedPrimary) -> None:
+def test_a_timeout_in_the_url_is_the_bound(primary: WireServer) -> None:
     store = opened(primary, "&timeoutMS=1500")
     try:
         store.append(history("r", 2))
@@ -116,14 +116,14 @@ def test_a_timeout_in_the_url_is_the_bound(primary: ScriptedPrimary) -> None:
     assert primary.sent and unbounded(primary, 1500) == []
 
 
-def unbounded(primary: ScriptedPrimary, bound_ms: int) -> list[dict[str, Any]]:
+def unbounded(primary: WireServer, bound_ms: int) -> list[dict[str, Any]]:
     """The commands sent without a ``maxTimeMS`` within ``bound_ms`` (the whole-log scan within its own).
 
     ``endSessions`` is the driver's own farewell when the client closes, sent once and not waited for.
     """
     return [
         doc
-        for doc in primary.sent
+        for doc in primary.commands()
         if "endSessions" not in doc
         and not 0 < doc.get("maxTimeMS", 0) <= (SCAN_TIMEOUT_MS if whole_log(doc) else bound_ms)
     ]
@@ -133,7 +133,7 @@ def whole_log(doc: dict[str, Any]) -> bool:
     return doc.get("find") == "events" and list(doc.get("filter", {})) == ["type"]
 
 
-def test_the_log_waits_for_a_majority_journal_within_the_operation_timeout(primary: ScriptedPrimary) -> None:
+def test_the_log_waits_for_a_majority_journal_within_the_operation_timeout(primary: WireServer) -> None:
     store = opened(primary)
     try:
         store.append(history("r", 2))
