@@ -59,8 +59,16 @@ def start(code: Path, home: Path, *args: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "orchestrator.cli", "run", "stopflows:flow", "--registry",
                "stopflows:registry", *args]  # fmt: skip
     return subprocess.Popen(
-        command, cwd=code, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        command, cwd=code, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )  # fmt: skip
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT's default action, as a terminal gives. A suite started in the background
+    of a script inherits SIGINT ignored, and Python then leaves it ignored (as a shell user who ran
+    ``evenflow run ... &`` asked): the Ctrl-C tests would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
