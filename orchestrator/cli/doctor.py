@@ -7,9 +7,8 @@ the query commands read it, never created nor locked. Rows that do not apply
 to the kind of store say ``n/a``. Exit 0 when no row fails, ``EXIT_BLOCKER`` (1) when one does;
 a store that cannot be reached at all is an error (one line, exit 2).
 
-The expected indexes are those the store modules and the projections declare
-(``declared_indexes``), so an index declared there is checked without editing
-this file.
+The expected collections and indexes are ``declared_indexes``', the same
+list ``evenflow init`` creates from.
 """
 
 from __future__ import annotations

@@ -3,13 +3,11 @@
 The one query command that writes, so it needs a MongoDB user allowed to (the
 ``readWrite`` role); the reading commands (``runs``, ``status``, ``audit``,
 ``stats``, ``failures``) then need only ``read``, and never create anything.
-It creates the collections (``events``, ``runs``, ``leases``,
-``checkpoints``, ``open_runs``), the log's and the leases' indexes
-(``orchestrator.store.mongo.INDEXES``, ``LEASE_INDEXES``) and
-those the projections rely on (``projections.indexes.INDEXES``), then opens
-the store for writing once, so whatever else the store makes when it opens is
-made too. One line per collection and index: ``created`` or ``already present``.
-The embedded and memory stores build their read models in memory: nothing to do.
+It creates the collections and indexes ``declared_indexes`` lists (the
+ones ``evenflow doctor`` checks), then opens the store for writing once, so
+whatever else the store makes when it opens is made too. One line per
+collection and index: ``created`` or ``already present``. The embedded and
+memory stores build their read models in memory: nothing to do.
 """
 
 from __future__ import annotations
@@ -57,32 +55,20 @@ def init_command(args: argparse.Namespace) -> int:
 
 def _create(database: Any) -> list[str]:
     """Create the declared collections and indexes that are missing; every one's name, in order."""
-    from projections.indexes import INDEXES as READ_MODEL_INDEXES
-
-    from ..store import mongo
-    from ..store.open_runs import OPEN_RUNS
+    from .declared_indexes import collections, expected_indexes
 
     names: list[str] = []
     with _refused("the collections"):
         present = set(database.list_collection_names())
-        for name in ("events", "runs", mongo.LEASES, mongo.CHECKPOINTS, OPEN_RUNS):
+        for name in collections():
             if name not in present:
                 database.create_collection(name)
             names.append(f"collection {name}")
-    specs: list[tuple[str, str, Any, dict[str, Any]]] = [
-        ("events", spec.name, spec.keys, {}) for spec in mongo.INDEXES
-    ]
-    specs += [
-        (mongo.LEASES, spec.name, spec.keys, {"expireAfterSeconds": spec.expire_after_s})
-        for spec in mongo.LEASE_INDEXES
-    ]
-    specs += [
-        (coll, spec.name, spec.keys, {}) for coll, group in READ_MODEL_INDEXES.items() for spec in group
-    ]
-    for collection, name, keys, options in specs:
-        if f"index {collection}.{name}" not in names:
+    for collection, indexes in expected_indexes().items():
+        for name, doc in indexes.items():
+            options = {option: value for option, value in doc.items() if option != "key"}
             with _refused(f"the index {collection}.{name}"):
-                database[collection].create_index(list(keys), name=name, **options)
+                database[collection].create_index(doc["key"], name=name, **options)
             names.append(f"index {collection}.{name}")
     return names
 

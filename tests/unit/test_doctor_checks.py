@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pytest
-from pymongo import IndexModel
 
 import orchestrator.store.mongo as mongo_store
 from orchestrator.cli.checkup import SKEW_FAIL_S, index_checks, server_checks
-from orchestrator.cli.declared_indexes import expected_indexes
+from orchestrator.cli.declared_indexes import collections, expected_indexes
+from orchestrator.cli.init_store import _create
 from orchestrator.store.facts import (
     Access,
     OplogWindow,
@@ -20,7 +20,9 @@ from orchestrator.store.facts import (
     Topology,
     Unknown,
     access_of,
+    indexes_of,
 )
+from orchestrator.store.faithful_mock import client
 from projections.indexes import INDEXES as PROJECTION_INDEXES
 
 
@@ -38,29 +40,23 @@ def test_the_log_and_the_read_model_indexes_are_expected() -> None:
     assert expected["events"]["run_seq"] == {"key": [("run", 1), ("seq", 1)]}
 
 
-@pytest.mark.parametrize(
-    ("attribute", "value", "collection"),
-    [
-        (
-            "LEASE_INDEXES",
-            (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),),
-            "leases",
-        ),  # LEASES = "leases"
-        ("LEASES_INDEXES", (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),), "leases"),
-        (
-            "OPEN_RUNS_INDEXES",
-            [IndexModel([("at", 1)], name="expire_at", expireAfterSeconds=86_400)],
-            "open_runs",
-        ),
-        ("COLLECTION_INDEXES", {"leases": (TtlSpec("expire_at", (("at", 1),), "ttl", 86_400),)}, "leases"),
-    ],
-)
-def test_an_index_a_store_module_declares_is_expected_without_editing_the_doctor(
-    monkeypatch: pytest.MonkeyPatch, attribute: str, value: Any, collection: str
-) -> None:
-    monkeypatch.setattr(mongo_store, attribute, value, raising=False)
-    expected = expected_indexes()
-    assert expected[collection]["expire_at"] == {"key": [("at", 1)], "expireAfterSeconds": 86_400}
+def test_the_leases_ttl_is_expected_as_the_store_declares_it() -> None:
+    [ttl] = mongo_store.LEASE_INDEXES
+    expected = expected_indexes()[mongo_store.LEASES][ttl.name]
+    assert expected == {"key": [("at", 1)], "expireAfterSeconds": mongo_store.LEASE_TTL_S}
+
+
+def test_what_init_creates_is_what_the_doctor_expects() -> None:
+    database = client()["evenflow"]
+    assert {check.status for check in index_checks(expected_indexes(), indexes_of(database, ["events"]))} == {
+        "warn"
+    }
+    _create(database)
+    present = indexes_of(database, list(expected_indexes()))
+    rows = index_checks(expected_indexes(), present)
+    assert {row.check for row in rows} == {f"indexes on {c}" for c in ("events", "leases", "runs")}
+    assert {row.status for row in rows} == {"ok"}, rows
+    assert set(collections()) <= set(database.list_collection_names())
 
 
 def test_an_index_missing_or_with_other_keys_or_ttl_is_named() -> None:
