@@ -10,7 +10,7 @@ types that went in: BSON's 64-bit integers come back as ``int``, not
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -24,6 +24,9 @@ from orchestrator.core.codec import MAX_EVENT_BYTES
 from orchestrator.core.errors import CorruptEvent, EventRefused
 from orchestrator.core.events import Event
 
+STAMP_BYTES = 64
+"""Room kept in every event for the fields a store stamps on it, so all stores refuse the same events."""
+EVENT_LIMIT = MAX_EVENT_BYTES - STAMP_BYTES
 CORRUPT_FIELD = "corrupt"
 """Set on a placeholder document for a stored event that would not decode (embedded journal)."""
 
@@ -44,20 +47,30 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 """How every store decodes: what a PyMongo client of evenflow's is opened with, too."""
 
 
-def encode_events(events: Sequence[Event]) -> list[bytes]:
-    """Each event's stored BSON; ``EventRefused`` naming every event that cannot be stored."""
+def encode_events(
+    events: Sequence[Event], stamp: Callable[[], Mapping[str, Any]] | None = None
+) -> list[bytes]:
+    """Each event's stored BSON; ``EventRefused`` naming every event that cannot be stored.
+
+    ``stamp`` gives fields a store adds to each document beside the event's own
+    (a MongoDB writer's id and counter, which the feed reads); they take at most
+    ``STAMP_BYTES``.
+    """
     blobs: list[bytes] = []
     refused: list[tuple[Event, str]] = []
     for event in events:
+        doc, extra = ev.to_doc(event), stamp() if stamp is not None else {}
+        doc.update(extra)
         try:
-            blob = bson.encode(ev.to_doc(event))
+            blob = bson.encode(doc)
         except (InvalidDocument, UnicodeEncodeError, OverflowError, TypeError, ValueError) as exc:
             refused.append((event, f"holds a value BSON cannot encode ({type(exc).__name__}: {exc})"))
             continue
-        if len(blob) > MAX_EVENT_BYTES:
-            refused.append(
-                (event, f"is {len(blob):,} bytes, over the {MAX_EVENT_BYTES:,}-byte limit of one event")
-            )
+        size = len(blob)
+        if size > EVENT_LIMIT and extra:  # the event's own size: less the stamp's elements
+            size -= len(bson.encode(extra)) - 5
+        if size > EVENT_LIMIT:
+            refused.append((event, f"is {size:,} bytes, over the {EVENT_LIMIT:,}-byte limit of one event"))
             continue
         blobs.append(blob)
     if refused:

@@ -47,7 +47,7 @@ from .encoding import (
     refusal,
     round_trip,
 )
-from .feed import FeedWindow, Window, type_filter
+from .feed import STAMPS, FeedWindow, Window, type_filter, writer_stamps
 from .memory import plan_append, read_only_error
 from .open_runs import OPEN_RUNS, OpenRuns
 from .open_runs import oldest_first as oldest_first
@@ -136,7 +136,7 @@ class MongoStore:
         self.checkpoints = tuned(collection.database[CHECKPOINTS])
         self.open_runs = OpenRuns(tuned(collection.database[OPEN_RUNS]), self._guard, writable=not read_only)
         self._timeout_ms = _timeout_ms(collection)
-        self.feed = FeedWindow(feed_window_s)
+        self.feed, self._stamp = FeedWindow(feed_window_s), writer_stamps()
         self.read_only = read_only
         self._client = client
         self._label = label
@@ -194,8 +194,8 @@ class MongoStore:
             latest = list(self.events.find({}, {"at": 1}).sort([("at", -1), ("_id", -1)]).limit(1))
             if not latest:
                 return self.feed.start()
-            window = Window(self.feed.millis(latest[0]["at"]), None, {})
-            docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, {"at": 1}))
+            window = Window(self.feed.millis(latest[0]["at"]), None)
+            docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, STAMPS))
         return self.feed.advance(window, docs, self.feed.millis(ev.utcnow()))
 
     def load_checkpoint(self, name: str) -> Position | None:
@@ -239,7 +239,7 @@ class MongoStore:
         Every event is encoded (and checked) before anything is sent: a server gets the bytes as they
         are, mongomock their decoding (it takes no raw BSON).
         """
-        blobs = encode_events(events)
+        blobs = encode_events(events, self._stamp)
         docs: list[Any] = [RawBSONDocument(blob) if self._server else decode_doc(blob) for blob in blobs]
         self.open_runs.write_ahead(events)  # before any of them lands: a crash leaves an entry too many
         try:

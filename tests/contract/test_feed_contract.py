@@ -72,9 +72,10 @@ class Harness:
         self.store = self._open()
         return self.store
 
-    def windowed(self, window_s: float) -> MongoStore:
-        """Another ``MongoStore`` on the same collection with its own feed window."""
-        return MongoStore(self.store.events, write_concern=None, feed_window_s=window_s)
+    def windowed(self, window_s: float, collection: str | None = None) -> MongoStore:
+        """Another writer and reader of the log (or of a new ``collection``), with its own window."""
+        events = self.store.events.database[collection] if collection else self.store.events
+        return MongoStore(events, write_concern=None, feed_window_s=window_s)
 
     def close(self) -> None:
         if self.kind == "mongodb":
@@ -349,16 +350,22 @@ def test_a_checkpoint_comes_back_with_plain_ints_and_advances(harness: Harness) 
     assert sorted(ids(delivered)) == sorted(ids(later))
 
 
+def as_int64(value: Any) -> Any:
+    """Every whole number inside as ``Int64``, as a driver without evenflow's codec options writes it."""
+    if isinstance(value, dict):
+        return {key: as_int64(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_int64(item) for item in value]
+    return Int64(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def test_a_checkpoint_another_client_wrote_with_int64_still_advances(mongo: Harness) -> None:
     """What a driver without evenflow's codec options writes and reads back: Int64 everywhere."""
     store = mongo.store
     append_all(store, interleaved_log(runs=2, per_run=4, seed=5))
     _, position = read_all(store, None, ["*"])
-    foreign = {
-        **position,
-        "at": Int64(position["at"]),
-        "seen": [[i, Int64(at)] for i, at in position["seen"]],
-    }
+    foreign = as_int64(position)
+    assert numbers(position) and all(type(n) is Int64 for n in numbers(foreign))
     store.checkpoints.replace_one({"_id": "foreign"}, {"position": foreign}, upsert=True)
     later = append_all(store, [stamped("run-later", 2, T0 + timedelta(minutes=1))])
     delivered, _ = read_all(store, store.load_checkpoint("foreign"), ["*"])
@@ -439,48 +446,133 @@ def test_commits_out_of_stamp_order_within_the_window_are_each_delivered_once(mo
     assert_once_in_seq_order(delivered + rest, [event for events in runs for event in events])
 
 
-def test_past_max_seen_the_window_narrows_and_the_position_stays_bounded(
+def size_of(position: Position) -> int:
+    return len(json.dumps(position, separators=(",", ":")))
+
+
+def writers_log(writers: int, per_writer: int, seed: int) -> list[tuple[int, list[Event]]]:
+    """Batches of several writers, each (writer, events): one run per writer, stamps interleaved ~1 per ms."""
+    rng = random.Random(seed)
+    runs = [
+        stamped(f"run-w{w}", per_writer, T0 + timedelta(milliseconds=w), step_ms=writers)
+        for w in range(writers)
+    ]
+    batches: list[tuple[int, list[Event]]] = []
+    for w, events in enumerate(runs):
+        start = 0
+        while start < len(events):
+            size = rng.randint(1, 40)
+            batches.append((w, events[start : start + size]))
+            start += size
+    return batches
+
+
+def commit_and_read(
+    stores: Sequence[MongoStore], batches: Sequence[tuple[int, list[Event]]], rng: random.Random, limit: int
+) -> tuple[list[Event], list[int]]:
+    """Commit each batch through its writer, reading between commits; (delivered, position sizes)."""
+    delivered: list[Event] = []
+    sizes: list[int] = []
+    position: Position | None = None
+    pending = {w: [batch for writer, batch in batches if writer == w] for w in range(len(stores))}
+    for _ in range(len(batches)):
+        w = rng.choice(sorted(w for w, left in pending.items() if left))
+        stores[w].append(pending[w].pop(0))  # each writer's own batches in order, writers interleaved
+        for _ in range(rng.randint(0, 2)):
+            got, position = stores[0].read_feed(as_json(position) if position else None, ["*"], limit)
+            delivered.extend(got)
+            sizes.append(size_of(position))
+    for _ in range(READS):
+        got, position = stores[0].read_feed(position, ["*"], limit)
+        sizes.append(size_of(position))
+        if not got:
+            return delivered, sizes
+        delivered.extend(got)
+    raise AssertionError(f"the feed kept giving events after {READS} reads")
+
+
+def test_a_busy_log_keeps_every_position_under_1_kb(mongo: Harness) -> None:
+    """3,000 events of three writers inside one window: each delivered once, no position over 1 KB."""
+    stores = [mongo.windowed(30.0) for _ in range(3)]
+    batches = writers_log(3, 1_000, seed=3)
+    delivered, sizes = commit_and_read(stores, batches, random.Random(4), limit=50)
+    assert_once_in_seq_order(delivered, [event for _, batch in batches for event in batch])
+    assert max(sizes) < 1024, f"a position grew to {max(sizes)} bytes"
+
+
+@FEED
+@given(
+    writers=st.integers(1, 5),
+    per_writer=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+    limit=st.integers(1, 30),
+)
+def test_any_writers_commits_and_reads_deliver_each_event_once_within_1_kb(
+    mongo: Harness, writers: int, per_writer: int, seed: int, limit: int
+) -> None:
+    log = f"events_{uuid.uuid4().hex[:8]}"  # each example its own log
+    stores = [mongo.windowed(30.0, log) for _ in range(writers)]
+    batches = writers_log(writers, per_writer, seed)
+    delivered, sizes = commit_and_read(stores, batches, random.Random(seed), limit)
+    assert_once_in_seq_order(delivered, [event for _, batch in batches for event in batch])
+    assert max(sizes) < 1024, f"a position grew to {max(sizes)} bytes"
+
+
+def test_past_max_entries_the_window_narrows_and_the_position_stays_bounded(
     mongo: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(feed_module, "MAX_SEEN", 5)
-    store = mongo.windowed(30.0)
-    logged = stamped("run-a", 40, T0, step_ms=10)  # 40 events within 0.4 s: all in the window
-    store.append(logged)
+    monkeypatch.setattr(feed_module, "MAX_ENTRIES", 3)
+    stores = [mongo.windowed(30.0) for _ in range(8)]  # eight writers: eight spans in the window
+    logged = [stamped(f"run-{w}", 5, T0 + timedelta(milliseconds=50 * w), step_ms=3) for w in range(8)]
+    for store, events in zip(stores, logged, strict=True):
+        store.append(events)
     delivered: list[Event] = []
     position: Position | None = None
     for _ in range(READS):
-        events, position = store.read_feed(position, ["*"], 3)
-        assert len(position["seen"]) <= 5, f"the position grew to {len(position['seen'])} ids"
+        events, position = stores[0].read_feed(position, ["*"], 3)
+        assert len(position["spans"]) + len(position["seen"]) <= 3, f"the position grew: {position}"
         assert as_json(position) == position
         if not events:
             break
         delivered.extend(events)
-    assert_once_in_seq_order(delivered, logged)
+    assert_once_in_seq_order(delivered, [event for events in logged for event in events])
     assert position is not None
     floor = position["floor"]
     assert floor is not None and floor < position["at"]
     # The narrowed window: a late commit stamped after the floor is still caught, one before it is not.
     after_floor = Event("run-late", 1, ev.RUN_SUBMITTED, feed_module.FeedWindow.moment(floor + 1))
     before_floor = Event("run-lost", 1, ev.RUN_SUBMITTED, feed_module.FeedWindow.moment(floor - 1))
-    store.append([after_floor, before_floor])
-    assert ids(read_all(store, position, ["*"])[0]) == [after_floor.id]
+    stores[1].append([after_floor, before_floor])
+    assert ids(read_all(stores[0], position, ["*"])[0]) == [after_floor.id]
 
 
-def test_more_than_max_seen_events_in_one_millisecond_are_still_delivered_once(
+def test_more_writers_than_max_entries_in_one_millisecond_are_still_delivered_once(
     mongo: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(feed_module, "MAX_SEEN", 3)
+    monkeypatch.setattr(feed_module, "MAX_ENTRIES", 3)
+    stores = [mongo.windowed(30.0) for _ in range(10)]
+    logged = [stamped(f"run-{w}", 1, T0) for w in range(10)]  # ten writers, one millisecond
+    for store, events in zip(stores, logged, strict=True):
+        store.append(events)
+    delivered, _ = read_all(stores[0], None, ["*"], limit=2)
+    assert_once_in_seq_order(delivered, [event for events in logged for event in events])
+
+
+def test_events_logged_before_writers_stamped_them_are_delivered_once_beside_new_ones(mongo: Harness) -> None:
+    """A log an earlier evenflow wrote (no writer stamps), and a position it saved (ids only), read on."""
     store = mongo.windowed(30.0)
-    logged = stamped("run-a", 10, T0, step_ms=0)  # one writer, one millisecond
-    store.append(logged)
-    delivered: list[Event] = []
-    position: Position | None = None
-    for _ in range(30):
-        events, position = store.read_feed(position, ["*"], 2)
-        if not events:
-            break
-        delivered.extend(events)
-    assert_once_in_seq_order(delivered, logged)
+    old = stamped("run-old", 6, T0, step_ms=2)
+    store.events.insert_many([ev.to_doc(event) for event in old])
+    legacy_position = {
+        "at": FeedWindow.millis(old[2].at),
+        "floor": None,
+        "seen": [[e.id, FeedWindow.millis(e.at)] for e in old[:3]],
+    }
+    new = stamped("run-new", 4, T0 + timedelta(milliseconds=1), step_ms=2)
+    store.append(new)
+    delivered, position = read_all(store, as_json(legacy_position), ["*"], limit=2)
+    assert_once_in_seq_order(delivered, old[3:] + new)
+    assert {entry[0] for entry in position["seen"]} <= set(ids(old)) and position["spans"]
 
 
 def test_an_event_stamped_by_a_clock_running_ahead_does_not_hide_the_ones_after_it(mongo: Harness) -> None:

@@ -119,8 +119,10 @@ def test_a_feed_checkpoint_holding_int64_reloads_and_advances() -> None:
     try:
         store.append([_event("r1", 1)])
         _, position = store.read_feed(None, ["*"], 10)
-        seen = [[id_, Int64(at)] for id_, at in position["seen"]]
-        stored = {"at": Int64(position["at"]), "floor": None, "seen": seen}
+        spans = [
+            [writer, Int64(first), Int64(last), Int64(at)] for writer, first, last, at in position["spans"]
+        ]
+        stored = {"at": Int64(position["at"]), "floor": None, "seen": [], "spans": spans}
         store.checkpoints.insert_one({"_id": "listener", "position": stored})
         store.append([_event("r2", 1)])
         found, _ = store.read_feed(store.load_checkpoint("listener"), ["*"], 10)
