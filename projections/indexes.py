@@ -30,6 +30,10 @@ class IndexSpec:
     keys: tuple[tuple[str, int], ...]
     why: str
 
+    def options(self) -> dict[str, Any]:
+        """Options beside the keys (none: these are plain indexes)."""
+        return {}
+
 
 _NEWEST_FIRST = (("submitted_at", DESC), ("_id", DESC))
 

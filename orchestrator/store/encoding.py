@@ -48,18 +48,18 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 
 
 def encode_events(
-    events: Sequence[Event], stamp: Callable[[], Mapping[str, Any]] | None = None
+    events: Sequence[Event], stamp: Callable[[Event], Mapping[str, Any]] | None = None
 ) -> list[bytes]:
     """Each event's stored BSON; ``EventRefused`` naming every event that cannot be stored.
 
-    ``stamp`` gives fields a store adds to each document beside the event's own
-    (a MongoDB writer's id and counter, which the feed reads); they take at most
-    ``STAMP_BYTES``.
+    ``stamp`` gives the fields a store adds to an event's document beside the
+    event's own (on MongoDB: the writer's id and counter the feed reads, the
+    open mark of a submission); they take at most ``STAMP_BYTES``.
     """
     blobs: list[bytes] = []
     refused: list[tuple[Event, str]] = []
     for event in events:
-        doc, extra = ev.to_doc(event), stamp() if stamp is not None else {}
+        doc, extra = ev.to_doc(event), stamp(event) if stamp is not None else {}
         doc.update(extra)
         try:
             blob = bson.encode(doc)

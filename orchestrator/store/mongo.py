@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bson.raw_bson import RawBSONDocument
@@ -48,8 +48,10 @@ from .encoding import (
     round_trip,
 )
 from .feed import STAMPS, FeedWindow, Window, type_filter, writer_stamps
+from .index_specs import INDEXES as INDEXES
+from .index_specs import LEASE_INDEXES as LEASE_INDEXES
 from .memory import plan_append, read_only_error
-from .open_runs import OPEN_RUNS, OpenRuns
+from .open_runs import OpenRuns, mark
 from .open_runs import oldest_first as oldest_first
 from .redaction import redact, safe_cause, unavailable
 
@@ -69,8 +71,6 @@ DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_DATABASE = "evenflow"
 LEASES = "leases"
 """One document per orchestrator sharing the log: ``{_id: owner, beat, released, at}``."""
-LEASE_TTL_S = 86_400
-"""A lease document, released or abandoned, goes this long after its ``at`` (TTL index ``expire_at``)."""
 CHECKPOINTS = "checkpoints"
 """One document per listener: ``{_id: name, position, at}``."""
 FEED_WINDOW_S = 30.0
@@ -78,29 +78,6 @@ FEED_WINDOW_S = 30.0
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
 DUPLICATE_KEY = 11000
 
-
-class IndexSpec(NamedTuple):
-    name: str
-    keys: tuple[tuple[str, int], ...]
-    why: str
-    expire_after_s: int | None = None
-    """Set on a TTL index: the server removes a document this long after the time in its key."""
-
-
-INDEXES: tuple[IndexSpec, ...] = (
-    IndexSpec("type_at", (("type", ASCENDING), ("at", ASCENDING)), "queries by type; building open_runs"),
-    IndexSpec("run_seq", (("run", ASCENDING), ("seq", ASCENDING)), "a run's events in seq order"),
-    IndexSpec("run_type", (("run", ASCENDING), ("type", ASCENDING)), "checking the open runs' lifecycle"),
-    IndexSpec("at_id", (("at", ASCENDING), ("_id", ASCENDING)), "the listeners' feed, in time order"),
-    IndexSpec("correlation_type", (("correlation", ASCENDING), ("type", ASCENDING)), "the runs of one chain"),
-)
-"""The indexes the store creates at open (``_id`` comes free); ops/ documents them."""
-LEASE_INDEXES: tuple[IndexSpec, ...] = (
-    IndexSpec(
-        "expire_at", (("at", ASCENDING),), "lease documents go a day after their last beat", LEASE_TTL_S
-    ),
-)
-"""The indexes of ``leases``, created at open too."""
 
 _WRITE_CONCERN_KEYS = {"w", "journal", "wtimeoutms"}
 
@@ -111,7 +88,7 @@ class MongoStore:
     ``write_concern`` and ``read_concern`` apply to a real server only
     (mongomock has no replication); pass None to keep the collection's own.
     ``client``, when given, is closed with the store. Unfinished runs come
-    from ``open_runs`` (``orchestrator.store.open_runs``), kept as batches land.
+    from the submissions marked open (``orchestrator.store.open_runs``), unmarked as runs end.
     """
 
     def __init__(
@@ -134,9 +111,9 @@ class MongoStore:
         self.events = tuned(collection)
         self.leases = tuned(collection.database[LEASES])
         self.checkpoints = tuned(collection.database[CHECKPOINTS])
-        self.open_runs = OpenRuns(tuned(collection.database[OPEN_RUNS]), self._guard, writable=not read_only)
+        self.open_runs = OpenRuns(self.checkpoints, self._guard, writable=not read_only)
         self._timeout_ms = _timeout_ms(collection)
-        self.feed, self._stamp = FeedWindow(feed_window_s), writer_stamps()
+        self.feed, self._writer = FeedWindow(feed_window_s), writer_stamps()
         self.read_only = read_only
         self._client = client
         self._label = label
@@ -145,7 +122,7 @@ class MongoStore:
         if not read_only:
             self._create_indexes()
             with self._lock:
-                self.open_runs.ensure_built(self.events)
+                self.open_runs.ensure_marked(self.events)
 
     @property
     def database(self) -> Any:
@@ -158,7 +135,7 @@ class MongoStore:
         batch = list(events)
         with self._lock:
             self._write_all(batch)
-            self.open_runs.landed(batch)
+            self.open_runs.landed(self.events, batch)
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
         if not is_text(run):  # no run has such an id, and BSON cannot carry it
@@ -228,7 +205,7 @@ class MongoStore:
             self.leases.update_one({"_id": owner}, {"$set": {"released": True, "at": ev.utcnow()}})
 
     def close(self) -> None:
-        self.open_runs.flush()  # the ended runs noted since the last delete (it never raises)
+        self.open_runs.flush(self.events)  # the ended runs noted since the last unmarking (never raises)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -239,9 +216,8 @@ class MongoStore:
         Every event is encoded (and checked) before anything is sent: a server gets the bytes as they
         are, mongomock their decoding (it takes no raw BSON).
         """
-        blobs = encode_events(events, self._stamp)
+        blobs = encode_events(events, lambda event: {**self._writer(), **mark(event)})
         docs: list[Any] = [RawBSONDocument(blob) if self._server else decode_doc(blob) for blob in blobs]
-        self.open_runs.write_ahead(events)  # before any of them lands: a crash leaves an entry too many
         try:
             with self._guard(f"appending {len(docs)} events", "some may have landed: re-read the runs"):
                 if armed("mid-batch") and len(docs) > 1:  # die with half of the batch written
@@ -295,11 +271,9 @@ class MongoStore:
     def _create_indexes(self) -> None:
         with self._lock, self._guard("creating the event indexes"):
             for index in INDEXES:
-                self.events.create_index(list(index.keys), name=index.name)
+                self.events.create_index(list(index.keys), name=index.name, **index.options())
             for index in LEASE_INDEXES:
-                ttl = index.expire_after_s
-                options: dict[str, Any] = {"expireAfterSeconds": ttl} if ttl else {}
-                self.leases.create_index(list(index.keys), name=index.name, **options)
+                self.leases.create_index(list(index.keys), name=index.name, **index.options())
 
     @contextmanager
     def _guard(

@@ -1,19 +1,20 @@
-"""The runs that may be open, kept beside a MongoDB log so listing them costs O(open runs), not O(history).
+"""The runs that may be open, marked in a MongoDB log so listing them costs O(open runs), not O(history).
 
 Listing unfinished runs from the log alone reads every ``run.submitted`` and
 terminal event ever written, and the engine lists them at start, at every
-takeover patrol and after an outage. So the store keeps ``open_runs``: one
-entry ``{_id: run, at: submitted, since: written}`` per run that may be open,
-written *before* the batch carrying the run's ``run.submitted`` (a crash can
-leave an entry too many, never one too few) and deleted once a batch carrying
-its terminal event has landed. A listing reads the entries and checks them in
-one query on the log's ``run_type`` index: an entry whose run ended, or whose
-``run.submitted`` never landed although it was written ``GHOST_S`` ago, is
-stale and pruned; the rest is the answer.
+takeover patrol and after an outage. So each ``run.submitted`` a store appends
+carries ``open: true`` in its own document (one write: no extra round trip,
+and no crash can land the event without its mark), and the partial index
+``open_run`` holds only the marked ones. Once a batch carrying a run's
+terminal event has landed, the mark is removed, ``ENDED_BATCH`` runs at a
+time. A listing reads the marked submissions through that index and checks
+their runs in one query on the ``run_type`` index; a mark left on a run that
+ended (its writer died before removing it) is removed then. The mark is not
+part of the event: ``decode`` never reads it, and the event is never changed.
 
-A log written before the entries were kept has no ``BUILT`` marker: a writable
-store builds the entries once from the full scan, a read-only one answers from
-the full scan. Every orchestrator sharing a database must keep the entries:
+A log written before the marks has no ``MARKED`` note in ``checkpoints``: a
+writable store marks its open runs once from the full scan, a read-only one
+answers from the full scan. Every orchestrator sharing a database must mark:
 stop older versions before starting this one.
 """
 
@@ -22,11 +23,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pymongo
-from pymongo.errors import BulkWriteError
 
 from orchestrator.core import events as ev
 from orchestrator.core.errors import StoreUnavailable
@@ -34,16 +34,18 @@ from orchestrator.core.events import Event
 
 log = logging.getLogger("evenflow.store")
 
-OPEN_RUNS = "open_runs"
-"""The collection of entries, beside ``events``; its ``_id`` index is the only one it needs."""
-BUILT = 0
-"""``_id`` of the marker saying the entries are kept (an int: no run id can be one)."""
-GHOST_S = 86_400.0
-"""How old an entry whose ``run.submitted`` never landed must be to be pruned: far beyond any append."""
+OPEN = "open"
+"""The field marking a ``run.submitted`` document while its run may be open."""
+MARKED = 0
+"""``_id`` of the note in ``checkpoints`` saying this log's open runs are marked (no listener's name
+is an int)."""
 SCAN_TIMEOUT_MS = 600_000
-"""The operation timeout of a full scan of the log (building the entries once, or a read-only listing)."""
+"""The operation timeout of a full scan of the log (marking once, or a read-only listing)."""
+ENDED_BATCH = 64
+"""Ended runs unmarked in one update, not one round trip per run: a mark left a while after its run
+ended costs a listing only a check, and the listing removes it."""
+RUNS_PER_UPDATE = 500
 LIFECYCLE = sorted({ev.RUN_SUBMITTED, *ev.RUN_TERMINAL})
-DUPLICATE_KEY = 11000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS = {"run": 1, "type": 1, "at": 1, "_id": 0}
 
@@ -54,88 +56,73 @@ class Guard(Protocol):
     def __call__(self, doing: str, *, bound_ms: float | None = None) -> AbstractContextManager[None]: ...
 
 
-ENDED_BATCH = 64
-"""Ended runs whose entries are dropped in one delete, not one round trip per run: an entry left a
-while after its run ended costs a listing only a check, and the listing prunes it."""
+def mark(event: Event) -> dict[str, Any]:
+    """The field a store adds to ``event``'s document: the open mark on a submission."""
+    return {OPEN: True} if event.type == ev.RUN_SUBMITTED else {}
 
 
 class OpenRuns:
-    """The ``open_runs`` entries of one log; ``writable`` False never writes (no build, no pruning).
+    """The open marks of one log; ``writable`` False never writes (no marking, no unmarking).
 
     Each method is given the log's ``events`` collection as the store holds it at the time.
     """
 
-    def __init__(self, entries: Any, guard: Guard, *, writable: bool) -> None:
-        self.entries = entries
+    def __init__(self, notes: Any, guard: Guard, *, writable: bool) -> None:
+        self.notes = notes
         self._guard = guard
         self.writable = writable
-        self._built = False
+        self._marked = False
         self._ended: set[str] = set()
 
-    def ensure_built(self, events: Any) -> None:
-        """Build the entries from the full scan, once per database (what older versions left out)."""
+    def ensure_marked(self, events: Any) -> None:
+        """Mark the open runs from the full scan, once per database (what older versions left out)."""
         if self._kept():
             return
-        with self._scanning("reading the whole log to build the open runs"):
+        with self._scanning("reading the whole log to mark its open runs"):
             started, ended = lifecycle(events)
-        with self._guard("building the open runs"):
-            self._put({run: at for run, at in started.items() if run not in ended})
-            self.entries.update_one({"_id": BUILT}, {"$set": {"built": ev.utcnow()}}, upsert=True)
-        self._built = True
+        with self._guard("marking the open runs"):
+            self._set(events, [run for run in started if run not in ended], {"$set": {OPEN: True}})
+            self.notes.update_one({"_id": MARKED}, {"$set": {"at": ev.utcnow()}}, upsert=True)
+        self._marked = True
 
-    def write_ahead(self, events: Sequence[Event]) -> None:
-        """Note as open every run whose ``run.submitted`` is in ``events``, before they are written."""
-        submitted = {event.run: event.at for event in events if event.type == ev.RUN_SUBMITTED}
-        if submitted:
-            with self._guard(f"noting {len(submitted)} submitted run(s) as open"):
-                self._put(submitted)
-
-    def landed(self, events: Sequence[Event]) -> None:
-        """Drop, ``ENDED_BATCH`` at a time, the entries of runs that ``events``, now durable, end."""
-        self._ended.update(event.run for event in events if event.type in ev.RUN_TERMINAL)
+    def landed(self, events: Any, batch: Sequence[Event]) -> None:
+        """Unmark, ``ENDED_BATCH`` at a time, the runs that ``batch``, now durable, ends."""
+        self._ended.update(event.run for event in batch if event.type in ev.RUN_TERMINAL)
         if len(self._ended) >= ENDED_BATCH:
-            self.flush()
+            self.flush(events)
 
-    def flush(self) -> None:
-        """Drop the entries of the ended runs noted so far; a failure leaves them for pruning."""
+    def flush(self, events: Any) -> None:
+        """Unmark the ended runs noted so far; a failure leaves them for the next listing."""
         ended, self._ended = sorted(self._ended), set()
         if not ended:
             return
         try:
-            with self._guard(f"noting {len(ended)} run(s) as ended"):
-                self.entries.delete_many({"_id": {"$in": ended}})
+            with self._guard(f"unmarking {len(ended)} ended run(s)"):
+                self._set(events, ended, {"$unset": {OPEN: ""}})
         except StoreUnavailable as exc:
-            log.warning("ended runs stay listed as open until the next listing prunes them: %s", exc)
+            log.warning("ended runs stay marked open until the next listing unmarks them: %s", exc)
 
     def unfinished(self, events: Any) -> list[str]:
         """Submitted runs with no terminal event, oldest submission first."""
-        if not self._kept():  # a read-only store on a log from before the entries
+        if not self._kept():  # a read-only store on a log from before the marks
             with self._scanning("listing unfinished runs from the whole log"):
                 started, ended = lifecycle(events)
             return oldest_first_runs(started, ended)
-        self.flush()  # what this store saw end need not be checked
+        self.flush(events)  # what this store saw end need not be checked
         with self._guard("listing unfinished runs"):
-            since = {
-                doc["_id"]: doc.get("since")
-                for doc in self.entries.find({"_id": {"$type": "string"}}, {"since": 1})
-            }
-            if not since:
+            marked = sorted({doc["run"] for doc in events.find({OPEN: True}, {"run": 1, "_id": 0})})
+            if not marked:
                 return []
-            started, ended = lifecycle(events, sorted(since))
-        if self.writable:
-            self._prune(sorted(ended), [run for run in since if run not in started and _old(since[run])])
+            started, ended = lifecycle(events, marked)
+            if self.writable and ended:
+                self._set(events, sorted(ended), {"$unset": {OPEN: ""}})
         return oldest_first_runs(started, ended)
 
-    def _prune(self, ended: list[str], ghosts: list[str]) -> None:
-        """Delete entries proven stale: their run ended, or never got its ``run.submitted``."""
-        if not (ended or ghosts):
-            return
-        cutoff = ev.utcnow() - timedelta(seconds=GHOST_S)
-        with self._guard(f"pruning {len(ended) + len(ghosts)} stale open run(s)"):
-            if ended:
-                self.entries.delete_many({"_id": {"$in": ended}})
-            if ghosts:  # unless a writer has just noted the run again (``since`` renewed)
-                self.entries.delete_many({"_id": {"$in": ghosts}, "since": {"$lt": cutoff}})
+    def _set(self, events: Any, runs: Sequence[str], change: Mapping[str, Any]) -> None:
+        """Apply ``change`` to the submissions of ``runs``, ``RUNS_PER_UPDATE`` runs an update."""
+        for start in range(0, len(runs), RUNS_PER_UPDATE):
+            chosen = {"run": {"$in": list(runs[start : start + RUNS_PER_UPDATE])}, "type": ev.RUN_SUBMITTED}
+            events.update_many(chosen, change)
 
     @contextmanager
     def _scanning(self, doing: str) -> Iterator[None]:
@@ -144,32 +131,10 @@ class OpenRuns:
             yield
 
     def _kept(self) -> bool:
-        if not self._built:
-            with self._guard("checking that open runs are kept"):
-                self._built = self.entries.find_one({"_id": BUILT}, {"_id": 1}) is not None
-        return self._built
-
-    def _put(self, runs: Mapping[str, Any]) -> None:
-        """Insert an entry per run; one already there gets its ``since`` renewed (a submission retried)."""
-        if not runs:
-            return
-        now = ev.utcnow()
-        try:
-            self.entries.insert_many(
-                [{"_id": run, "at": at, "since": now} for run, at in runs.items()], ordered=False
-            )
-        except BulkWriteError as exc:
-            details = exc.details or {}
-            errors = details.get("writeErrors") or []
-            if details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise StoreUnavailable(
-                    f"the open runs were not noted before an append ({_first_reason(details)}); "
-                    "nothing of the append was written: try again"
-                ) from exc
-            order = list(runs)
-            for run in (order[int(error["index"])] for error in errors):
-                change = {"$set": {"since": now}, "$setOnInsert": {"at": runs[run]}}
-                self.entries.update_one({"_id": run}, change, upsert=True)
+        if not self._marked:
+            with self._guard("checking that open runs are marked"):
+                self._marked = self.notes.find_one({"_id": MARKED}, {"_id": 1}) is not None
+        return self._marked
 
 
 def lifecycle(events: Any, runs: list[str] | None = None) -> tuple[dict[str, Any], set[str]]:
@@ -202,13 +167,3 @@ def oldest_first_runs(started: Mapping[str, Any], ended: Iterable[str]) -> list[
 def oldest_first(run: str, at: Any) -> tuple[datetime, str]:
     """Sort key of ``unfinished_runs``: submission time, then run id; a damaged time sorts first."""
     return (at if isinstance(at, datetime) else _EPOCH, run)
-
-
-def _old(since: Any) -> bool:
-    return isinstance(since, datetime) and since < ev.utcnow() - timedelta(seconds=GHOST_S)
-
-
-def _first_reason(details: Mapping[str, Any]) -> str:
-    errors = [*(details.get("writeErrors") or []), *(details.get("writeConcernErrors") or [])]
-    first = errors[0] if errors else {}
-    return f"code {first.get('code')}: {first.get('errmsg', 'no message')}"

@@ -21,7 +21,8 @@ import mongomock
 import pytest
 
 from orchestrator.store.faithful_mock import client
-from orchestrator.store.mongo import LEASE_TTL_S, LEASES, MongoStore
+from orchestrator.store.index_specs import LEASE_TTL_S
+from orchestrator.store.mongo import LEASES, MongoStore
 from tests.support.stores import MONGODB_URL, open_kind
 
 SERVER = pytest.param(

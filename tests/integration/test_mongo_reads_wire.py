@@ -32,7 +32,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 DEFAULT_TIMEOUT_MS = 10_000
 """What the store promises when the URL sets no timeoutMS (orchestrator.store.mongo.DEFAULT_TIMEOUT_MS)."""
 SCAN_TIMEOUT_MS = 600_000
-"""The one exception: reading the whole log, once per database, to build ``open_runs``."""
+"""The one exception: reading the whole log, once per database, to mark its open runs."""
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_every_read_asks_for_what_a_majority_holds(primary: WireServer) -> None:
     read_back = [doc for doc in primary.commands("find", "events") if "$in" in str(doc.get("filter"))]
     assert read_back, "the duplicate was not read back"
     assert [doc for doc in reads if doc.get("readConcern") != {"level": "majority"}] == []
-    assert {doc[next(iter(doc))] for doc in reads} >= {"events", "open_runs", "leases", "checkpoints"}
+    assert {doc[next(iter(doc))] for doc in reads} >= {"events", "leases", "checkpoints"}
 
 
 def test_a_read_concern_in_the_url_is_kept(primary: WireServer) -> None:

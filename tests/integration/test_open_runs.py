@@ -1,13 +1,13 @@
-"""Unfinished runs on MongoDB come from the small ``open_runs`` collection, and answer as the whole log does.
+"""Unfinished runs on MongoDB come from the submissions marked open, and answer as the whole log does.
 
 The reference is the full-history scan, written here independently: a run is
 unfinished when the log holds a ``run.submitted`` of it and no terminal event,
 oldest submission first, then by id. Whatever batches land, whole or in part,
-and wherever a writer dies (between noting a run open and appending it, in the
-middle of a batch, after it before the ended runs are noted), the listing must
-equal that scan, from the same store and from one opened afresh. A log written
-before ``open_runs`` existed is answered right too: built once by a writable
-store, scanned by a read-only one, which writes nothing.
+and wherever a writer dies (in the middle of a batch, after it before the
+ended runs are unmarked), the listing must equal that scan, from the same
+store and from one opened afresh. A log written before the marks is answered
+right too: marked once by a writable store, scanned by a read-only one, which
+writes nothing.
 
 mongomock here; set EVENFLOW_TEST_MONGODB_URL to run every case on a server too.
 """
@@ -30,15 +30,15 @@ from orchestrator.core.errors import StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
-from orchestrator.store.open_runs import BUILT, GHOST_S, OPEN_RUNS
+from orchestrator.store.open_runs import MARKED, OPEN
 from tests.support.stores import MONGODB_URL, open_kind
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 RUNS = ["a", "b", "c", "d"]
 TYPES = [ev.COMMAND_STARTED, ev.RUN_SUCCEEDED, ev.RUN_FAILED, ev.RUN_CANCELLED]
-FAULTS = ["none", "before", "prefix", "after", "ended-not-noted", "reopen"]
-"""How one batch's append goes: landed; nothing written after the run was noted open; a prefix
-written; all written but reported failed; landed but the ended runs not noted; landed, then a restart."""
+FAULTS = ["none", "before", "prefix", "after", "died", "reopen"]
+"""How one batch's append goes: landed; nothing written; a prefix written; all written but reported
+failed; landed, then its writer died before unmarking the runs it ended; landed, then a clean restart."""
 
 KINDS = [
     "mongomock",
@@ -102,8 +102,8 @@ def scan(database: Any) -> list[str]:
     return sorted((run for run in submitted if run not in ended), key=lambda run: (submitted[run], run))
 
 
-def entries(database: Any) -> set[str]:
-    return {doc["_id"] for doc in database[OPEN_RUNS].find({"_id": {"$type": "string"}})}
+def marked(database: Any) -> set[str]:
+    return {doc["run"] for doc in database["events"].find({OPEN: True})}
 
 
 class FaultyEvents:
@@ -123,19 +123,6 @@ class FaultyEvents:
             return self.inner.insert_many(docs, ordered=ordered)
         if keep:
             self.inner.insert_many(docs[:keep], ordered=True)
-        raise AutoReconnect("connection reset by peer")
-
-
-class LostDeletes:
-    """``open_runs`` whose deletes fail: a writer that died after its append, before noting runs ended."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def delete_many(self, *args: Any, **kwargs: Any) -> Any:
         raise AutoReconnect("connection reset by peer")
 
 
@@ -173,16 +160,14 @@ def append(log: Log, store: MongoStore, events: list[Event], fault: str, keep: i
     faulty = FaultyEvents(store.events)
     store.events = faulty  # type: ignore[assignment]
     faulty.keep = {"before": 0, "prefix": min(keep, len(events) - 1), "after": len(events)}.get(fault)
-    if fault == "ended-not-noted":
-        store.open_runs.entries = LostDeletes(store.open_runs.entries)
     try:
         store.append(events)
     except StoreUnavailable:
         assert fault in ("before", "prefix", "after")
     store.events = faulty.inner
-    if isinstance(store.open_runs.entries, LostDeletes):
-        store.open_runs.entries = store.open_runs.entries.inner
-    return log.open() if fault == "reopen" else store
+    if fault == "reopen":
+        store.close()
+    return log.open() if fault in ("died", "reopen") else store
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -198,7 +183,7 @@ def test_unfinished_runs_answer_what_the_whole_log_answers(log: Log, plan: Any) 
         assert log.open(read_only=True).unfinished_runs() == expected
 
 
-def test_listing_reads_the_open_runs_not_the_history(log: Log) -> None:
+def test_listing_reads_the_marked_runs_not_the_history(log: Log) -> None:
     store = log.open()
     for i in range(60):
         run = f"done-{i:02d}"
@@ -209,8 +194,8 @@ def test_listing_reads_the_open_runs_not_the_history(log: Log) -> None:
 
     assert store.unfinished_runs() == ["x", "y", "z"]
 
-    assert counting.read <= 3  # one submission each, not the 120 lifecycle events of finished runs
-    assert entries(log.database) == {"x", "y", "z"}
+    assert counting.read <= 6  # a mark and a submission each, not the 120 events of finished runs
+    assert marked(log.database) == {"x", "y", "z"}
 
 
 class CountingEvents:
@@ -229,30 +214,31 @@ class CountingEvents:
             yield doc
 
 
-def test_stale_entries_are_pruned_and_young_ones_kept(log: Log) -> None:
-    store = log.open()
-    store.append([Event("ended", 1, ev.RUN_SUBMITTED, T0), Event("open", 1, ev.RUN_SUBMITTED, T0)])
-    log.database[OPEN_RUNS].delete_many({})
-    now = ev.utcnow()
-    log.database[OPEN_RUNS].insert_many(
-        [
-            {"_id": BUILT, "built": now},
-            {"_id": "open", "at": T0, "since": now},
-            {"_id": "ended", "at": T0, "since": now},  # its terminal event lands below, unnoted
-            {"_id": "ghost", "at": T0, "since": now - timedelta(seconds=GHOST_S + 60)},
-            {"_id": "in-flight", "at": T0, "since": now},  # noted, its append not landed yet
-        ]
-    )
-    log.database["events"].insert_one(ev.to_doc(Event("ended", 2, ev.RUN_FAILED, T0)))
+def test_a_mark_left_on_an_ended_run_is_removed_by_a_writers_listing_not_a_readers(log: Log) -> None:
+    writer = log.open()
+    writer.append([Event("ended", 1, ev.RUN_SUBMITTED, T0), Event("open", 1, ev.RUN_SUBMITTED, T0)])
+    writer.append([Event("ended", 2, ev.RUN_FAILED, T0)])  # its writer dies before unmarking it
+    assert marked(log.database) == {"open", "ended"}
 
     assert log.open(read_only=True).unfinished_runs() == ["open"]
-    assert entries(log.database) == {"open", "ended", "ghost", "in-flight"}  # a reader prunes nothing
+    assert marked(log.database) == {"open", "ended"}  # a reader writes nothing
 
-    assert store.unfinished_runs() == ["open"]
-    assert entries(log.database) == {"open", "in-flight"}
+    assert log.open().unfinished_runs() == ["open"]
+    assert marked(log.database) == {"open"}
 
 
-def test_a_log_from_before_open_runs_is_built_once_by_a_writer(log: Log) -> None:
+def test_the_mark_is_in_the_submissions_own_document_and_not_in_the_event(log: Log) -> None:
+    store = log.open()
+    submitted = Event("r", 1, ev.RUN_SUBMITTED, T0)
+    store.append([submitted, Event("r", 2, ev.COMMAND_STARTED, T0)])
+    assert [doc.get(OPEN) for doc in log.database["events"].find({}).sort("seq", 1)] == [True, None]
+    assert store.read("r")[0] == submitted
+    store.append([Event("r", 3, ev.RUN_SUCCEEDED, T0)])
+    store.close()  # unmarks what it saw end
+    assert marked(log.database) == set()
+
+
+def test_a_log_from_before_the_marks_is_marked_once_by_a_writer(log: Log) -> None:
     old = [
         Event("finished", 1, ev.RUN_SUBMITTED, T0),
         Event("finished", 2, ev.RUN_SUCCEEDED, T0),
@@ -265,11 +251,11 @@ def test_a_log_from_before_open_runs_is_built_once_by_a_writer(log: Log) -> None
 
     assert log.open().unfinished_runs() == ["older", "newer"]
 
-    assert entries(log.database) == {"older", "newer"}
-    assert log.database[OPEN_RUNS].find_one({"_id": BUILT}) is not None
+    assert marked(log.database) == {"older", "newer"}
+    assert log.database["checkpoints"].find_one({"_id": MARKED}) is not None
 
 
-def test_a_reader_of_a_log_from_before_open_runs_scans_it_and_writes_nothing(log: Log) -> None:
+def test_a_reader_of_a_log_from_before_the_marks_scans_it_and_writes_nothing(log: Log) -> None:
     old = [Event("open", 1, ev.RUN_SUBMITTED, T0), Event("done", 1, ev.RUN_SUBMITTED, T0)]
     log.database["events"].insert_many([ev.to_doc(e) for e in [*old, Event("done", 2, ev.RUN_CANCELLED, T0)]])
     before = layout(log.database)
@@ -278,7 +264,7 @@ def test_a_reader_of_a_log_from_before_open_runs_scans_it_and_writes_nothing(log
 
     assert reader.unfinished_runs() == ["open"]
     assert layout(log.database) == before
-    assert OPEN_RUNS not in log.database.list_collection_names()
+    assert marked(log.database) == set()
 
 
 def layout(database: Any) -> dict[str, list[str]]:

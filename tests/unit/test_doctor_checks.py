@@ -23,6 +23,8 @@ from orchestrator.store.facts import (
     indexes_of,
 )
 from orchestrator.store.faithful_mock import client
+from orchestrator.store.index_specs import LEASE_TTL_S
+from orchestrator.store.open_runs import OPEN
 from projections.indexes import INDEXES as PROJECTION_INDEXES
 
 
@@ -43,7 +45,12 @@ def test_the_log_and_the_read_model_indexes_are_expected() -> None:
 def test_the_leases_ttl_is_expected_as_the_store_declares_it() -> None:
     [ttl] = mongo_store.LEASE_INDEXES
     expected = expected_indexes()[mongo_store.LEASES][ttl.name]
-    assert expected == {"key": [("at", 1)], "expireAfterSeconds": mongo_store.LEASE_TTL_S}
+    assert expected == {"key": [("at", 1)], "expireAfterSeconds": LEASE_TTL_S}
+
+
+def test_the_open_run_index_is_expected_partial_as_the_store_declares_it() -> None:
+    expected = expected_indexes()["events"]["open_run"]
+    assert expected == {"key": [(OPEN, 1)], "partialFilterExpression": {OPEN: True}}
 
 
 def test_what_init_creates_is_what_the_doctor_expects() -> None:
