@@ -51,7 +51,7 @@ from .feed import STAMPS, FeedWindow, Window, type_filter, writer_stamps
 from .index_specs import INDEXES as INDEXES
 from .index_specs import LEASE_INDEXES as LEASE_INDEXES
 from .memory import plan_append, read_only_error
-from .open_runs import OpenRuns, mark
+from .open_runs import ENDED_BATCH, OpenRuns, mark
 from .open_runs import oldest_first as oldest_first
 from .redaction import redact, safe_cause, unavailable
 
@@ -111,7 +111,10 @@ class MongoStore:
         self.events = tuned(collection)
         self.leases = tuned(collection.database[LEASES])
         self.checkpoints = tuned(collection.database[CHECKPOINTS])
-        self.open_runs = OpenRuns(self.checkpoints, self._guard, writable=not read_only)
+        unmark_every = ENDED_BATCH if self._server else None  # mongomock: every update reads all
+        self.open_runs = OpenRuns(
+            self.checkpoints, self._guard, writable=not read_only, unmark_every=unmark_every
+        )
         self._timeout_ms = _timeout_ms(collection)
         self.feed, self._writer = FeedWindow(feed_window_s), writer_stamps()
         self.read_only = read_only

@@ -43,7 +43,8 @@ SCAN_TIMEOUT_MS = 600_000
 """The operation timeout of a full scan of the log (marking once, or a read-only listing)."""
 ENDED_BATCH = 64
 """Ended runs unmarked in one update, not one round trip per run: a mark left a while after its run
-ended costs a listing only a check, and the listing removes it."""
+ended costs a listing only a check, and the listing removes it. mongomock has no indexes, so there
+every update reads the whole log: it unmarks only when it lists (``unmark_every=None``)."""
 RUNS_PER_UPDATE = 500
 LIFECYCLE = sorted({ev.RUN_SUBMITTED, *ev.RUN_TERMINAL})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,10 +68,13 @@ class OpenRuns:
     Each method is given the log's ``events`` collection as the store holds it at the time.
     """
 
-    def __init__(self, notes: Any, guard: Guard, *, writable: bool) -> None:
+    def __init__(
+        self, notes: Any, guard: Guard, *, writable: bool, unmark_every: int | None = ENDED_BATCH
+    ) -> None:
         self.notes = notes
         self._guard = guard
         self.writable = writable
+        self._unmark_every = unmark_every
         self._marked = False
         self._ended: set[str] = set()
 
@@ -86,9 +90,9 @@ class OpenRuns:
         self._marked = True
 
     def landed(self, events: Any, batch: Sequence[Event]) -> None:
-        """Unmark, ``ENDED_BATCH`` at a time, the runs that ``batch``, now durable, ends."""
+        """Unmark, ``unmark_every`` at a time, the runs that ``batch``, now durable, ends."""
         self._ended.update(event.run for event in batch if event.type in ev.RUN_TERMINAL)
-        if len(self._ended) >= ENDED_BATCH:
+        if self._unmark_every is not None and len(self._ended) >= self._unmark_every:
             self.flush(events)
 
     def flush(self, events: Any) -> None:

@@ -30,7 +30,7 @@ from orchestrator.core.errors import StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.store.faithful_mock import client
 from orchestrator.store.mongo import MongoStore
-from orchestrator.store.open_runs import MARKED, OPEN
+from orchestrator.store.open_runs import ENDED_BATCH, MARKED, OPEN, OpenRuns
 from tests.support.stores import MONGODB_URL, open_kind
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -274,3 +274,20 @@ def layout(database: Any) -> dict[str, list[str]]:
         for name in sorted(database.list_collection_names())
         if not name.startswith("system.")
     }
+
+
+def test_a_server_store_unmarks_ended_runs_in_batches_mongomock_only_when_it_lists(log: Log) -> None:
+    """On a server 64 ended runs cost one update; mongomock, where an update reads the whole log, waits."""
+    store = log.open()
+    store.open_runs = OpenRuns(store.checkpoints, store._guard, writable=True, unmark_every=ENDED_BATCH)
+    for i in range(ENDED_BATCH):
+        run = f"r{i:02d}"
+        store.append([Event(run, 1, ev.RUN_SUBMITTED, T0)])
+        store.append([Event(run, 2, ev.RUN_SUCCEEDED, T0)])
+        assert len(marked(log.database)) == (0 if i == ENDED_BATCH - 1 else i + 1)
+    mock = log.open()
+    if log.kind == "mongomock":
+        mock.append([Event("m", 1, ev.RUN_SUBMITTED, T0)])
+        mock.append([Event("m", 2, ev.RUN_SUCCEEDED, T0)])
+        assert marked(log.database) == {"m"}
+        assert mock.unfinished_runs() == [] and marked(log.database) == set()
