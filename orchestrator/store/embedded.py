@@ -17,7 +17,6 @@ write: ``reader.py``) and ``refresh()`` the mirror to follow a running writer.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any
 from orchestrator.core import events as ev
 from orchestrator.core.codec import is_text
 from orchestrator.core.crashpoints import crash_point
-from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, StoreLocked, StoreUnavailable
+from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 
@@ -39,12 +38,12 @@ from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_tr
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
+from .owner_lock import OwnerLock
 from .reader import Snapshot, open_to_read
 
 log = logging.getLogger("evenflow.store")
 
 JOURNAL = "events.sqlite3"
-OWNER_LOCK = "owner.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -329,69 +328,3 @@ def _submitted_at(blob: bytes) -> datetime | None:
         at = decode_doc(blob).get("at")
         return at if isinstance(at, datetime) else None
     return None
-
-
-class OwnerLock:
-    """An exclusive ``flock`` on ``home/owner.lock`` naming its owner's pid; the OS frees it at death."""
-
-    _held: set[int] = set()
-    _fork_hook = False
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    @classmethod
-    def acquire(cls, home: Path) -> OwnerLock:
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(home / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot write to the embedded store in {home} ({exc}); run as a user who may write there, "
-                "or give another --home / EVENFLOW_HOME (reading commands need no write access)"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise StoreLocked(str(home), pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        cls._track(fd)
-        return cls(fd)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        OwnerLock._held.discard(fd)
-        try:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    @classmethod
-    def _track(cls, fd: int) -> None:
-        """Forked children (process pools) must not keep the lock alive after the owner dies."""
-        cls._held.add(fd)
-        if not cls._fork_hook:
-            os.register_at_fork(after_in_child=cls._forget_in_child)
-            cls._fork_hook = True
-
-    @classmethod
-    def _forget_in_child(cls) -> None:
-        # Closing the child's copy leaves the parent's lock alone: a flock belongs to the open file.
-        for fd in cls._held:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        cls._held.clear()
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

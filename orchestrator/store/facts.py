@@ -25,8 +25,9 @@ from pymongo.errors import PyMongoError
 from orchestrator.core import events as ev
 from orchestrator.core.errors import StoreUnavailable
 
-from .embedded import JOURNAL, OWNER_LOCK
+from .embedded import JOURNAL
 from .mongo import redact
+from .owner_lock import OWNER_LOCK
 from .reader import open_to_read
 
 T = TypeVar("T")

@@ -32,8 +32,9 @@ from orchestrator.core.evolve import fold
 from orchestrator.core.ports import EventStore
 
 from . import abilities
-from .embedded import JOURNAL, OwnerLock
+from .embedded import JOURNAL
 from .encoding import encode_events
+from .owner_lock import OwnerLock
 
 
 @dataclass(slots=True)
