@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from orchestrator.core.errors import InvalidOption
+from orchestrator.core.run_query import RunQuery
 
 from .documents import Documents
 from .run_status import RUN_STATES, RunStatus
@@ -70,6 +72,40 @@ def run_history(
     rows = [RunStatus.from_doc(doc) for doc in docs[:limit]]
     more = len(docs) > limit
     return Page(rows, encode_cursor(rows[-1]) if more and rows else None)
+
+
+def indexed_history(
+    run_page: Callable[[RunQuery], list[str] | None],
+    fold: Callable[[str], RunStatus | None],
+    **query: Any,
+) -> Page | None:
+    """``run_history(runs, **query)`` answered by a store's history tables (``HistoryStore.run_page``):
+    the page's run ids from their indexes, each row folded from that run's own events by ``fold``
+    (None skips a run that cannot be read). None when the store's tables are not built."""
+    run_history_pipeline(**query)  # the same checks, so the same errors
+    limit = int(query.get("limit", 50))
+    after = query.get("after")
+    at, run = decode_cursor(after) if after is not None else (None, None)
+    ids = run_page(
+        RunQuery(
+            state=query.get("state"),
+            flow=query.get("flow"),
+            since=_millis(_utc(query.get("since"), "since")),
+            until=_millis(_utc(query.get("until"), "until")),
+            command=query.get("command"),
+            error_type=query.get("error_type"),
+            limit=limit + 1,
+            after=None if run is None else (_millis(at), run),
+        )
+    )
+    if ids is None:
+        return None
+    rows = [row for row in map(fold, ids[:limit]) if row is not None]
+    return Page(rows, encode_cursor(rows[-1]) if len(ids) > limit and rows else None)
+
+
+def _millis(moment: datetime | None) -> int | None:
+    return None if moment is None else (moment - _EPOCH) // _MILLISECOND
 
 
 def run_history_pipeline(

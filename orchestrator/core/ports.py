@@ -20,6 +20,7 @@ from .envelope import Envelope, Outcome
 from .errors import CorruptEvent
 from .events import Event
 from .registry import Registry
+from .run_query import RunQuery
 
 Report = Callable[[Outcome], None]
 
@@ -162,6 +163,21 @@ class ReadModelStore(QueryStore, Protocol):
 
     @property
     def database(self) -> Any: ...
+
+
+class HistoryStore(Protocol):
+    """A store that keeps history tables beside its log (embedded), so readers cost O(answer).
+
+    Each answer is None while the tables are not built (a journal from an older
+    version, until a writer opens it): callers then read the whole log.
+    """
+
+    def run_page(self, query: RunQuery) -> list[str] | None:
+        """The ids of the runs on the page ``query`` asks for, newest first."""
+
+    @property
+    def indexed_events(self) -> Any:
+        """An ``events`` collection for pipelines that loads only the runs their first ``$match`` names."""
 
 
 @runtime_checkable

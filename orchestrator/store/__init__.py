@@ -26,6 +26,7 @@ from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.ports import (
     EventStore,
     FeedStore,
+    HistoryStore,
     LeaseStore,
     QueryStore,
     ReadModelStore,
@@ -121,6 +122,8 @@ class StoreAbilities:
     read_models: ReadModelStore | None = None
     """Read models stored beside the log and caught up with it; else they are rebuilt in memory."""
     scan: ScanStore | None = None
+    history: HistoryStore | None = None
+    """History tables kept beside the log, for readers that cost O(answer)."""
 
 
 def abilities(store: EventStore) -> StoreAbilities:
@@ -143,6 +146,7 @@ def abilities(store: EventStore) -> StoreAbilities:
         queries=cast(QueryStore, store) if _offers(store, QueryStore) else None,
         read_models=cast(ReadModelStore, store) if _offers(store, ReadModelStore) else None,
         scan=cast(ScanStore, store) if _offers(store, ScanStore) else None,
+        history=cast(HistoryStore, store) if _offers(store, HistoryStore) else None,
     )
 
 

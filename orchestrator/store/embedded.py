@@ -33,13 +33,16 @@ from orchestrator.core.crashpoints import crash_point
 from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
+from orchestrator.core.run_query import RunQuery
 
+from . import history
 from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
 from .owner_lock import OwnerLock
 from .reader import Snapshot, open_to_read
+from .subset import SubsetEvents
 
 log = logging.getLogger("evenflow.store")
 
@@ -110,17 +113,40 @@ class EmbeddedStore:
             conflict = None
             rows = _rows(events)
             try:  # the common case: nothing of this batch is stored yet, so no lookup first
-                self._commit(db, rows)
+                self._commit(db, rows, events)
             except ConcurrencyConflict:
                 stored = {event.id: event for event in self._stored([e.id for e in events])}
                 fresh, conflict = plan_append(events, stored, round_trip)
                 rows = _rows(fresh)
                 if rows:
-                    self._commit(db, rows)
+                    self._commit(db, rows, fresh)
             if self._mirror is not None and rows:  # the writer's mirror follows its own appends
                 self._mirror.events.insert_many([decode_doc(row[4]) for row in rows])
         if conflict is not None:
             raise conflict
+
+    def run_page(self, query: RunQuery) -> list[str] | None:
+        with self._lock:
+            db = self._open_db()
+            return history.page(db, query) if history.built(db) else None
+
+    @property
+    def indexed_events(self) -> Any:
+        """``events`` for pipelines, loading only the runs a first ``$match`` names (``subset.py``)."""
+        with self._lock:
+            return SubsetEvents(self) if history.built(self._open_db()) else self.events
+
+    def chain(self, correlation: str) -> list[str]:
+        """The runs submitted with ``correlation`` (from the history tables)."""
+        with self._lock:
+            return history.chain(self._open_db(), correlation)
+
+    def run_blobs(self, run: str) -> list[bytes]:
+        """The stored BSON of ``run``'s events, in ``seq`` order (damaged ones too, as stored)."""
+        if not is_text(run):
+            return []
+        rows = self._query(_READ, (ev.event_id(run, 0), run + "/\uffff", run), f"reading run {run!r}")
+        return [row[4] for row in rows]
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
         if not is_text(run):  # no run has such an id, and SQLite cannot take it
@@ -239,12 +265,29 @@ class EmbeddedStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
             db.execute(_CHECKPOINTS)
+            if not history.built(db):
+                self._index_history(db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"cannot open the embedded journal {self.path} to write: {exc}; check that this user may "
                 f"write to {self.home}, or give another --home / EVENFLOW_HOME"
             ) from exc
         return db
+
+    def _index_history(self, db: sqlite3.Connection) -> None:
+        """Build the history tables of a journal written before them, once, in one transaction."""
+        (count,) = db.execute("SELECT count(*) FROM events").fetchone()
+        if count:
+            log.info("indexing the %d events of %s once, for reading history", count, self.path)
+        rows = db.execute(f"SELECT {_COLUMNS} FROM events ORDER BY rowid")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            history.create(db)
+            history.rebuild(db, _decodable(_loaded_doc(*row) for row in rows))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _open_reader(self) -> sqlite3.Connection:
         db, self._snapshot = open_to_read(self.path)
@@ -285,11 +328,12 @@ class EmbeddedStore:
             for row in self._query(f"SELECT {_COLUMNS} FROM events WHERE id IN ({marks})", chunk, "reading"):
                 yield decode(_loaded_doc(*row))
 
-    def _commit(self, db: sqlite3.Connection, rows: list[Row]) -> None:
-        """One transaction per append: the group commit that makes batching pay."""
+    def _commit(self, db: sqlite3.Connection, rows: list[Row], events: Sequence[Event]) -> None:
+        """One transaction per append, history tables included: the group commit that makes batching pay."""
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(_INSERT, rows)
+            history.index(db, events)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -301,6 +345,13 @@ class EmbeddedStore:
                     "by a process that does not own the store; re-read the runs"
                 ) from exc
             raise StoreUnavailable(f"the embedded journal {self.path} refused an append: {exc}") from exc
+
+
+def _decodable(docs: Iterator[dict[str, Any]]) -> Iterator[Event]:
+    """The events of journal documents, skipping damaged ones (reading their run names the damage)."""
+    for doc in docs:
+        with contextlib.suppress(CorruptEvent):
+            yield decode(doc)
 
 
 def _rows(events: Sequence[Event]) -> list[Row]:

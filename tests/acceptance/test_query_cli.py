@@ -94,12 +94,11 @@ def test_a_corrupt_run_is_skipped_with_a_warning_and_the_others_listed(tmp_path:
 
     home = tmp_path / "home"
     assert evenflow("demo", "--executor", "inline", home=home).returncode == 0
-    with sqlite3.connect(home / "events.sqlite3") as db:
-        db.execute(
-            "INSERT INTO events (id, run, seq, type, doc) VALUES (?, ?, ?, ?, ?)",
-            ("broken/0000000001", "broken", 1, "run.submitted", b"\x00not bson"),
-        )
+    assert evenflow("demo", "--executor", "inline", home=home).returncode == 0
+    with sqlite3.connect(home / "events.sqlite3") as db:  # the second run's submission rots on disk
+        (broken,) = db.execute("SELECT run FROM events ORDER BY rowid DESC LIMIT 1").fetchone()
+        db.execute("UPDATE events SET doc = ? WHERE run = ? AND seq = 1", (b"\x00not bson", broken))
     done = evenflow("runs", "--json", home=home)
     assert done.returncode == 0, done.stderr
     assert [row["flow"] for row in json.loads(done.stdout)["runs"]] == ["demo"]
-    assert "skipping run broken" in done.stderr
+    assert f"skipping run {broken}" in done.stderr

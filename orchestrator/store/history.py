@@ -1,0 +1,184 @@
+"""Tables an embedded journal keeps beside its events, so reading history costs O(answer), not O(history).
+
+They are written in the same transaction as the events they describe, so they
+are never behind the log and no crash can separate the two:
+
+- ``runs``: one row per run, from its first event: when it was submitted, its
+  flow's name, its state (``running`` until a terminal event names the end)
+  and its correlation (the chain of listener runs it belongs to);
+- ``run_names``: the commands a run dispatched and the error types its
+  attempts failed with, the first ``MAX_LISTED`` of each in sorted order, as
+  the ``runs`` read model lists them.
+
+``RunIndex.page`` answers ``evenflow runs`` with any filter and cursor from
+those indexes, newest first; the rows shown are then folded from each run's own
+events. A journal written before these tables is indexed once, in one
+transaction, by the first writer that opens it; until then a reader says so
+(``built`` is False) and callers read the whole journal as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator.core import events as ev
+from orchestrator.core.events import Event
+from orchestrator.core.run_query import RunQuery
+
+VERSION = 1
+"""Of the tables below; a journal indexed by another version is indexed again."""
+MAX_LISTED = 1_000
+"""Names of each kind a run lists (``projections.run_status.MAX_LISTED``; a test keeps them equal)."""
+STATE_OF = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed", ev.RUN_CANCELLED: "cancelled"}
+RUNNING = "running"
+COMMAND, ERROR_TYPE = "command", "error_type"
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, submitted_at INTEGER, flow TEXT,"
+    " state TEXT NOT NULL, correlation TEXT)",
+    "CREATE INDEX IF NOT EXISTS runs_newest ON runs (submitted_at DESC, run DESC)",
+    "CREATE INDEX IF NOT EXISTS runs_state ON runs (state, submitted_at DESC, run DESC)",
+    "CREATE INDEX IF NOT EXISTS runs_flow ON runs (flow, submitted_at DESC, run DESC)",
+    "CREATE INDEX IF NOT EXISTS runs_correlation ON runs (correlation)",
+    "CREATE TABLE IF NOT EXISTS run_names (run TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,"
+    " submitted_at INTEGER, PRIMARY KEY (run, kind, name)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS run_names_newest ON run_names (kind, name, submitted_at DESC, run DESC)",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def millis(moment: datetime) -> int:
+    """A logged time as whole milliseconds since the epoch (what BSON keeps)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def create(db: sqlite3.Connection) -> None:
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
+def built(db: sqlite3.Connection) -> bool:
+    """Whether the tables hold the whole journal (indexed by this version)."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'history'").fetchone()
+    except sqlite3.OperationalError:  # no such table: a journal from before
+        return False
+    return row is not None and row[0] == VERSION
+
+
+def rebuild(db: sqlite3.Connection, events: Iterable[Event]) -> None:
+    """Index a whole journal (inside the caller's transaction): what a journal from before lacks."""
+    for table in ("runs", "run_names"):
+        db.execute(f"DELETE FROM {table}")
+    batch: list[Event] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= 10_000:
+            index(db, batch)
+            batch.clear()
+    index(db, batch)
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('history', ?)", (VERSION,))
+
+
+def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Fold a batch into the tables, inside the transaction that appends it."""
+    for event in events:
+        if event.type == ev.RUN_SUBMITTED:
+            _submitted(db, event)
+        elif event.seq == 1:  # a run's first event, without a submission: listed as the read model does
+            db.execute("INSERT OR IGNORE INTO runs (run, state) VALUES (?, ?)", (event.run, RUNNING))
+        if event.type == ev.COMMAND_DISPATCHED and event.command:
+            _name(db, event.run, COMMAND, event.command)
+        elif event.type == ev.COMMAND_FAILED:
+            error_type = (event.data.get("error") or {}).get("type")
+            if isinstance(error_type, str) and error_type:
+                _name(db, event.run, ERROR_TYPE, error_type)
+        elif event.type in STATE_OF:
+            db.execute("UPDATE runs SET state = ? WHERE run = ?", (STATE_OF[event.type], event.run))
+
+
+def _submitted(db: sqlite3.Connection, event: Event) -> None:
+    at, flow = millis(event.at), event.data.get("name")
+    db.execute(
+        "INSERT INTO runs (run, submitted_at, flow, state, correlation) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (run) DO UPDATE SET submitted_at = excluded.submitted_at, flow = excluded.flow,"
+        " correlation = coalesce(runs.correlation, excluded.correlation)",
+        (event.run, at, flow if isinstance(flow, str) else None, RUNNING, event.correlation),
+    )
+    if event.seq != 1:  # names noted before a late submission take its time
+        db.execute("UPDATE run_names SET submitted_at = ? WHERE run = ?", (at, event.run))
+
+
+def _name(db: sqlite3.Connection, run: str, kind: str, name: str) -> None:
+    """Note a name of ``run``, keeping only the first ``MAX_LISTED`` of its kind in sorted order."""
+    added = db.execute(
+        "INSERT OR IGNORE INTO run_names (run, kind, name, submitted_at)"
+        " SELECT ?, ?, ?, (SELECT submitted_at FROM runs WHERE run = ?)",
+        (run, kind, name, run),
+    ).rowcount
+    if not added:
+        return
+    (count,) = db.execute("SELECT count(*) FROM run_names WHERE run = ? AND kind = ?", (run, kind)).fetchone()
+    if count > MAX_LISTED:
+        db.execute(
+            "DELETE FROM run_names WHERE run = ? AND kind = ? AND name ="
+            " (SELECT max(name) FROM run_names WHERE run = ? AND kind = ?)",
+            (run, kind, run, kind),
+        )
+
+
+def page(db: sqlite3.Connection, query: RunQuery) -> list[str]:
+    """The ids of up to ``query.limit`` runs matching it, newest first (``submitted_at``, then id)."""
+    source, row, where, params = _source(query)
+    for column, value in (("state", query.state), ("flow", query.flow)):
+        if value is not None:
+            where.append(f"r.{column} = ?")
+            params.append(value)
+    for op, bound in ((">=", query.since), ("<", query.until)):
+        if bound is not None:
+            where.append(f"{row}.submitted_at {op} ?")
+            params.append(bound)
+    if query.after is not None:
+        clause, values = _after(row, *query.after)
+        where.append(clause)
+        params += values
+    sql = (
+        f"SELECT r.run FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY {row}.submitted_at DESC, {row}.run DESC LIMIT ?"
+    )
+    return [run for (run,) in db.execute(sql, (*params, query.limit))]
+
+
+def _source(query: RunQuery) -> tuple[str, str, list[str], list[Any]]:
+    """What to read: ``runs`` in order, or, with a name filter, that name's index in the same order."""
+    names = [
+        (kind, name)
+        for kind, name in ((COMMAND, query.command), (ERROR_TYPE, query.error_type))
+        if name is not None
+    ]
+    if not names:
+        return "runs r", "r", [], []
+    where, params = ["n.kind = ?", "n.name = ?"], list(names[0])
+    for kind, name in names[1:]:
+        where.append(
+            "r.run IN (SELECT m.run FROM run_names m WHERE m.kind = ? AND m.name = ? AND m.run = r.run)"
+        )
+        params += (kind, name)
+    return "run_names n JOIN runs r ON r.run = n.run", "n", where, params
+
+
+def _after(row: str, submitted_at: int | None, run: str) -> tuple[str, list[Any]]:
+    """Rows strictly after ``(submitted_at, run)`` newest first; a run never submitted sorts last."""
+    at, name = f"{row}.submitted_at", f"{row}.run"
+    if submitted_at is None:
+        return f"({at} IS NULL AND {name} < ?)", [run]
+    return f"({at} < ? OR ({at} = ? AND {name} < ?) OR {at} IS NULL)", [submitted_at, submitted_at, run]
+
+
+def chain(db: sqlite3.Connection, correlation: str) -> list[str]:
+    """The runs submitted with ``correlation`` (the listener runs of one chain), in no order."""
+    return [run for (run,) in db.execute("SELECT run FROM runs WHERE correlation = ?", (correlation,))]

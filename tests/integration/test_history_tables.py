@@ -1,0 +1,243 @@
+"""The embedded store's history tables answer what the whole journal answers.
+
+The reference is the fold of every event: the ``runs`` read model rebuilt from
+the journal (what ``evenflow runs`` read before the tables existed) and the
+audit pipelines over the full mirror. For random logs — runs submitted at
+random times under a few flow names, dispatching a few commands, failing with
+a few error types, ending in any state or not at all, some chained to others
+by correlation, appended in random batches — every page of every filter, read
+to the end through its cursor, must list the same rows as ``run_history`` over
+the rebuilt read model, and each run's audit and chain the same entries as the
+pipelines over the whole mirror. Also: a journal from before the tables is
+indexed once by a writer and read as before by a reader until then; and a
+writer killed inside an append leaves the tables agreeing with the journal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.core import events as ev
+from orchestrator.core.events import Event
+from orchestrator.store.embedded import EmbeddedStore
+from orchestrator.store.faithful_mock import client
+from projections import RunsProjector
+from projections.audit import audit_chain, audit_trail
+from projections.run_history import Page, indexed_history, run_history
+from projections.run_status import RUN_ENDS, RUN_STATES
+from projections.run_tally import tally
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+FLOWS = ["billing", "shipping", None]
+COMMANDS = ["charge", "ship", "notify"]
+ERRORS = ["builtins.ValueError", "x.Timeout"]
+ENDS = [None, ev.RUN_SUCCEEDED, ev.RUN_FAILED, ev.RUN_CANCELLED]
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[list[Event]]:
+    """Runs as event lists, then cut into batches that interleave the runs as engines append them."""
+    count = draw(st.integers(1, 12))
+    runs: list[list[Event]] = []
+    for index in range(count):
+        run = f"run-{index:02d}"
+        at = T0 + timedelta(milliseconds=draw(st.integers(0, 5)) * 1000)  # ties on purpose
+        parent = draw(st.sampled_from([None, *(f"run-{i:02d}" for i in range(index))]))
+        submitted = Event(
+            run, 1, ev.RUN_SUBMITTED, at, data={"name": draw(st.sampled_from(FLOWS))}, correlation=parent
+        )
+        events = [submitted]
+        for _ in range(draw(st.integers(0, 4))):
+            command = draw(st.sampled_from(COMMANDS))
+            events.append(
+                Event(run, len(events) + 1, ev.COMMAND_DISPATCHED, at, node="n", attempt=1, command=command)
+            )
+            if draw(st.booleans()):
+                error = {"type": draw(st.sampled_from(ERRORS)), "message": "no"}
+                events.append(
+                    Event(
+                        run,
+                        len(events) + 1,
+                        ev.COMMAND_FAILED,
+                        at,
+                        node="n",
+                        attempt=1,
+                        command=command,
+                        data={"error": error},
+                    )
+                )
+        end = draw(st.sampled_from(ENDS))
+        if end is not None:
+            events.append(Event(run, len(events) + 1, end, at + timedelta(seconds=1)))
+        runs.append(events)
+    cuts = draw(st.lists(st.integers(1, 6), min_size=1, max_size=30))
+    batches: list[list[Event]] = []
+    pending = [list(events) for events in runs]
+    for size in cuts * 20:
+        live = [events for events in pending if events]
+        if not live:
+            break
+        chosen = live[size % len(live)]
+        batches.append([chosen.pop(0) for _ in range(min(size, len(chosen)))])
+    return batches
+
+
+def build(home: Path, batches: list[list[Event]]) -> list[Event]:
+    store = EmbeddedStore(home)
+    try:
+        for batch in batches:
+            store.append(batch)
+    finally:
+        store.close()
+    return [event for batch in batches for event in batch]
+
+
+def rebuilt_runs(events: list[Event]) -> Any:
+    projector = RunsProjector.in_memory(client()["evenflow"]["runs"])
+    projector.apply(events)
+    return projector.runs
+
+
+def pages(ask: Any, limit: int, **filters: Any) -> list[list[Any]]:
+    """Every page of a query, read through its cursors (bounded)."""
+    seen: list[list[Any]] = []
+    after = None
+    for _ in range(100):
+        page: Page = ask(limit=limit, after=after, **filters)
+        seen.append([row.to_doc() for row in page.rows])
+        if page.next is None:
+            return seen
+        after = page.next
+    raise AssertionError("the pages did not end")
+
+
+QUERIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "state": st.sampled_from(RUN_STATES),
+        "flow": st.sampled_from([f for f in FLOWS if f]),
+        "command": st.sampled_from(COMMANDS),
+        "error_type": st.sampled_from(ERRORS),
+        "since": st.integers(0, 5).map(lambda s: T0 + timedelta(seconds=s)),
+        "until": st.integers(0, 6).map(lambda s: T0 + timedelta(seconds=s)),
+    },
+)
+
+
+@SETTINGS
+@given(batches=logs(), queries=st.lists(QUERIES, min_size=1, max_size=4), limit=st.integers(1, 5))
+def test_every_page_of_every_filter_is_what_the_whole_journal_gives(
+    tmp_path_factory: Any, batches: list[list[Event]], queries: list[dict[str, Any]], limit: int
+) -> None:
+    home = tmp_path_factory.mktemp("home")
+    events = build(home, batches)
+    model = rebuilt_runs(events)
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        fold = lambda run: tally(run, reader.read(run))  # noqa: E731
+        for query in [{}, *queries]:
+            indexed = pages(lambda **q: indexed_history(reader.run_page, fold, **q), limit, **query)
+            assert indexed == pages(lambda **q: run_history(model, **q), limit, **query), query
+    finally:
+        reader.close()
+
+
+@SETTINGS
+@given(batches=logs())
+def test_each_runs_audit_and_chain_are_what_the_whole_mirror_gives(
+    tmp_path_factory: Any, batches: list[list[Event]]
+) -> None:
+    home = tmp_path_factory.mktemp("home")
+    events = build(home, batches)
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        for run in [*sorted({event.run for event in events}), "no-such-run"]:
+            assert audit_trail(reader.indexed_events, run) == audit_trail(reader.events, run)
+            assert audit_chain(reader.indexed_events, run) == audit_chain(reader.events, run)
+    finally:
+        reader.close()
+
+
+def test_the_state_names_are_the_read_models() -> None:
+    from orchestrator.store import history
+    from projections.run_status import MAX_LISTED
+
+    assert {**history.STATE_OF} == {**RUN_ENDS} and history.MAX_LISTED == MAX_LISTED
+
+
+def test_a_journal_from_before_the_tables_is_indexed_once_by_a_writer_and_read_as_before_until_then(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    events = build(
+        home,
+        [
+            [Event("a", 1, ev.RUN_SUBMITTED, T0, data={"name": "billing"})],
+            [Event("b", 1, ev.RUN_SUBMITTED, T0), Event("b", 2, ev.RUN_FAILED, T0)],
+        ],
+    )
+    with sqlite3.connect(home / "events.sqlite3") as db:  # what an older evenflow left: the journal alone
+        for table in ("meta", "runs", "run_names"):
+            db.execute(f"DROP TABLE {table}")
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        assert indexed_history(reader.run_page, lambda run: tally(run, reader.read(run))) is None
+    finally:
+        reader.close()
+    EmbeddedStore(home).close()  # the first writer indexes it
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        page = indexed_history(reader.run_page, lambda run: tally(run, reader.read(run)))
+        assert page is not None
+        assert [row.to_doc() for row in page.rows] == [
+            row.to_doc() for row in run_history(rebuilt_runs(events)).rows
+        ]
+    finally:
+        reader.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime
+    from orchestrator.core import events as ev
+    from orchestrator.core.crashpoints import arm
+    from orchestrator.core.events import Event
+    from orchestrator.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(sys.argv[1])
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    store.append([Event("kept", 1, ev.RUN_SUBMITTED, at), Event("kept", 2, ev.RUN_SUCCEEDED, at)])
+    arm("mid-batch")
+    lost = [Event("lost", 1, ev.RUN_SUBMITTED, at), Event("lost", 2, ev.COMMAND_DISPATCHED, at, command="c")]
+    store.append(lost)
+    print("the crash point did not fire", flush=True)
+    """
+)
+
+
+def test_a_writer_killed_inside_an_append_leaves_the_tables_agreeing_with_the_journal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(home)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and "did not fire" not in done.stdout, done.stdout + done.stderr
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        journal = sorted({event.run for event in reader.scan()})
+        page = indexed_history(reader.run_page, lambda run: tally(run, reader.read(run)))
+        assert page is not None and [row.run for row in page.rows] == journal == ["kept"]
+    finally:
+        reader.close()
