@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from orchestrator.core import events as ev
+from orchestrator.core.histogram import BUCKET_RATIO as BUCKET_RATIO
+from orchestrator.core.histogram import BUCKETS_PER_DECADE, LOWEST_BUCKET, SMALLEST_S
 
 from .source import BY_TYPE_AND_TIME, EventsCollection, IndexKeys, Pipeline, aggregate, at_window
 
@@ -53,12 +55,6 @@ PERCENT = 95
 MEAN_DIGITS = 6
 """Durations are logged to the microsecond; a mean finer than that is noise (and differs by engine)."""
 
-BUCKETS_PER_DECADE = 100
-BUCKET_RATIO = 10 ** (1 / BUCKETS_PER_DECADE)
-"""A bucket's upper bound over its lower bound: a reported p95 is at most this times the exact one."""
-SMALLEST_S = 1e-6
-"""The upper bound of the lowest bucket, which holds every duration up to it (0 included)."""
-LOWEST_BUCKET = round(BUCKETS_PER_DECADE * math.log10(SMALLEST_S))
 MAX_BUCKETS = math.ceil(BUCKETS_PER_DECADE * math.log10(sys.float_info.max)) - LOWEST_BUCKET + 1
 """Buckets a command can use (31,427, about 1 MB of ``{k, n}``); a microsecond to a day uses 1,100."""
 
@@ -153,6 +149,11 @@ def command_stats(
 ) -> list[CommandStats]:
     """Statistics of every command with an event in [since, until), by command name."""
     return [_stats(row) for row in aggregate(events, command_stats_pipeline(since, until))]
+
+
+def stats_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[CommandStats]:
+    """``command_stats`` of rows shaped as its pipeline's (``HistoryStore.command_rows`` gives them)."""
+    return [_stats(row) for row in rows]
 
 
 def p95_from_histogram(histogram: Mapping[int, int], top: float | None) -> float | None:

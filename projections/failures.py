@@ -11,7 +11,7 @@ a server and on mongomock alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,6 +71,11 @@ def failures(
 ) -> list[FailureGroup]:
     """Failures in [since, until) by error type and command, most frequent first."""
     return [_group(row) for row in aggregate(events, failures_pipeline(since, until))]
+
+
+def failures_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[FailureGroup]:
+    """``failures`` of rows shaped as its pipeline's (``HistoryStore.failure_rows`` gives them)."""
+    return [_group(row) for row in rows]
 
 
 def _group(row: Mapping[str, Any]) -> FailureGroup:

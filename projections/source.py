@@ -69,6 +69,16 @@ def to_bson_time(moment: datetime) -> datetime:
     return moment + timedelta(microseconds=-moment.microsecond % 1000)
 
 
+def to_millis(moment: datetime | None) -> int | None:
+    """A time bound as the whole milliseconds since the epoch ``to_bson_time`` gives (None stays None)."""
+    if moment is None:
+        return None
+    return (to_bson_time(moment) - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def aware(moment: Any) -> Any:
     """A datetime read back from the store, made UTC-aware (a client may return naive UTC)."""
     if isinstance(moment, datetime):

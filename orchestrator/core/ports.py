@@ -175,6 +175,12 @@ class HistoryStore(Protocol):
     def run_page(self, query: RunQuery) -> list[str] | None:
         """The ids of the runs on the page ``query`` asks for, newest first."""
 
+    def command_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        """``projections.command_stats``' rows for ``[since, until)`` (ms; None is open), from rollups."""
+
+    def failure_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        """``projections.failures``' rows for ``[since, until)``, from rollups."""
+
     @property
     def indexed_events(self) -> Any:
         """An ``events`` collection for pipelines that loads only the runs their first ``$match`` names."""

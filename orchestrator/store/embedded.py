@@ -35,7 +35,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 from orchestrator.core.run_query import RunQuery
 
-from . import history
+from . import history, rollups
 from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
@@ -135,6 +135,19 @@ class EmbeddedStore:
         """``events`` for pipelines, loading only the runs a first ``$match`` names (``subset.py``)."""
         with self._lock:
             return SubsetEvents(self) if history.built(self._open_db()) else self.events
+
+    def command_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        fold = self._window(since, until)
+        return None if fold is None else rollups.command_rows(fold)
+
+    def failure_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        fold = self._window(since, until)
+        return None if fold is None else rollups.failure_rows(fold, self._stored)
+
+    def _window(self, since: int | None, until: int | None) -> rollups.Fold | None:
+        with self._lock:
+            db = self._open_db()
+            return rollups.window(db, since, until, self._stored) if history.built(db) else None
 
     def chain(self, correlation: str) -> list[str]:
         """The runs submitted with ``correlation`` (from the history tables)."""

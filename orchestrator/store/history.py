@@ -8,7 +8,8 @@ are never behind the log and no crash can separate the two:
   and its correlation (the chain of listener runs it belongs to);
 - ``run_names``: the commands a run dispatched and the error types its
   attempts failed with, the first ``MAX_LISTED`` of each in sorted order, as
-  the ``runs`` read model lists them.
+  the ``runs`` read model lists them;
+- the hourly rollups of ``stats`` and ``failures`` (``rollups.py``).
 
 ``RunIndex.page`` answers ``evenflow runs`` with any filter and cursor from
 those indexes, newest first; the rows shown are then folded from each run's own
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.run_query import RunQuery
+
+from . import rollups
+from .rollups import millis
 
 VERSION = 1
 """Of the tables below; a journal indexed by another version is indexed again."""
@@ -48,16 +51,10 @@ SCHEMA = (
     " submitted_at INTEGER, PRIMARY KEY (run, kind, name)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS run_names_newest ON run_names (kind, name, submitted_at DESC, run DESC)",
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def millis(moment: datetime) -> int:
-    """A logged time as whole milliseconds since the epoch (what BSON keeps)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def create(db: sqlite3.Connection) -> None:
-    for statement in SCHEMA:
+    for statement in (*SCHEMA, *rollups.SCHEMA):
         db.execute(statement)
 
 
@@ -85,7 +82,12 @@ def rebuild(db: sqlite3.Connection, events: Iterable[Event]) -> None:
 
 
 def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
-    """Fold a batch into the tables, inside the transaction that appends it."""
+    """Fold a batch into the tables and the rollups, inside the transaction that appends it."""
+    _index_runs(db, events)
+    rollups.index(db, events)
+
+
+def _index_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     for event in events:
         if event.type == ev.RUN_SUBMITTED:
             _submitted(db, event)

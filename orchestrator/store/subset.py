@@ -13,20 +13,28 @@ runs on the store's full mirror (``EmbeddedStore.events``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from orchestrator.core import events as ev
 
 from .encoding import decode_doc
 
-if TYPE_CHECKING:
-    from .embedded import EmbeddedStore
+
+class Journal(Protocol):
+    """What of the embedded store a subset reads (a Protocol, so this module need not import it)."""
+
+    @property
+    def events(self) -> Any: ...
+
+    def run_blobs(self, run: str) -> list[bytes]: ...
+
+    def chain(self, correlation: str) -> list[str]: ...
 
 
 class SubsetEvents:
     """The ``aggregate`` of an ``events`` collection, served from the runs a pipeline's ``$match`` names."""
 
-    def __init__(self, store: EmbeddedStore) -> None:
+    def __init__(self, store: Journal) -> None:
         self._store = store
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any) -> Any:

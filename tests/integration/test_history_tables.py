@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,9 +33,12 @@ from orchestrator.store.embedded import EmbeddedStore
 from orchestrator.store.faithful_mock import client
 from projections import RunsProjector
 from projections.audit import audit_chain, audit_trail
+from projections.command_stats import command_stats, stats_of_rows
+from projections.failures import failures, failures_of_rows
 from projections.run_history import Page, indexed_history, run_history
 from projections.run_status import RUN_ENDS, RUN_STATES
 from projections.run_tally import tally
+from projections.source import to_millis
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FLOWS = ["billing", "shipping", None]
@@ -239,5 +243,94 @@ def test_a_writer_killed_inside_an_append_leaves_the_tables_agreeing_with_the_jo
         journal = sorted({event.run for event in reader.scan()})
         page = indexed_history(reader.run_page, lambda run: tally(run, reader.read(run)))
         assert page is not None and [row.run for row in page.rows] == journal == ["kept"]
+    finally:
+        reader.close()
+
+
+# --- stats and failures from the hourly rollups ---------------------------------------------------
+
+HOUR = timedelta(hours=1)
+DURATIONS = st.one_of(
+    st.none(),
+    st.sampled_from([0, 1e-7, 1e-6, 0.5, 1.0, 3.7]),
+    st.floats(0, 5_000, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def command_logs(draw: st.DrawFn) -> list[list[Event]]:
+    """Runs whose command events fall over a few hours, with durations, failures, retries, expansions."""
+    batches: list[list[Event]] = []
+    for index in range(draw(st.integers(1, 6))):
+        run = f"run-{index:02d}"
+        at = T0 + draw(st.integers(0, 3 * 3600 * 1000)) * timedelta(milliseconds=1)
+        events = [Event(run, 1, ev.RUN_SUBMITTED, at)]
+        for _ in range(draw(st.integers(0, 40))):  # enough successes of a command for its p95's bucket
+            at += draw(st.integers(0, 10 * 60 * 1000)) * timedelta(milliseconds=1)
+            kind = draw(st.sampled_from([*sorted(COUNTED_TYPES), *[ev.COMMAND_SUCCEEDED] * 4]))
+            command = draw(st.sampled_from(["charge", "ship", None]))
+            data: dict[str, Any] = {}
+            if kind == ev.COMMAND_SUCCEEDED and (duration := draw(DURATIONS)) is not None:
+                data["duration_s"] = duration
+            if kind == ev.COMMAND_FAILED:
+                data["error"] = {
+                    "type": draw(st.sampled_from([*ERRORS, None])),
+                    "message": "m",
+                    "reason": "raised",
+                }
+            events.append(
+                Event(run, len(events) + 1, kind, at, node="n", attempt=1, command=command, data=data)
+            )
+        batches += [events[i : i + 3] for i in range(0, len(events), 3)]
+    return batches
+
+
+COUNTED_TYPES = {
+    ev.COMMAND_DISPATCHED,
+    ev.COMMAND_SUCCEEDED,
+    ev.COMMAND_EXPANDED,
+    ev.COMMAND_FAILED,
+    ev.RETRY_SCHEDULED,
+}
+BOUNDS = st.one_of(
+    st.none(),
+    st.integers(0, 4).map(lambda h: T0 + h * HOUR),  # on an hour
+    st.integers(0, 4 * 3600 * 1000).map(lambda ms: T0 + ms * timedelta(milliseconds=1)),
+)
+
+
+def same_stats(indexed: list[Any], piped: list[Any]) -> None:
+    assert [s.command for s in indexed] == [s.command for s in piped]
+    for mine, theirs in zip(indexed, piped, strict=True):
+        exact = (
+            "calls",
+            "successes",
+            "expansions",
+            "failures",
+            "retries",
+            "max_duration_s",
+            "p95_duration_s",
+        )
+        assert {f: getattr(mine, f) for f in exact} == {f: getattr(theirs, f) for f in exact}
+        if theirs.mean_duration_s is None:
+            assert mine.mean_duration_s is None
+        else:  # a sum of floats in another order: equal to the last rounded digit
+            assert mine.mean_duration_s == pytest.approx(theirs.mean_duration_s, rel=1e-9, abs=2e-6)
+
+
+@SETTINGS
+@given(batches=command_logs(), windows=st.lists(st.tuples(BOUNDS, BOUNDS), min_size=1, max_size=4))
+def test_stats_and_failures_of_any_window_are_what_the_whole_journal_gives(
+    tmp_path_factory: Any, batches: list[list[Event]], windows: list[tuple[Any, Any]]
+) -> None:
+    home = tmp_path_factory.mktemp("home")
+    build(home, batches)
+    reader = EmbeddedStore(home, read_only=True)
+    try:
+        for since, until in [(None, None), *windows]:
+            piped = command_stats(reader.events, since, until)
+            same_stats(stats_of_rows(reader.command_rows(to_millis(since), to_millis(until)) or []), piped)
+            rows = reader.failure_rows(to_millis(since), to_millis(until))
+            assert failures_of_rows(rows or []) == failures(reader.events, since, until)
     finally:
         reader.close()
