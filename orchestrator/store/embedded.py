@@ -169,7 +169,11 @@ class EmbeddedStore:
         return [decode(_loaded_doc(*row)) for row in rows]
 
     def unfinished_runs(self) -> list[str]:
-        terminal = sorted(ev.RUN_TERMINAL)
+        with self._lock:
+            db = self._open_db()
+            if history.built(db):
+                return history.unfinished(db)
+        terminal = sorted(ev.RUN_TERMINAL)  # a journal from before the history tables
         query = _UNFINISHED.format(", ".join("?" * len(terminal)))
         rows = self._query(query, (ev.RUN_SUBMITTED, *terminal), "listing unfinished runs")
         started = {run: _submitted_at(blob) for run, blob in rows}

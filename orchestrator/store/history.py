@@ -181,6 +181,15 @@ def _after(row: str, submitted_at: int | None, run: str) -> tuple[str, list[Any]
     return f"({at} < ? OR ({at} = ? AND {name} < ?) OR {at} IS NULL)", [submitted_at, submitted_at, run]
 
 
+def unfinished(db: sqlite3.Connection) -> list[str]:
+    """Submitted runs with no terminal event, oldest submission first, then by id: O(open runs)."""
+    rows = db.execute(
+        "SELECT run FROM runs WHERE state = ? AND submitted_at IS NOT NULL ORDER BY submitted_at, run",
+        (RUNNING,),
+    )
+    return [run for (run,) in rows]
+
+
 def chain(db: sqlite3.Connection, correlation: str) -> list[str]:
     """The runs submitted with ``correlation`` (the listener runs of one chain), in no order."""
     return [run for (run,) in db.execute("SELECT run FROM runs WHERE correlation = ?", (correlation,))]

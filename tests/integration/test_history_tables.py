@@ -334,3 +334,21 @@ def test_stats_and_failures_of_any_window_are_what_the_whole_journal_gives(
             assert failures_of_rows(rows or []) == failures(reader.events, since, until)
     finally:
         reader.close()
+
+
+@SETTINGS
+@given(batches=logs())
+def test_unfinished_runs_from_the_runs_table_are_what_the_whole_journal_gives(
+    tmp_path_factory: Any, batches: list[list[Event]]
+) -> None:
+    home = tmp_path_factory.mktemp("home")
+    events = build(home, batches)
+    submitted = {e.run: e.at for e in events if e.type == ev.RUN_SUBMITTED}
+    ended = {e.run for e in events if e.type in ev.RUN_TERMINAL}
+    expected = sorted((run for run in submitted if run not in ended), key=lambda run: (submitted[run], run))
+    for read_only in (False, True):
+        store = EmbeddedStore(home, read_only=read_only)
+        try:
+            assert store.unfinished_runs() == expected
+        finally:
+            store.close()
