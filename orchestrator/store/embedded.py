@@ -36,6 +36,7 @@ from orchestrator.core.ports import Position
 from orchestrator.core.run_query import RunQuery
 
 from . import history, rollups
+from .embedded_history import History
 from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
@@ -83,12 +84,15 @@ class EmbeddedStore:
         self._mirrored_rowid = 0
         self._seen_rowid = 0
         self._snapshot: Snapshot | None = None
+        self._history = History(self, self._lock, writer=not read_only)
         self._owner = None if read_only else OwnerLock.acquire(self.home)
         if self._owner is not None:
             crash_point("after-lease-acquired")  # the owner lock is the embedded store's lease
         try:
             self._db = self._open_reader() if read_only else self._open_writer()
             self._seen_rowid = self._max_rowid()
+            if not read_only:
+                self._history.open(self._db)
         except BaseException:
             self.close()
             raise
@@ -115,7 +119,7 @@ class EmbeddedStore:
             try:  # the common case: nothing of this batch is stored yet, so no lookup first
                 self._commit(db, rows, events)
             except ConcurrencyConflict:
-                stored = {event.id: event for event in self._stored([e.id for e in events])}
+                stored = {event.id: event for event in self.stored([e.id for e in events])}
                 fresh, conflict = plan_append(events, stored, round_trip)
                 rows = _rows(fresh)
                 if rows:
@@ -127,32 +131,28 @@ class EmbeddedStore:
 
     def run_page(self, query: RunQuery) -> list[str] | None:
         with self._lock:
-            db = self._open_db()
-            return history.page(db, query) if history.built(db) else None
+            return self._history.page(self._open_db(), query)
 
     @property
     def indexed_events(self) -> Any:
         """``events`` for pipelines, loading only the runs a first ``$match`` names (``subset.py``)."""
         with self._lock:
-            return SubsetEvents(self) if history.built(self._open_db()) else self.events
+            return SubsetEvents(self) if self._history.built(self._open_db()) else self.events
 
     def command_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
-        fold = self._window(since, until)
+        with self._lock:
+            fold = self._history.window(self._open_db(), since, until)
         return None if fold is None else rollups.command_rows(fold)
 
     def failure_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
-        fold = self._window(since, until)
-        return None if fold is None else rollups.failure_rows(fold, self._stored)
-
-    def _window(self, since: int | None, until: int | None) -> rollups.Fold | None:
         with self._lock:
-            db = self._open_db()
-            return rollups.window(db, since, until, self._stored) if history.built(db) else None
+            fold = self._history.window(self._open_db(), since, until)
+        return None if fold is None else rollups.failure_rows(fold, self.stored)
 
     def chain(self, correlation: str) -> list[str]:
         """The runs submitted with ``correlation`` (from the history tables)."""
         with self._lock:
-            return history.chain(self._open_db(), correlation)
+            return self._history.chain(self._open_db(), correlation)
 
     def run_blobs(self, run: str) -> list[bytes]:
         """The stored BSON of ``run``'s events, in ``seq`` order (damaged ones too, as stored)."""
@@ -170,9 +170,9 @@ class EmbeddedStore:
 
     def unfinished_runs(self) -> list[str]:
         with self._lock:
-            db = self._open_db()
-            if history.built(db):
-                return history.unfinished(db)
+            found = self._history.unfinished(self._open_db())
+        if found is not None:
+            return found
         terminal = sorted(ev.RUN_TERMINAL)  # a journal from before the history tables
         query = _UNFINISHED.format(", ".join("?" * len(terminal)))
         rows = self._query(query, (ev.RUN_SUBMITTED, *terminal), "listing unfinished runs")
@@ -266,6 +266,9 @@ class EmbeddedStore:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
+                if not self.read_only:
+                    with contextlib.suppress(sqlite3.Error):  # what is not folded in now, the next open is
+                        self._history.flush(self._db)
                 self._db.close()
                 self._db = None
             if self._mirror is not None:
@@ -282,29 +285,13 @@ class EmbeddedStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
             db.execute(_CHECKPOINTS)
-            if not history.built(db):
-                self._index_history(db)
+            history.create(db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"cannot open the embedded journal {self.path} to write: {exc}; check that this user may "
                 f"write to {self.home}, or give another --home / EVENFLOW_HOME"
             ) from exc
         return db
-
-    def _index_history(self, db: sqlite3.Connection) -> None:
-        """Build the history tables of a journal written before them, once, in one transaction."""
-        (count,) = db.execute("SELECT count(*) FROM events").fetchone()
-        if count:
-            log.info("indexing the %d events of %s once, for reading history", count, self.path)
-        rows = db.execute(f"SELECT {_COLUMNS} FROM events ORDER BY rowid")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            history.create(db)
-            history.rebuild(db, _decodable(_loaded_doc(*row) for row in rows))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _open_reader(self) -> sqlite3.Connection:
         db, self._snapshot = open_to_read(self.path)
@@ -337,7 +324,16 @@ class EmbeddedStore:
             self._mirror.events.insert_many([_loaded_doc(*row[1:]) for row in rows])
             self._mirrored_rowid = rows[-1][0]
 
-    def _stored(self, ids: list[str]) -> Iterator[Event]:
+    def rows_after(self, row: int) -> Iterator[tuple[int, Event]]:
+        """The journal's rows after ``row`` and their events, in order (damaged ones left out)."""
+        for found in self._query(_ROWS_AFTER, (row,), "reading the journal"):
+            with contextlib.suppress(CorruptEvent):
+                yield found[0], decode(_loaded_doc(*found[1:]))
+
+    def last_row(self) -> int:
+        return self._max_rowid()
+
+    def stored(self, ids: list[str]) -> Iterator[Event]:
         """The stored events among ``ids``, looked up by primary key."""
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
@@ -346,11 +342,11 @@ class EmbeddedStore:
                 yield decode(_loaded_doc(*row))
 
     def _commit(self, db: sqlite3.Connection, rows: list[Row], events: Sequence[Event]) -> None:
-        """One transaction per append, history tables included: the group commit that makes batching pay."""
+        """One transaction per append: the group commit that makes batching pay. The history tables
+        take its events afterwards (``embedded_history.py``)."""
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(_INSERT, rows)
-            history.index(db, events)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -362,13 +358,7 @@ class EmbeddedStore:
                     "by a process that does not own the store; re-read the runs"
                 ) from exc
             raise StoreUnavailable(f"the embedded journal {self.path} refused an append: {exc}") from exc
-
-
-def _decodable(docs: Iterator[dict[str, Any]]) -> Iterator[Event]:
-    """The events of journal documents, skipping damaged ones (reading their run names the damage)."""
-    for doc in docs:
-        with contextlib.suppress(CorruptEvent):
-            yield decode(doc)
+        self._history.appended(db, events)
 
 
 def _rows(events: Sequence[Event]) -> list[Row]:

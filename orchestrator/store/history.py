@@ -67,9 +67,22 @@ def built(db: sqlite3.Connection) -> bool:
     return row is not None and row[0] == VERSION
 
 
-def rebuild(db: sqlite3.Connection, events: Iterable[Event]) -> None:
+def watermark(db: sqlite3.Connection) -> int:
+    """The last journal row the tables hold; rows after it are the tail (``tail.py``)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def flush(db: sqlite3.Connection, events: Sequence[Event], through: int) -> None:
+    """Fold ``events`` (the journal rows after the watermark, through row ``through``) into the tables,
+    moving the watermark with them: in the caller's transaction, so a crash loses neither or both."""
+    index(db, events)
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)", (through,))
+
+
+def rebuild(db: sqlite3.Connection, events: Iterable[Event], through: int) -> None:
     """Index a whole journal (inside the caller's transaction): what a journal from before lacks."""
-    for table in ("runs", "run_names"):
+    for table in ("runs", "run_names", *rollups.TABLES):
         db.execute(f"DELETE FROM {table}")
     batch: list[Event] = []
     for event in events:
@@ -77,7 +90,7 @@ def rebuild(db: sqlite3.Connection, events: Iterable[Event]) -> None:
         if len(batch) >= 10_000:
             index(db, batch)
             batch.clear()
-    index(db, batch)
+    flush(db, batch, through)
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('history', ?)", (VERSION,))
 
 
@@ -133,9 +146,15 @@ def _name(db: sqlite3.Connection, run: str, kind: str, name: str) -> None:
         )
 
 
-def page(db: sqlite3.Connection, query: RunQuery) -> list[str]:
-    """The ids of up to ``query.limit`` runs matching it, newest first (``submitted_at``, then id)."""
+def page(
+    db: sqlite3.Connection, query: RunQuery, without: Sequence[str] = ()
+) -> list[tuple[str, int | None]]:
+    """``(run, submitted_at)`` of up to ``query.limit`` runs matching it, newest first (``submitted_at``,
+    then id), leaving out the runs ``without`` names (the tail's, folded apart)."""
     source, row, where, params = _source(query)
+    if without:
+        where.append(f"r.run NOT IN ({', '.join('?' * len(without))})")
+        params += without
     for column, value in (("state", query.state), ("flow", query.flow)):
         if value is not None:
             where.append(f"r.{column} = ?")
@@ -149,10 +168,10 @@ def page(db: sqlite3.Connection, query: RunQuery) -> list[str]:
         where.append(clause)
         params += values
     sql = (
-        f"SELECT r.run FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f"SELECT r.run, r.submitted_at FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''}"
         f" ORDER BY {row}.submitted_at DESC, {row}.run DESC LIMIT ?"
     )
-    return [run for (run,) in db.execute(sql, (*params, query.limit))]
+    return [(run, at) for run, at in db.execute(sql, (*params, query.limit))]
 
 
 def _source(query: RunQuery) -> tuple[str, str, list[str], list[Any]]:
@@ -181,13 +200,12 @@ def _after(row: str, submitted_at: int | None, run: str) -> tuple[str, list[Any]
     return f"({at} < ? OR ({at} = ? AND {name} < ?) OR {at} IS NULL)", [submitted_at, submitted_at, run]
 
 
-def unfinished(db: sqlite3.Connection) -> list[str]:
-    """Submitted runs with no terminal event, oldest submission first, then by id: O(open runs)."""
+def unfinished(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """``(run, submitted_at)`` of submitted runs with no terminal event: O(open runs)."""
     rows = db.execute(
-        "SELECT run FROM runs WHERE state = ? AND submitted_at IS NOT NULL ORDER BY submitted_at, run",
-        (RUNNING,),
+        "SELECT run, submitted_at FROM runs WHERE state = ? AND submitted_at IS NOT NULL", (RUNNING,)
     )
-    return [run for (run,) in rows]
+    return [(run, at) for run, at in rows]
 
 
 def chain(db: sqlite3.Connection, correlation: str) -> list[str]:

@@ -19,9 +19,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +32,7 @@ from hypothesis import strategies as st
 
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
+from orchestrator.store import embedded_history, history
 from orchestrator.store.embedded import EmbeddedStore
 from orchestrator.store.faithful_mock import client
 from projections import RunsProjector
@@ -99,13 +103,32 @@ def logs(draw: st.DrawFn) -> list[list[Event]]:
 
 
 def build(home: Path, batches: list[list[Event]]) -> list[Event]:
-    store = EmbeddedStore(home)
-    try:
-        for batch in batches:
-            store.append(batch)
-    finally:
-        store.close()
+    with logged(home, batches, FLUSHED):
+        pass
     return [event for batch in batches for event in batch]
+
+
+FLUSHED = 1
+NEVER = 10**9
+FLUSHES = st.sampled_from([FLUSHED, 3, NEVER])
+"""How many appended events the writer holds before folding them in: every append, a few, none while open."""
+
+
+@contextmanager
+def logged(home: Path, batches: list[list[Event]], flush_every: int) -> Iterator[EmbeddedStore]:
+    """The batches appended by a writer that folds them into its tables every ``flush_every`` events,
+    still open (so what it has not folded in yet is the readers' tail); closed afterwards."""
+    with (
+        mock.patch.object(embedded_history, "FLUSH_EVENTS", flush_every),
+        mock.patch.object(embedded_history, "FLUSH_S", 3600.0),
+    ):
+        writer = EmbeddedStore(home)
+        try:
+            for batch in batches:
+                writer.append(batch)
+            yield writer
+        finally:
+            writer.close()
 
 
 def rebuilt_runs(events: list[Event]) -> Any:
@@ -127,6 +150,13 @@ def pages(ask: Any, limit: int, **filters: Any) -> list[list[Any]]:
     raise AssertionError("the pages did not end")
 
 
+def indexed_pages(store: EmbeddedStore, limit: int, query: dict[str, Any]) -> list[list[Any]]:
+    def fold(run: str) -> Any:
+        return tally(run, store.read(run))
+
+    return pages(lambda **q: indexed_history(store.run_page, fold, **q), limit, **query)
+
+
 QUERIES = st.fixed_dictionaries(
     {},
     optional={
@@ -141,37 +171,48 @@ QUERIES = st.fixed_dictionaries(
 
 
 @SETTINGS
-@given(batches=logs(), queries=st.lists(QUERIES, min_size=1, max_size=4), limit=st.integers(1, 5))
+@given(
+    batches=logs(),
+    queries=st.lists(QUERIES, min_size=1, max_size=4),
+    limit=st.integers(1, 5),
+    flush_every=FLUSHES,
+)
 def test_every_page_of_every_filter_is_what_the_whole_journal_gives(
-    tmp_path_factory: Any, batches: list[list[Event]], queries: list[dict[str, Any]], limit: int
+    tmp_path_factory: Any,
+    batches: list[list[Event]],
+    queries: list[dict[str, Any]],
+    limit: int,
+    flush_every: int,
 ) -> None:
     home = tmp_path_factory.mktemp("home")
-    events = build(home, batches)
-    model = rebuilt_runs(events)
-    reader = EmbeddedStore(home, read_only=True)
-    try:
-        fold = lambda run: tally(run, reader.read(run))  # noqa: E731
-        for query in [{}, *queries]:
-            indexed = pages(lambda **q: indexed_history(reader.run_page, fold, **q), limit, **query)
-            assert indexed == pages(lambda **q: run_history(model, **q), limit, **query), query
-    finally:
-        reader.close()
+    model = rebuilt_runs([event for batch in batches for event in batch])
+    with logged(home, batches, flush_every) as writer:
+        reader = EmbeddedStore(home, read_only=True)
+        try:
+            for store in (reader, writer):
+                for query in [{}, *queries]:
+                    assert indexed_pages(store, limit, query) == pages(
+                        lambda **q: run_history(model, **q), limit, **query
+                    ), query
+        finally:
+            reader.close()
 
 
 @SETTINGS
-@given(batches=logs())
+@given(batches=logs(), flush_every=FLUSHES)
 def test_each_runs_audit_and_chain_are_what_the_whole_mirror_gives(
-    tmp_path_factory: Any, batches: list[list[Event]]
+    tmp_path_factory: Any, batches: list[list[Event]], flush_every: int
 ) -> None:
     home = tmp_path_factory.mktemp("home")
-    events = build(home, batches)
-    reader = EmbeddedStore(home, read_only=True)
-    try:
-        for run in [*sorted({event.run for event in events}), "no-such-run"]:
-            assert audit_trail(reader.indexed_events, run) == audit_trail(reader.events, run)
-            assert audit_chain(reader.indexed_events, run) == audit_chain(reader.events, run)
-    finally:
-        reader.close()
+    runs = sorted({event.run for batch in batches for event in batch})
+    with logged(home, batches, flush_every):
+        reader = EmbeddedStore(home, read_only=True)
+        try:
+            for run in [*runs, "no-such-run"]:
+                assert audit_trail(reader.indexed_events, run) == audit_trail(reader.events, run)
+                assert audit_chain(reader.indexed_events, run) == audit_chain(reader.events, run)
+        finally:
+            reader.close()
 
 
 def test_the_state_names_are_the_read_models() -> None:
@@ -238,13 +279,17 @@ def test_a_writer_killed_inside_an_append_leaves_the_tables_agreeing_with_the_jo
         [sys.executable, "-c", CHILD, str(home)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode != 0 and "did not fire" not in done.stdout, done.stdout + done.stderr
-    reader = EmbeddedStore(home, read_only=True)
-    try:
-        journal = sorted({event.run for event in reader.scan()})
-        page = indexed_history(reader.run_page, lambda run: tally(run, reader.read(run)))
-        assert page is not None and [row.run for row in page.rows] == journal == ["kept"]
-    finally:
-        reader.close()
+    for read_only in (True, False):  # a reader folds what the dead writer left unindexed; a writer, in
+        store = EmbeddedStore(home, read_only=read_only)
+        try:
+            journal = sorted({event.run for event in store.scan()})
+            page = indexed_history(store.run_page, lambda run, store=store: tally(run, store.read(run)))
+            assert page is not None and [row.run for row in page.rows] == journal == ["kept"]
+            assert store.unfinished_runs() == []
+        finally:
+            store.close()
+    with sqlite3.connect(home / "events.sqlite3") as db:
+        assert history.watermark(db) == db.execute("SELECT max(rowid) FROM events").fetchone()[0]
 
 
 # --- stats and failures from the hourly rollups ---------------------------------------------------
@@ -319,36 +364,47 @@ def same_stats(indexed: list[Any], piped: list[Any]) -> None:
 
 
 @SETTINGS
-@given(batches=command_logs(), windows=st.lists(st.tuples(BOUNDS, BOUNDS), min_size=1, max_size=4))
+@given(
+    batches=command_logs(),
+    windows=st.lists(st.tuples(BOUNDS, BOUNDS), min_size=1, max_size=4),
+    flush_every=FLUSHES,
+)
 def test_stats_and_failures_of_any_window_are_what_the_whole_journal_gives(
-    tmp_path_factory: Any, batches: list[list[Event]], windows: list[tuple[Any, Any]]
+    tmp_path_factory: Any, batches: list[list[Event]], windows: list[tuple[Any, Any]], flush_every: int
 ) -> None:
     home = tmp_path_factory.mktemp("home")
-    build(home, batches)
-    reader = EmbeddedStore(home, read_only=True)
-    try:
-        for since, until in [(None, None), *windows]:
-            piped = command_stats(reader.events, since, until)
-            same_stats(stats_of_rows(reader.command_rows(to_millis(since), to_millis(until)) or []), piped)
-            rows = reader.failure_rows(to_millis(since), to_millis(until))
-            assert failures_of_rows(rows or []) == failures(reader.events, since, until)
-    finally:
-        reader.close()
+    with logged(home, batches, flush_every):
+        reader = EmbeddedStore(home, read_only=True)
+        try:
+            for since, until in [(None, None), *windows]:
+                piped = command_stats(reader.events, since, until)
+                rows = reader.command_rows(to_millis(since), to_millis(until))
+                same_stats(stats_of_rows(rows or []), piped)
+                rows = reader.failure_rows(to_millis(since), to_millis(until))
+                assert failures_of_rows(rows or []) == failures(reader.events, since, until)
+        finally:
+            reader.close()
 
 
 @SETTINGS
-@given(batches=logs())
+@given(batches=logs(), flush_every=FLUSHES)
 def test_unfinished_runs_from_the_runs_table_are_what_the_whole_journal_gives(
-    tmp_path_factory: Any, batches: list[list[Event]]
+    tmp_path_factory: Any, batches: list[list[Event]], flush_every: int
 ) -> None:
     home = tmp_path_factory.mktemp("home")
-    events = build(home, batches)
+    events = [event for batch in batches for event in batch]
     submitted = {e.run: e.at for e in events if e.type == ev.RUN_SUBMITTED}
     ended = {e.run for e in events if e.type in ev.RUN_TERMINAL}
     expected = sorted((run for run in submitted if run not in ended), key=lambda run: (submitted[run], run))
-    for read_only in (False, True):
-        store = EmbeddedStore(home, read_only=read_only)
+    with logged(home, batches, flush_every) as writer:
+        reader = EmbeddedStore(home, read_only=True)
         try:
-            assert store.unfinished_runs() == expected
+            assert writer.unfinished_runs() == expected
+            assert reader.unfinished_runs() == expected
         finally:
-            store.close()
+            reader.close()
+    writer = EmbeddedStore(home)  # reopened after a close that folded everything in
+    try:
+        assert writer.unfinished_runs() == expected
+    finally:
+        writer.close()

@@ -1,0 +1,182 @@
+"""The embedded store's history tables as its readers and its writer use them.
+
+The writer folds its appends into the tables (``history.py``, ``rollups.py``) a
+batch of appends at a time, not inside each append: an append's own
+transaction then writes only its events, and the tables' pages are written once
+for many appends (``FLUSH_EVENTS`` events, or ``FLUSH_S`` after the first one
+waiting, or at close). A flush moves the tables' watermark, the last journal
+row they hold, in its own transaction; so does the one-off indexing of a
+journal from before the tables, and a writer that opens a journal another left
+behind its watermark (it died before flushing) folds the rest in at once.
+
+Readers are exact whatever the lag: the rows past the watermark (the writer's
+pending events, or the journal's rows for a reader) are the tail, and each
+answer merges the tables' with the tail's, folded by the same rules
+(``tail.py``). The lag is bounded by ``FLUSH_EVENTS`` appended events while a
+writer appends, and costs a reader only the tail's runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from orchestrator.core.events import Event
+from orchestrator.core.run_query import RunQuery
+
+from . import history, rollups
+from .tail import RunRow, matches, newest_first, row_of
+
+log = logging.getLogger("evenflow.store")
+
+FLUSH_EVENTS = 256
+"""Appended events a writer holds before folding them into the tables: the most a reader folds apart."""
+FLUSH_S = 0.25
+"""How long the first of them waits at most, as long as the writer appends."""
+
+
+class Journal(Protocol):
+    """What of the embedded store the tables are kept from."""
+
+    path: Any
+
+    def read(self, run: str, after_seq: int = 0) -> list[Event]: ...
+
+    def stored(self, ids: list[str]) -> Iterator[Event]: ...
+
+    def rows_after(self, row: int) -> Iterator[tuple[int, Event]]:
+        """The journal's rows after ``row`` and their events, in order (damaged ones left out)."""
+
+    def last_row(self) -> int: ...
+
+
+class History:
+    """The tables of one open journal (``db``, used under ``lock``); ``writer`` if this process appends."""
+
+    def __init__(self, journal: Journal, lock: threading.RLock, writer: bool) -> None:
+        self._journal = journal
+        self._lock = lock
+        self._writer = writer
+        self._pending: list[Event] | None = []
+        """The events appended past the watermark, in order; None if one append's were not noted."""
+        self._through = 0
+        self._since = 0.0
+
+    # --- the writer --------------------------------------------------------------------------------
+
+    def open(self, db: sqlite3.Connection) -> None:
+        """Index a journal from before the tables, or fold in what a dead writer left past the watermark."""
+        if not history.built(db):
+            through = self._journal.last_row()
+            if through:
+                log.info("indexing the events of %s once, for reading history", self._journal.path)
+            events = (event for _, event in self._journal.rows_after(0))
+            self._in_transaction(db, lambda: history.rebuild(db, events, through))
+            return
+        behind = list(self._journal.rows_after(history.watermark(db)))
+        if behind:
+            self._in_transaction(db, lambda: history.flush(db, [e for _, e in behind], behind[-1][0]))
+
+    def appended(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
+        """Note a committed append's events; fold the pending ones in when it is time. Never raises:
+        the events are durable, and the tables catch up from the journal if they cannot be noted."""
+        try:
+            if self._pending is not None:
+                if not self._pending:
+                    self._since = time.monotonic()
+                self._pending.extend(events)
+                self._through = self._journal.last_row()
+            if self._pending is None or len(self._pending) >= FLUSH_EVENTS or self._due():
+                self.flush(db)
+        except Exception as exc:
+            log.warning(
+                "the history tables of %s stay behind the journal for now: %s", self._journal.path, exc
+            )
+            self._pending = None
+
+    def flush(self, db: sqlite3.Connection) -> None:
+        """Fold the events past the watermark in, in one transaction with the watermark."""
+        if self._pending == []:
+            return
+        if self._pending is None:  # read them back
+            rows = list(self._journal.rows_after(history.watermark(db)))
+            pending, through = [event for _, event in rows], self._journal.last_row()
+        else:
+            pending, through = self._pending, self._through
+        self._in_transaction(db, lambda: history.flush(db, pending, through))
+        self._pending = []
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._since >= FLUSH_S
+
+    # --- the readers ---------------------------------------------------------------------------------
+
+    def page(self, db: sqlite3.Connection, query: RunQuery) -> list[str] | None:
+        """The ids of a page of ``evenflow runs``: the tables' rows and the tail's, merged in page order."""
+        if not history.built(db):
+            return None
+        rows = self._tail_rows(db)
+        found = history.page(db, query, without=sorted(rows))
+        found += [(row.run, row.submitted_at) for row in rows.values() if matches(row, query)]
+        found.sort(key=lambda pair: newest_first(pair[1], pair[0]), reverse=True)
+        return [run for run, _ in found[: query.limit]]
+
+    def unfinished(self, db: sqlite3.Connection) -> list[str] | None:
+        if not history.built(db):
+            return None
+        rows = self._tail_rows(db)
+        found = [(run, at) for run, at in history.unfinished(db) if run not in rows]
+        found += [
+            (r.run, r.submitted_at)
+            for r in rows.values()
+            if r.state == history.RUNNING and r.submitted_at is not None
+        ]
+        return [run for run, _ in sorted(found, key=lambda pair: (pair[1], pair[0]))]
+
+    def chain(self, db: sqlite3.Connection, correlation: str) -> list[str]:
+        rows = self._tail_rows(db)
+        tail = {row.run for row in rows.values() if row.correlation == correlation}
+        return sorted(set(history.chain(db, correlation)) | tail)
+
+    def window(self, db: sqlite3.Connection, since: int | None, until: int | None) -> rollups.Fold | None:
+        """``stats`` and ``failures`` of ``[since, until)``: the rollups, and the tail's events in it."""
+        if not history.built(db):
+            return None
+        fold = rollups.window(db, since, until, self._journal.stored)
+        for event in self._tail(db):
+            at = rollups.millis(event.at)
+            if (
+                event.type in rollups.COUNTED
+                and (since is None or at >= since)
+                and (until is None or at < until)
+            ):
+                fold.add(event, 0)
+        return fold
+
+    def built(self, db: sqlite3.Connection) -> bool:
+        return history.built(db)
+
+    def _tail(self, db: sqlite3.Connection) -> list[Event]:
+        if self._writer and self._pending is not None:
+            return list(self._pending)
+        return [event for _, event in self._journal.rows_after(history.watermark(db))]
+
+    def _tail_rows(self, db: sqlite3.Connection) -> dict[str, RunRow]:
+        """The rows of the runs the tail touches, each folded from all of its events."""
+        runs = sorted({event.run for event in self._tail(db)})
+        rows = ((run, row_of(run, self._journal.read(run))) for run in runs)
+        return {run: row for run, row in rows if row is not None}
+
+    def _in_transaction(self, db: sqlite3.Connection, work: Callable[[], None]) -> None:
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                work()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
