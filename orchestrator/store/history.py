@@ -1,7 +1,8 @@
 """Tables an embedded journal keeps beside its events, so reading history costs O(answer), not O(history).
 
-They are written in the same transaction as the events they describe, so they
-are never behind the log and no crash can separate the two:
+They hold the journal up to a watermark, the last row folded in, which moves in
+the same transaction as what it covers (``flush``); the rows after it are
+folded apart by readers (``embedded_history.py``, ``tail.py``):
 
 - ``runs``: one row per run, from its first event: when it was submitted, its
   flow's name, its state (``running`` until a terminal event names the end)
@@ -11,8 +12,8 @@ are never behind the log and no crash can separate the two:
   the ``runs`` read model lists them;
 - the hourly rollups of ``stats`` and ``failures`` (``rollups.py``).
 
-``RunIndex.page`` answers ``evenflow runs`` with any filter and cursor from
-those indexes, newest first; the rows shown are then folded from each run's own
+``page`` answers ``evenflow runs`` with any filter and cursor from those
+indexes, newest first; the rows shown are then folded from each run's own
 events. A journal written before these tables is indexed once, in one
 transaction, by the first writer that opens it; until then a reader says so
 (``built`` is False) and callers read the whole journal as before.
