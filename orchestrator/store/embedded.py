@@ -23,7 +23,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,9 @@ from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 from orchestrator.core.run_query import RunQuery
 
-from . import history, rollups
+from . import history, journal, rollups
 from .embedded_history import History
-from .encoding import CORRUPT_FIELD, decode, decode_doc, encode_events, round_trip
+from .encoding import decode, decode_doc, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
@@ -48,27 +47,6 @@ from .subset import SubsetEvents
 log = logging.getLogger("evenflow.store")
 
 JOURNAL = "events.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    run TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    doc BLOB NOT NULL
-)"""
-_CHECKPOINTS = "CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position TEXT NOT NULL)"
-_COLUMNS = "id, run, seq, type, doc"
-_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
-_READ = f"SELECT {_COLUMNS} FROM events WHERE id > ? AND id < ? AND run = ? ORDER BY seq"
-_ROWS_AFTER = f"SELECT rowid, {_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid"
-_UNFINISHED = (
-    "SELECT run, doc FROM events WHERE type = ? AND run NOT IN (SELECT run FROM events WHERE type IN ({}))"
-)
-_IN_CHUNK = 500
-"""Ids per ``IN (...)`` lookup, well under SQLite's bound on query parameters."""
-
-Row = tuple[str, str, int, str, bytes]
 
 
 class EmbeddedStore:
@@ -115,13 +93,13 @@ class EmbeddedStore:
         with self._lock:
             db = self._open_db()
             conflict = None
-            rows = _rows(events)
+            rows = journal.rows_of(events)
             try:  # the common case: nothing of this batch is stored yet, so no lookup first
                 self._commit(db, rows, events)
             except ConcurrencyConflict:
                 stored = {event.id: event for event in self.stored([e.id for e in events])}
                 fresh, conflict = plan_append(events, stored, round_trip)
-                rows = _rows(fresh)
+                rows = journal.rows_of(fresh)
                 if rows:
                     self._commit(db, rows, fresh)
             if self._mirror is not None and rows:  # the writer's mirror follows its own appends
@@ -158,15 +136,15 @@ class EmbeddedStore:
         """The stored BSON of ``run``'s events, in ``seq`` order (damaged ones too, as stored)."""
         if not is_text(run):
             return []
-        rows = self._query(_READ, (ev.event_id(run, 0), run + "/\uffff", run), f"reading run {run!r}")
+        rows = self._query(journal.READ, (ev.event_id(run, 0), run + "/\uffff", run), f"reading run {run!r}")
         return [row[4] for row in rows]
 
     def read(self, run: str, after_seq: int = 0) -> list[Event]:
         if not is_text(run):  # no run has such an id, and SQLite cannot take it
             return []
         bounds = (ev.event_id(run, after_seq), run + "/\uffff", run)
-        rows = self._query(_READ, bounds, f"reading run {run!r}")
-        return [decode(_loaded_doc(*row)) for row in rows]
+        rows = self._query(journal.READ, bounds, f"reading run {run!r}")
+        return [decode(journal.loaded_doc(*row)) for row in rows]
 
     def unfinished_runs(self) -> list[str]:
         with self._lock:
@@ -174,9 +152,9 @@ class EmbeddedStore:
         if found is not None:
             return found
         terminal = sorted(ev.RUN_TERMINAL)  # a journal from before the history tables
-        query = _UNFINISHED.format(", ".join("?" * len(terminal)))
+        query = journal.UNFINISHED.format(", ".join("?" * len(terminal)))
         rows = self._query(query, (ev.RUN_SUBMITTED, *terminal), "listing unfinished runs")
-        started = {run: _submitted_at(blob) for run, blob in rows}
+        started = {run: journal.submitted_at(blob) for run, blob in rows}
         return sorted(started, key=lambda run: oldest_first(run, started[run]))
 
     def read_feed(
@@ -190,7 +168,7 @@ class EmbeddedStore:
         ((top,),) = self._query("SELECT coalesce(max(rowid), 0) FROM events", (), "reading the feed")
         globs = " OR ".join("type GLOB ?" for _ in patterns) or "1"
         rows = self._query(
-            f"SELECT rowid, {_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? AND ({globs}) "
+            f"SELECT rowid, {journal.COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? AND ({globs}) "
             "ORDER BY rowid LIMIT ?",
             (after, top, *patterns, limit),
             "reading the feed",
@@ -198,7 +176,7 @@ class EmbeddedStore:
         found: list[Event] = []
         for row in rows:
             try:
-                found.append(decode(_loaded_doc(*row[1:])))
+                found.append(decode(journal.loaded_doc(*row[1:])))
             except CorruptEvent as exc:
                 log.error("the feed skips a damaged event: %s", exc)
         end = rows[-1][0] if len(rows) >= limit else top
@@ -235,9 +213,9 @@ class EmbeddedStore:
         A row that does not decode raises ``CorruptEvent``, unless ``on_corrupt``
         is given: then it is told the run and the error, and the scan goes on.
         """
-        for row in self._query(_ROWS_AFTER, (0,), "reading the journal"):
+        for row in self._query(journal.ROWS_AFTER, (0,), "reading the journal"):
             try:
-                yield decode(_loaded_doc(*row[1:]))
+                yield decode(journal.loaded_doc(*row[1:]))
             except CorruptEvent as exc:
                 if on_corrupt is None:
                     raise
@@ -283,8 +261,8 @@ class EmbeddedStore:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            db.execute(_CHECKPOINTS)
+            db.execute(journal.SCHEMA)
+            db.execute(journal.CHECKPOINTS)
             history.create(db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
@@ -319,34 +297,36 @@ class EmbeddedStore:
 
     def _mirror_new_rows(self) -> None:
         assert self._mirror is not None
-        rows = self._query(_ROWS_AFTER, (self._mirrored_rowid,), "loading events")
+        rows = self._query(journal.ROWS_AFTER, (self._mirrored_rowid,), "loading events")
         if rows:
-            self._mirror.events.insert_many([_loaded_doc(*row[1:]) for row in rows])
+            self._mirror.events.insert_many([journal.loaded_doc(*row[1:]) for row in rows])
             self._mirrored_rowid = rows[-1][0]
 
     def rows_after(self, row: int) -> Iterator[tuple[int, Event]]:
         """The journal's rows after ``row`` and their events, in order (damaged ones left out)."""
-        for found in self._query(_ROWS_AFTER, (row,), "reading the journal"):
+        for found in self._query(journal.ROWS_AFTER, (row,), "reading the journal"):
             with contextlib.suppress(CorruptEvent):
-                yield found[0], decode(_loaded_doc(*found[1:]))
+                yield found[0], decode(journal.loaded_doc(*found[1:]))
 
     def last_row(self) -> int:
         return self._max_rowid()
 
     def stored(self, ids: list[str]) -> Iterator[Event]:
         """The stored events among ``ids``, looked up by primary key."""
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
+        for start in range(0, len(ids), journal.IN_CHUNK):
+            chunk = ids[start : start + journal.IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
-            for row in self._query(f"SELECT {_COLUMNS} FROM events WHERE id IN ({marks})", chunk, "reading"):
-                yield decode(_loaded_doc(*row))
+            for row in self._query(
+                f"SELECT {journal.COLUMNS} FROM events WHERE id IN ({marks})", chunk, "reading"
+            ):
+                yield decode(journal.loaded_doc(*row))
 
-    def _commit(self, db: sqlite3.Connection, rows: list[Row], events: Sequence[Event]) -> None:
+    def _commit(self, db: sqlite3.Connection, rows: list[journal.Row], events: Sequence[Event]) -> None:
         """One transaction per append: the group commit that makes batching pay. The history tables
         take its events afterwards (``embedded_history.py``)."""
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(_INSERT, rows)
+            db.executemany(journal.INSERT, rows)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -359,30 +339,3 @@ class EmbeddedStore:
                 ) from exc
             raise StoreUnavailable(f"the embedded journal {self.path} refused an append: {exc}") from exc
         self._history.appended(db, events)
-
-
-def _rows(events: Sequence[Event]) -> list[Row]:
-    return [
-        (event.id, event.run, event.seq, event.type, blob)
-        for event, blob in zip(events, encode_events(events), strict=True)
-    ]
-
-
-def _loaded_doc(event_id: str, run: str, seq: int, type_: str, blob: bytes) -> dict[str, Any]:
-    """The stored document of a journal row, or a placeholder that reads as ``CorruptEvent``."""
-    try:
-        doc = decode_doc(blob)
-    except Exception as exc:  # whatever bson raises, the row is damaged
-        reason = f"its journal row is not valid BSON ({type(exc).__name__}: {exc})"
-    else:
-        if doc.get("_id") == event_id:
-            return doc
-        reason = f"its journal row holds the document of {doc.get('_id')!r}"
-    return {"_id": event_id, "run": run, "seq": seq, "type": type_, CORRUPT_FIELD: reason}
-
-
-def _submitted_at(blob: bytes) -> datetime | None:
-    with contextlib.suppress(Exception):  # a damaged row sorts first; reading the run names the damage
-        at = decode_doc(blob).get("at")
-        return at if isinstance(at, datetime) else None
-    return None
