@@ -30,6 +30,7 @@ POINTS = (
     "after-submit-append-before-answer",
     "after-lease-acquired",
     "listener-after-trigger-before-checkpoint",
+    "prune-batch",
 )
 
 

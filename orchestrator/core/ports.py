@@ -20,6 +20,7 @@ from .envelope import Envelope, Outcome
 from .errors import CorruptEvent
 from .events import Event
 from .registry import Registry
+from .retention import Pruned
 from .run_query import RunQuery
 
 Report = Callable[[Outcome], None]
@@ -184,6 +185,13 @@ class HistoryStore(Protocol):
     @property
     def indexed_events(self) -> Any:
         """An ``events`` collection for pipelines that loads only the runs their first ``$match`` names."""
+
+
+class PruneStore(Protocol):
+    """A store that can remove whole finished runs (retention): the embedded store."""
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
+        """Remove every run that ended before ``before`` and that no listener still needs."""
 
 
 @runtime_checkable

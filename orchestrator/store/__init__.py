@@ -28,6 +28,7 @@ from orchestrator.core.ports import (
     FeedStore,
     HistoryStore,
     LeaseStore,
+    PruneStore,
     QueryStore,
     ReadModelStore,
     ReadOnlyFlag,
@@ -122,6 +123,8 @@ class StoreAbilities:
     read_models: ReadModelStore | None = None
     """Read models stored beside the log and caught up with it; else they are rebuilt in memory."""
     scan: ScanStore | None = None
+    prune: PruneStore | None = None
+    """Removing whole finished runs (retention)."""
     history: HistoryStore | None = None
     """History tables kept beside the log, for readers that cost O(answer)."""
 
@@ -147,6 +150,7 @@ def abilities(store: EventStore) -> StoreAbilities:
         read_models=cast(ReadModelStore, store) if _offers(store, ReadModelStore) else None,
         scan=cast(ScanStore, store) if _offers(store, ScanStore) else None,
         history=cast(HistoryStore, store) if _offers(store, HistoryStore) else None,
+        prune=cast(PruneStore, store) if writable and _offers(store, PruneStore) else None,
     )
 
 

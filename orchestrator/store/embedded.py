@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,17 @@ from orchestrator.core.crashpoints import crash_point
 from orchestrator.core.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
+from orchestrator.core.retention import Pruned
 from orchestrator.core.run_query import RunQuery
 
-from . import history, journal, rollups
+from . import journal, rollups
 from .embedded_history import History
 from .encoding import decode, decode_doc, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
 from .owner_lock import OwnerLock
+from .prune import prune as prune_runs
 from .reader import Snapshot, open_to_read
 from .subset import SubsetEvents
 
@@ -131,6 +134,21 @@ class EmbeddedStore:
         """The runs submitted with ``correlation`` (from the history tables)."""
         with self._lock:
             return self._history.chain(self._open_db(), correlation)
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
+        """Remove whole runs that ended before ``before`` (``prune.py``): the writer only."""
+        if self.read_only:
+            raise read_only_error(f"embedded store in {self.home}")
+        with self._lock:
+            db = self._open_db()
+            self._history.flush(db)
+            done = prune_runs(
+                db, before, dry_run=dry_run, recorded=lambda new: self._history.appended(db, new)
+            )
+            if done.records and self._mirror is not None:  # it still holds what went
+                self._mirror.close()
+                self._mirror = None
+            return done
 
     def run_blobs(self, run: str) -> list[bytes]:
         """The stored BSON of ``run``'s events, in ``seq`` order (damaged ones too, as stored)."""
@@ -263,7 +281,6 @@ class EmbeddedStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(journal.SCHEMA)
             db.execute(journal.CHECKPOINTS)
-            history.create(db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"cannot open the embedded journal {self.path} to write: {exc}; check that this user may "

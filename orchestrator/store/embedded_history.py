@@ -71,12 +71,14 @@ class History:
     def open(self, db: sqlite3.Connection) -> None:
         """Index a journal from before the tables, or fold in what a dead writer left past the watermark."""
         if not history.built(db):
+            history.create(db, afresh=True)
             through = self._journal.last_row()
             if through:
                 log.info("indexing the events of %s once, for reading history", self._journal.path)
             events = (event for _, event in self._journal.rows_after(0))
             self._in_transaction(db, lambda: history.rebuild(db, events, through))
             return
+        history.create(db)
         behind = list(self._journal.rows_after(history.watermark(db)))
         if behind:
             self._in_transaction(db, lambda: history.flush(db, [e for _, e in behind], behind[-1][0]))

@@ -32,7 +32,7 @@ from orchestrator.core.run_query import RunQuery
 from . import rollups
 from .rollups import millis
 
-VERSION = 1
+VERSION = 2
 """Of the tables below; a journal indexed by another version is indexed again."""
 MAX_LISTED = 1_000
 """Names of each kind a run lists (``projections.run_status.MAX_LISTED``; a test keeps them equal)."""
@@ -43,7 +43,8 @@ COMMAND, ERROR_TYPE = "command", "error_type"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, submitted_at INTEGER, flow TEXT,"
-    " state TEXT NOT NULL, correlation TEXT)",
+    " state TEXT NOT NULL, correlation TEXT, ended_at INTEGER)",
+    "CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at, run) WHERE ended_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS runs_newest ON runs (submitted_at DESC, run DESC)",
     "CREATE INDEX IF NOT EXISTS runs_state ON runs (state, submitted_at DESC, run DESC)",
     "CREATE INDEX IF NOT EXISTS runs_flow ON runs (flow, submitted_at DESC, run DESC)",
@@ -54,7 +55,11 @@ SCHEMA = (
 )
 
 
-def create(db: sqlite3.Connection) -> None:
+def create(db: sqlite3.Connection, *, afresh: bool = False) -> None:
+    """Create the tables; ``afresh`` drops them first (another version's, to be indexed again)."""
+    if afresh:
+        for table in ("runs", "run_names", *rollups.TABLES):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
     for statement in (*SCHEMA, *rollups.SCHEMA):
         db.execute(statement)
 
@@ -114,7 +119,8 @@ def _index_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:
             if isinstance(error_type, str) and error_type:
                 _name(db, event.run, ERROR_TYPE, error_type)
         elif event.type in STATE_OF:
-            db.execute("UPDATE runs SET state = ? WHERE run = ?", (STATE_OF[event.type], event.run))
+            change = (STATE_OF[event.type], millis(event.at), event.run)
+            db.execute("UPDATE runs SET state = ?, ended_at = ? WHERE run = ?", change)
 
 
 def _submitted(db: sqlite3.Connection, event: Event) -> None:

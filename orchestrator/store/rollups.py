@@ -236,29 +236,30 @@ def command_rows(fold: Fold) -> list[dict[str, Any]]:
 
 def failure_rows(fold: Fold, load: Callable[[list[str]], Iterable[Event]]) -> list[dict[str, Any]]:
     """What ``projections.failures``' pipeline gives: per (error type, command) a count and the latest."""
-    latest = {ev.event_id(run, seq): key for key, f in fold.failures.items() for run, seq in [f.latest[1:]]}
-    events = {event.id: event for event in load(sorted(latest))}
-    rows = []
+    ids = sorted({ev.event_id(failed.latest[1], failed.latest[2]) for failed in fold.failures.values()})
+    events = {event.id: event for event in load(ids)}
+    rows: list[dict[str, Any]] = []
     for (error_type, command, _), failed in fold.failures.items():
-        event = events[ev.event_id(*failed.latest[1:])]
-        found = event.data.get("error")
+        at, run, seq = failed.latest
+        event = events.get(ev.event_id(run, seq))  # None once pruned: its run and time remain
+        found = event.data.get("error") if event is not None else None
         error: dict[str, Any] = found if isinstance(found, dict) else {}
-        rows.append(
-            {
-                "_id": {"type": _value(error_type), "command": _value(command)},
-                "count": failed.count,
-                "latest": {
-                    "run": event.run,
-                    "node": event.node,
-                    "attempt": event.attempt,
-                    "message": error.get("message"),
-                    "at": event.at,
-                    "reason": error.get("reason"),
-                },
-            }
-        )
-    key = lambda row: (-row["count"], _ascending(row["_id"]["type"]), _ascending(row["_id"]["command"]))  # noqa: E731
-    return sorted(rows, key=key)
+        latest: dict[str, Any] = {
+            "run": run,
+            "node": event.node if event is not None else None,
+            "attempt": event.attempt if event is not None else None,
+            "message": error.get("message"),
+            "at": event.at if event is not None else _EPOCH + timedelta(milliseconds=at),
+            "reason": error.get("reason"),
+        }
+        group = {"type": _value(error_type), "command": _value(command)}
+        rows.append({"_id": group, "count": failed.count, "latest": latest})
+    return sorted(rows, key=_most_first)
+
+
+def _most_first(row: dict[str, Any]) -> tuple[int, tuple[bool, str], tuple[bool, str]]:
+    """``failures``' order: most frequent first, then by error type and command (null first)."""
+    return (-row["count"], _ascending(row["_id"]["type"]), _ascending(row["_id"]["command"]))
 
 
 def _ascending(value: str | None) -> tuple[bool, str]:

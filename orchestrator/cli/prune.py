@@ -1,0 +1,53 @@
+"""``evenflow prune``: removing whole runs that finished long ago (retention)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from ..core.errors import ConfigurationError
+from ..store import abilities, open_store
+from .render import to_json
+from .timespec import parse_moment
+
+
+def add_parser(commands: Any, store_options: Any) -> None:
+    prune = commands.add_parser(
+        "prune",
+        help="remove whole runs that finished before a time",
+        description="Remove every run that finished (succeeded, failed or cancelled) before "
+        "--finished-before, in batches of 500 runs, each batch one transaction that also logs a run of "
+        "flow evenflow.prune naming what it removed. Unfinished runs and runs a listener has not read to "
+        "the end are kept. Killed, it leaves whole runs; run it again to go on. stats and failures keep "
+        "the pruned runs' whole hours. Needs the store to itself (no orchestrator running on it).",
+    )
+    prune.add_argument("--finished-before", required=True, metavar="WHEN",
+                       help="30d, 12h or an ISO time: runs that ended before it go")  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
+    store_options(prune)
+    prune.set_defaults(handler=prune_command)
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    before = parse_moment(args.finished_before, option="--finished-before")
+    store = open_store(args.store, home=args.home)
+    try:
+        can = abilities(store).prune
+        if can is None:
+            raise ConfigurationError(
+                "this store cannot prune yet: prune works on the embedded store (--home); on MongoDB, "
+                "delete whole finished runs by run id"
+            )
+        done = can.prune(before, dry_run=args.dry_run)
+    finally:
+        store.close()
+    if args.json:
+        print(to_json({"finished_before": before, "dry_run": args.dry_run, **asdict(done)}))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    kept = f"; kept {done.kept_for_listeners} a listener has not read yet" if done.kept_for_listeners else ""
+    records = f", recorded in {len(done.records)} run(s) of flow evenflow.prune" if done.records else ""
+    what = f"{done.runs} run(s), {done.events} event(s)"
+    print(f"{verb} {what} that finished before {before:%Y-%m-%d %H:%M:%S}{kept}{records}")
+    return 0

@@ -1,0 +1,146 @@
+"""Retention on the embedded store: removing whole finished runs, in batches, each with its own record.
+
+``prune`` removes runs that ended before a cutoff — never an unfinished one,
+never part of a run (a run's events go in one transaction), never a run whose
+events a listener's checkpoint has not passed yet. Each batch is one
+transaction that also writes its record: a run of flow ``evenflow.prune``,
+submitted and succeeded at once, whose result names the runs it removed; so a
+kill between batches leaves whole runs, each batch done or not, and running
+``prune`` again goes on. The hourly rollups are kept, so ``stats`` and
+``failures`` still count the pruned runs' whole hours; a window that starts or
+ends inside a pruned hour counts only that hour's remaining events.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.core import events as ev
+from orchestrator.core.crashpoints import crash_point
+from orchestrator.core.events import Event
+from orchestrator.core.retention import Pruned
+
+from . import journal
+from .rollups import millis
+
+FLOW = "evenflow.prune"
+"""The flow name of the runs that record a prune (``evenflow runs --flow evenflow.prune``)."""
+BATCH = 500
+LISTED = 1_000
+"""Run ids a record lists; beyond, it gives the count."""
+
+
+def prune(
+    db: sqlite3.Connection,
+    before: datetime,
+    *,
+    dry_run: bool = False,
+    batch: int | None = None,
+    recorded: Callable[[list[Event]], None] = lambda events: None,
+) -> Pruned:
+    """Remove the runs that ended before ``before``, ``batch`` runs a transaction; ``recorded`` is told
+    of each record's events once committed (so the history tables take them in)."""
+    cutoff, floor = millis(before), _listeners_floor(db)
+    runs = events = kept = 0
+    records: list[str] = []
+    after: tuple[int, str] = (-(2**62), "")
+    while found := _ended(db, cutoff, after, batch or BATCH):
+        chosen: list[tuple[str, int]] = []
+        for run, ended in found:
+            after = (ended, run)
+            last, count = db.execute(_LAST, _bounds(run)).fetchone()
+            if floor is not None and last is not None and last > floor:
+                kept += 1  # a listener has yet to read some of it
+            else:
+                chosen.append((run, count))
+        runs, events = runs + len(chosen), events + sum(count for _, count in chosen)
+        if chosen and not dry_run:
+            records.append(_remove(db, chosen, before, recorded))
+            crash_point("prune-batch")
+    if records:  # the partial hours' index of what went
+        gone = "NOT EXISTS (SELECT 1 FROM events WHERE events.id = timeline.id)"
+        db.execute(f"DELETE FROM timeline WHERE at < ? AND {gone}", (cutoff,))
+    return Pruned(runs, events, kept, tuple(records))
+
+
+_LAST = "SELECT max(rowid), count(*) FROM events WHERE id > ? AND id < ? AND run = ?"
+
+
+def _bounds(run: str) -> tuple[str, str, str]:
+    return ev.event_id(run, 0), run + "/\uffff", run
+
+
+def _ended(db: sqlite3.Connection, cutoff: int, after: tuple[int, str], batch: int) -> list[tuple[str, int]]:
+    rows = db.execute(
+        "SELECT run, ended_at FROM runs WHERE ended_at IS NOT NULL AND ended_at < ? AND state != 'running'"
+        " AND (ended_at, run) > (?, ?) ORDER BY ended_at, run LIMIT ?",
+        (cutoff, *after, batch),
+    )
+    return [(run, ended) for run, ended in rows]
+
+
+def _listeners_floor(db: sqlite3.Connection) -> int | None:
+    """The journal row the furthest-behind listener has read to; None when no listener has a checkpoint."""
+    rows = [json.loads(text).get("row", 0) for (text,) in db.execute("SELECT position FROM checkpoints")]
+    return min(rows, default=None)
+
+
+def _remove(
+    db: sqlite3.Connection,
+    chosen: Sequence[tuple[str, int]],
+    before: datetime,
+    recorded: Callable[[list[Event]], None],
+) -> str:
+    """One batch in one transaction: the runs' events and history rows go, the record comes."""
+    record = _record([run for run, _ in chosen], sum(count for _, count in chosen), before)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for run, _ in chosen:
+            db.execute("DELETE FROM events WHERE id > ? AND id < ? AND run = ?", _bounds(run))
+            db.execute("DELETE FROM runs WHERE run = ?", (run,))
+            db.execute("DELETE FROM run_names WHERE run = ?", (run,))
+        db.executemany(journal.INSERT, journal.rows_of(record))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    recorded(record)
+    return record[0].run
+
+
+def _record(runs: list[str], count: int, before: datetime) -> list[Event]:
+    """The run that records one batch: submitted and succeeded, its result what went."""
+    now = ev.utcnow()
+    run = f"pruned-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    flow = {"root": "r", "nodes": [_NODE]}
+    result: dict[str, Any] = {
+        "finished_before": before.astimezone(UTC),
+        "runs": len(runs),
+        "events": count,
+        "removed": runs[:LISTED],
+    }
+    return [
+        Event(run, 1, ev.RUN_SUBMITTED, now, data={"flow": flow, "name": FLOW}),
+        Event(run, 2, ev.RUN_SUCCEEDED, now, data={"result": result}),
+    ]
+
+
+_NODE: dict[str, Any] = {
+    "path": "r",
+    "parent": None,
+    "kind": "call",
+    "command": FLOW,
+    "args": [],
+    "kwargs": {},
+    "retry": None,
+    "timeout_s": None,
+    "route": None,
+    "key": None,
+    "immutable": False,
+}
+"""The one node of a record's flow (it is never run: the record is logged done)."""
