@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .core.codec import check_payload
@@ -26,8 +27,10 @@ from .core.errors import (
     RunCancelled,
     RunFailed,
 )
+from .core.events import utcnow
 from .core.flow_docs import parse_flow
 from .core.flows import call_specs
+from .core.ports import PruneStore
 from .core.state import NO_INPUT
 from .listeners.service_feed import LISTENER_REQUESTS, listener_request
 from .orchestrator import Orchestrator
@@ -38,11 +41,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evenflow.service")
 
+RETAIN_EVERY_S = 3_600.0
+"""How often ``serve --retain`` prunes, at most."""
 LISTENER_THREADS = 16
 """Requests answered at once off the hub's thread: a listener's long poll, or a submission waiting
 for a worker that offers its commands, holds one while it waits."""
 MAX_WAIT_S = 86_400.0
 """The longest a submission may wait for a worker that offers its commands."""
+
+
+class Retention:
+    """``serve --retain``: prune the runs that finished longer ago than ``retain_s``, now and every
+    ``RETAIN_EVERY_S`` (a tenth of the retention when shorter), until stopped."""
+
+    def __init__(self, store: PruneStore | None, retain_s: float) -> None:
+        self._store, self._retain_s = store, retain_s
+
+    def run(self, stop: threading.Event) -> None:
+        if self._store is None:
+            log.warning("--retain is ignored: this store cannot prune (prune works on the embedded store)")
+            return
+        every = min(RETAIN_EVERY_S, self._retain_s / 10)
+        while True:
+            before = utcnow() - timedelta(seconds=self._retain_s)
+            try:
+                done = self._store.prune(before)
+            except EvenflowError as exc:
+                log.warning("pruning runs finished before %s failed; trying again later: %s", before, exc)
+            else:
+                if done.runs:
+                    log.info("pruned %d run(s) that finished before %s", done.runs, before)
+            if stop.wait(every):
+                return
 
 
 class Service:
@@ -58,6 +88,7 @@ class Service:
         heartbeat_s: float = 1.0,
         liveness: int = 3,
         schedule_timeout_s: float = 300.0,
+        retain_s: float | None = None,
     ) -> None:
         from workers.zmq import ZmqExecutor
 
@@ -77,6 +108,7 @@ class Service:
             self.executor.close()
             raise
         self._listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="evenflow-feed")
+        self._retain_s = retain_s
 
     @property
     def endpoint(self) -> str:
@@ -89,6 +121,9 @@ class Service:
     def serve(self, stop: threading.Event, *, drain_s: float = 0.0) -> None:
         """Serve until ``stop`` is set (by SIGTERM or SIGINT in ``evenflow serve``), then drain and close."""
         self.start()
+        if self._retain_s is not None:
+            retain = Retention(self.orchestrator.abilities.prune, self._retain_s)
+            threading.Thread(target=retain.run, args=(stop,), name="evenflow-retain", daemon=True).start()
         try:
             stop.wait()
         finally:

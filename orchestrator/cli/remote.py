@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigurationError, RunFailed, extra_needed
+from ..core.events import utcnow
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
 from . import logs
 from .arguments import INPUT_HELP, input_value, seconds, whole
 from .render import to_json
 from .termination import Signals, add_grace, stopped_line
+from .timespec import parse_moment
 
 Adder = Callable[..., None]
 
@@ -42,6 +44,9 @@ def _add_serve(commands: Any, store_options: Adder) -> None:
     serve.add_argument("--schedule-timeout", type=seconds, default=300.0, metavar="SECONDS",
                        help="fail a call no worker takes within this time (default 300)")  # fmt: skip
     add_grace(serve)
+    serve.add_argument("--retain", metavar="AGE", type=retention,
+                       help="prune runs that finished longer ago than AGE (at least 1h, e.g. 90d), now and "
+                       "hourly; see evenflow prune (default: keep every run)")  # fmt: skip
     serve.add_argument("--secret-key", metavar="FILE",
                        help="the service's NAME.key_secret; turns on CURVE (default: off)")  # fmt: skip
     serve.add_argument("--authorized", metavar="DIR",
@@ -145,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         liveness=args.liveness,
         schedule_timeout_s=args.schedule_timeout,
+        retain_s=args.retain,
     )
     stop = threading.Event()
     signals = Signals(stop.set, args.grace).install()
@@ -154,6 +160,18 @@ def _serve(args: argparse.Namespace) -> int:
     again = " ".join(["evenflow serve --bind", args.bind, *_where(args)])
     print(stopped_line(signals.what or "request", unfinished, again), file=sys.stderr)
     return signals.code or 0
+
+
+def retention(text: str) -> float:
+    """``--retain``: an age such as 90d, in seconds; at least an hour, since a run that just finished
+    may still be told of late outcomes."""
+    age = (utcnow() - parse_moment(text, option="--retain")).total_seconds()
+    if age < MIN_RETAIN_S:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is under an hour; give an age such as 90d or 12h")
+    return age
+
+
+MIN_RETAIN_S = 3_600.0
 
 
 def _where(args: argparse.Namespace) -> list[str]:

@@ -142,13 +142,14 @@ class EmbeddedStore:
         with self._lock:
             db = self._open_db()
             self._history.flush(db)
-            done = prune_runs(
-                db, before, dry_run=dry_run, recorded=lambda new: self._history.appended(db, new)
-            )
+        done = prune_runs(  # the lock is held a batch at a time: appends go on between
+            db, before, dry_run=dry_run, recorded=lambda new: self._history.appended(db, new), lock=self._lock
+        )
+        with self._lock:
             if done.records and self._mirror is not None:  # it still holds what went
                 self._mirror.close()
                 self._mirror = None
-            return done
+        return done
 
     def run_blobs(self, run: str) -> list[bytes]:
         """The stored BSON of ``run``'s events, in ``seq`` order (damaged ones too, as stored)."""

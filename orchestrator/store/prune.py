@@ -17,6 +17,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,29 +43,35 @@ def prune(
     dry_run: bool = False,
     batch: int | None = None,
     recorded: Callable[[list[Event]], None] = lambda events: None,
+    lock: AbstractContextManager[Any] | None = None,
 ) -> Pruned:
     """Remove the runs that ended before ``before``, ``batch`` runs a transaction; ``recorded`` is told
-    of each record's events once committed (so the history tables take them in)."""
-    cutoff, floor = millis(before), _listeners_floor(db)
+    of each record's events once committed (so the history tables take them in). ``lock`` is held for
+    each batch alone, so a writer sharing ``db`` appends between batches."""
+    held = lock if lock is not None else nullcontext()
+    with held:
+        cutoff, floor = millis(before), _listeners_floor(db)
     runs = events = kept = 0
     records: list[str] = []
     after: tuple[int, str] = (-(2**62), "")
-    while found := _ended(db, cutoff, after, batch or BATCH):
-        chosen: list[tuple[str, int]] = []
-        for run, ended in found:
-            after = (ended, run)
-            last, count = db.execute(_LAST, _bounds(run)).fetchone()
-            if floor is not None and last is not None and last > floor:
-                kept += 1  # a listener has yet to read some of it
-            else:
-                chosen.append((run, count))
-        runs, events = runs + len(chosen), events + sum(count for _, count in chosen)
+    chosen: list[tuple[str, int]] = []
+    while True:
+        with held:
+            found = _ended(db, cutoff, after, batch or BATCH)
+            if not found:
+                break
+            after = found[-1][::-1]
+            chosen, needed = _free(db, [run for run, _ in found], floor)
+            kept += needed
+            runs, events = runs + len(chosen), events + sum(count for _, count in chosen)
+            if chosen and not dry_run:
+                records.append(_remove(db, chosen, before, recorded))
         if chosen and not dry_run:
-            records.append(_remove(db, chosen, before, recorded))
             crash_point("prune-batch")
     if records:  # the partial hours' index of what went
         gone = "NOT EXISTS (SELECT 1 FROM events WHERE events.id = timeline.id)"
-        db.execute(f"DELETE FROM timeline WHERE at < ? AND {gone}", (cutoff,))
+        with held:
+            db.execute(f"DELETE FROM timeline WHERE at < ? AND {gone}", (cutoff,))
     return Pruned(runs, events, kept, tuple(records))
 
 
@@ -82,6 +89,18 @@ def _ended(db: sqlite3.Connection, cutoff: int, after: tuple[int, str], batch: i
         (cutoff, *after, batch),
     )
     return [(run, ended) for run, ended in rows]
+
+
+def _free(db: sqlite3.Connection, found: list[str], floor: int | None) -> tuple[list[tuple[str, int]], int]:
+    """The runs of ``found`` no listener still needs, with their event counts; and how many it needs."""
+    chosen, needed = [], 0
+    for run in found:
+        last, count = db.execute(_LAST, _bounds(run)).fetchone()
+        if floor is not None and last is not None and last > floor:
+            needed += 1  # a listener has yet to read some of it
+        else:
+            chosen.append((run, count))
+    return chosen, needed
 
 
 def _listeners_floor(db: sqlite3.Connection) -> int | None:
