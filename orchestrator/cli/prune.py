@@ -19,8 +19,8 @@ def add_parser(commands: Any, store_options: Any) -> None:
         description="Remove every run that finished (succeeded, failed or cancelled) before "
         "--finished-before, in batches of 500 runs, each batch one transaction that also logs a run of "
         "flow evenflow.prune naming what it removed. Unfinished runs and runs a listener has not read to "
-        "the end are kept. Killed, it leaves whole runs; run it again to go on. stats and failures keep "
-        "the pruned runs' whole hours. Needs the store to itself (no orchestrator running on it).",
+        "the end are kept. Killed, it leaves whole runs; run it again to go on. On the embedded store "
+        "stats and failures keep the pruned runs' whole hours, and prune needs the home to itself.",
     )
     prune.add_argument("--finished-before", required=True, metavar="WHEN",
                        help="30d, 12h or an ISO time: runs that ended before it go")  # fmt: skip
@@ -36,8 +36,8 @@ def prune_command(args: argparse.Namespace) -> int:
         can = abilities(store).prune
         if can is None:
             raise ConfigurationError(
-                "this store cannot prune yet: prune works on the embedded store (--home); on MongoDB, "
-                "delete whole finished runs by run id"
+                "this store cannot prune: prune works on the embedded store and MongoDB, "
+                "not on an in-memory one"
             )
         done = can.prune(before, dry_run=args.dry_run)
     finally:

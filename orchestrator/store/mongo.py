@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -37,6 +37,7 @@ from orchestrator.core.crashpoints import armed, crash_point
 from orchestrator.core.errors import CorruptEvent, StoreUnavailable
 from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
+from orchestrator.core.retention import Pruned
 
 from .encoding import (
     CODEC_OPTIONS,
@@ -51,6 +52,7 @@ from .feed import STAMPS, FeedWindow, Window, type_filter, writer_stamps
 from .index_specs import INDEXES as INDEXES
 from .index_specs import LEASE_INDEXES as LEASE_INDEXES
 from .memory import plan_append, read_only_error
+from .mongo_prune import prune as prune_runs
 from .open_runs import ENDED_BATCH, OpenRuns, mark
 from .open_runs import oldest_first as oldest_first
 from .redaction import redact, safe_cause, unavailable
@@ -177,6 +179,16 @@ class MongoStore:
             window = Window(self.feed.millis(latest[0]["at"]), None)
             docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, STAMPS))
         return self.feed.advance(window, docs, self.feed.millis(ev.utcnow()))
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
+        """Remove whole runs that ended before ``before`` (``mongo_prune.py``)."""
+        if self.read_only:
+            raise read_only_error(f"event store at {self._label}")
+        window = self.feed.window_ms
+        with self._lock, self._guard("pruning finished runs", "run prune again to go on"):
+            return prune_runs(
+                self.events, self.database, before, window_ms=window, append=self.append, dry_run=dry_run
+            )
 
     def load_checkpoint(self, name: str) -> Position | None:
         with self._lock, self._guard(f"reading the checkpoint of {name!r}"):

@@ -116,7 +116,7 @@ def _remove(
     recorded: Callable[[list[Event]], None],
 ) -> str:
     """One batch in one transaction: the runs' events and history rows go, the record comes."""
-    record = _record([run for run, _ in chosen], sum(count for _, count in chosen), before)
+    record = record_of([run for run, _ in chosen], sum(count for _, count in chosen), before)
     db.execute("BEGIN IMMEDIATE")
     try:
         for run, _ in chosen:
@@ -132,7 +132,7 @@ def _remove(
     return record[0].run
 
 
-def _record(runs: list[str], count: int, before: datetime) -> list[Event]:
+def record_of(runs: list[str], count: int, before: datetime) -> list[Event]:
     """The run that records one batch: submitted and succeeded, its result what went."""
     now = ev.utcnow()
     run = f"pruned-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"

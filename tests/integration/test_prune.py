@@ -17,10 +17,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,11 +30,14 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.store.embedded import EmbeddedStore
 from orchestrator.store.faithful_mock import client
+from orchestrator.store.feed import FeedWindow
+from orchestrator.store.mongo import MongoStore
 from projections import RunsProjector
 from projections.command_stats import stats_of_rows
 from projections.run_history import Page, indexed_history, run_history
 from projections.run_tally import tally
 from tests.acceptance.test_cli import evenflow
+from tests.support.stores import SERVER, drop_database, open_kind
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = settings(
@@ -196,3 +201,47 @@ def test_evenflow_prune_says_what_it_would_remove_then_removes_it_and_logs_a_run
     assert flows == ["evenflow.prune"]
     bad = evenflow("prune", "--finished-before", "soon", home=home)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+# --- MongoDB (mongomock here; the server lane runs it on a server) ----------------------------
+
+
+@pytest.mark.parametrize("kind", ["mongomock", SERVER])
+@SETTINGS
+@given(logged=runs(), cutoff_h=st.integers(0, 23), read_to_h=st.one_of(st.none(), st.integers(0, 24)))
+def test_on_mongodb_a_prune_removes_exactly_the_whole_finished_runs_no_listener_needs(
+    tmp_path_factory: Any, kind: str, logged: list[list[Event]], cutoff_h: int, read_to_h: int | None
+) -> None:
+    database = f"evenflow_test_{uuid.uuid4().hex[:12]}"  # each example its own log
+    store = open_kind(kind, tmp_path_factory.mktemp("home"), database)
+    assert isinstance(store, MongoStore)
+    cutoff = T0 + timedelta(hours=cutoff_h)
+    try:
+        for events in logged:
+            store.append(events)
+        floor = None
+        if read_to_h is not None:  # a listener's mark: it may not have read what is newer, less the window
+            mark = FeedWindow.millis(T0 + timedelta(hours=read_to_h))
+            store.save_checkpoint("listener", {"at": mark, "floor": None, "seen": [], "spans": []})
+            floor = T0 + timedelta(hours=read_to_h) - timedelta(milliseconds=store.feed.window_ms)
+        before = {events[0].run: store.read(events[0].run) for events in logged}
+        done = store.prune(cutoff, dry_run=False)
+        after = {run: store.read(run) for run in before}
+        records = [
+            doc["run"] for doc in store.events.find({"type": ev.RUN_SUBMITTED, "data.name": "evenflow.prune"})
+        ]
+        for run, events in before.items():
+            ended = [e for e in events if e.type in ev.RUN_TERMINAL]
+            needed = floor is not None and max(e.at for e in events) > floor
+            should_go = bool(ended) and ended[-1].at < cutoff and not needed
+            assert (after[run] == []) == should_go, run
+            if not should_go:
+                assert after[run] == events
+        gone = {run for run in before if not after[run]}
+        assert done.runs == len(gone) and len(records) == len(done.records) == (1 if gone else 0)
+        listed = {run for record in records for run in store.read(record)[-1].data["result"]["removed"]}
+        assert listed == gone
+    finally:
+        if kind == "mongodb":
+            drop_database(store.events.database.client, database)
+        store.close()
