@@ -52,8 +52,10 @@ def test_a_missing_home_is_a_blocker_and_is_not_created(tmp_path: Path) -> None:
 
 def test_a_damaged_journal_is_a_blocker(home: Path) -> None:
     fill(home, sample_logs(200))
-    with (home / JOURNAL).open("r+b") as journal:  # scribble over a page of the events table
-        journal.seek(5 * 4096 + 100)
+    path = home / JOURNAL
+    middle = path.stat().st_size // 2 // 4096  # a page of the events, which fill most of the file
+    with path.open("r+b") as journal:  # scribble over it
+        journal.seek(middle * 4096 + 100)
         journal.write(b"\xff" * 3000)
     code, rows = doctor(home=home)
     assert code == 1
