@@ -45,10 +45,9 @@ OPEN_START = (
 )
 
 
-def readers(plan: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The calls timed, by label, on a home whose runs ``plan`` lists."""
-    chained = next((p["correlation"] for p in plan if p["run"] != p["correlation"]), plan[0]["run"])
-    middle = plan[len(plan) // 2]["run"]
+def readers(plan: dict[str, Any]) -> dict[str, list[str]]:
+    """The calls timed, by label, on a home ``plan`` sums up (``history_build.summary``)."""
+    chained, middle = plan["chained"], plan["middle"]
     since = (datetime.now(UTC) - timedelta(days=SPREAD_DAYS // 3, minutes=30)).isoformat()
     return {
         "runs --limit 20": ["runs", "--limit", "20"],
@@ -86,14 +85,14 @@ def timed(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def measure(home: Path, plan: list[dict[str, Any]]) -> dict[str, Any]:
+def measure(home: Path, plan: dict[str, Any]) -> dict[str, Any]:
     cli = [sys.executable, "-m", "orchestrator.cli"]
     figures = {label: timed([*cli, *args, "--home", str(home)]) for label, args in readers(plan).items()}
     figures["open+start"] = timed([sys.executable, "-c", OPEN_START, str(home)])
     return figures
 
 
-def home_of(size: int, keep: Path | None) -> tuple[Path, list[dict[str, Any]], float | None]:
+def home_of(size: int, keep: Path | None) -> tuple[Path, dict[str, Any], float | None]:
     """A home of ``size`` events (reused under ``keep`` when built before), its plan and build seconds."""
     home = (keep or Path(tempfile.mkdtemp(prefix="evenflow-history-"))) / f"home-{size}"
     marker = home / "plan.json"
@@ -117,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for size in (int(part) for part in args.events.split(",")):
         home, plan, spent = home_of(size, args.keep)
-        events = sum(p["events"] for p in plan)
+        events = plan["events"]
         built = f"built in {spent:.0f} s ({events / spent:,.0f} events/s)" if spent else "reused"
-        print(f"{events:,} events, {len(plan):,} runs, {built}", flush=True)
+        print(f"{events:,} events, {plan['runs']:,} runs, {built}", flush=True)
         figures = measure(home, plan)
         for label, got in figures.items():
             shown = f"{got['wall_s']:.2f} s, {got['peak_mb']:.0f} MB" if "wall_s" in got else "timed out"
