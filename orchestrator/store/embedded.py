@@ -231,14 +231,20 @@ class EmbeddedStore:
 
         A row that does not decode raises ``CorruptEvent``, unless ``on_corrupt``
         is given: then it is told the run and the error, and the scan goes on.
+        Rows are read ``journal.PAGE`` at a time, so a scan holds a page, not the log.
         """
-        for row in self._query(journal.ROWS_AFTER, (0,), "reading the journal"):
-            try:
-                yield decode(journal.loaded_doc(*row[1:]))
-            except CorruptEvent as exc:
-                if on_corrupt is None:
-                    raise
-                on_corrupt(row[2], exc)
+        after = 0
+        while rows := self._query(
+            journal.ROWS_AFTER + " LIMIT ?", (after, journal.PAGE), "reading the journal"
+        ):
+            after = rows[-1][0]
+            for row in rows:
+                try:
+                    yield decode(journal.loaded_doc(*row[1:]))
+                except CorruptEvent as exc:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(row[2], exc)
 
     def refresh(self) -> int:
         """Count the events a running writer committed since the last refresh; bring ``.events`` up to date.

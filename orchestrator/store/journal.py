@@ -24,6 +24,8 @@ COLUMNS = "id, run, seq, type, doc"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
 READ = f"SELECT {COLUMNS} FROM events WHERE id > ? AND id < ? AND run = ? ORDER BY seq"
 ROWS_AFTER = f"SELECT rowid, {COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid"
+PAGE = 10_000
+"""Rows a whole-journal scan reads at a time."""
 UNFINISHED = (
     "SELECT run, doc FROM events WHERE type = ? AND run NOT IN (SELECT run FROM events WHERE type IN ({}))"
 )
