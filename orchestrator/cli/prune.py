@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigurationError
@@ -25,8 +29,28 @@ def add_parser(commands: Any, store_options: Any) -> None:
     prune.add_argument("--finished-before", required=True, metavar="WHEN",
                        help="30d, 12h or an ISO time: runs that ended before it go")  # fmt: skip
     prune.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
+    prune.add_argument("--archive", type=Path, metavar="FILE",
+                       help="first append the runs to FILE in the export format (default: none)")  # fmt: skip
     store_options(prune)
     prune.set_defaults(handler=prune_command)
+
+
+@contextmanager
+def _archive(store: Any, path: Path | None) -> Iterator[Callable[[list[str]], None] | None]:
+    """What keeps each batch's runs in ``path`` (export lines, appended, synced) before they go."""
+    if path is None:
+        yield None
+        return
+    from .exchange import to_line
+
+    with path.open("a", encoding="utf-8") as out:
+
+        def keep(runs: list[str]) -> None:
+            out.writelines(to_line(event) + "\n" for run in runs for event in store.read(run))
+            out.flush()
+            os.fsync(out.fileno())
+
+        yield keep
 
 
 def prune_command(args: argparse.Namespace) -> int:
@@ -39,7 +63,8 @@ def prune_command(args: argparse.Namespace) -> int:
                 "this store cannot prune: prune works on the embedded store and MongoDB, "
                 "not on an in-memory one"
             )
-        done = can.prune(before, dry_run=args.dry_run)
+        with _archive(store, args.archive) as keep:
+            done = can.prune(before, dry_run=args.dry_run, keep=keep)
     finally:
         store.close()
     if args.json:

@@ -190,8 +190,11 @@ class HistoryStore(Protocol):
 class PruneStore(Protocol):
     """A store that can remove whole finished runs (retention): the embedded store."""
 
-    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
-        """Remove every run that ended before ``before`` and that no listener still needs."""
+    def prune(
+        self, before: datetime, *, dry_run: bool = False, keep: Callable[[list[str]], None] | None = None
+    ) -> Pruned:
+        """Remove every run that ended before ``before`` and that no listener still needs; ``keep`` is
+        given each batch's runs before they go (to archive them: it may read them)."""
 
 
 @runtime_checkable

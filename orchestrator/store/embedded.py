@@ -135,7 +135,9 @@ class EmbeddedStore:
         with self._lock:
             return self._history.chain(self._open_db(), correlation)
 
-    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
+    def prune(
+        self, before: datetime, *, dry_run: bool = False, keep: Callable[[list[str]], None] | None = None
+    ) -> Pruned:
         """Remove whole runs that ended before ``before`` (``prune.py``): the writer only."""
         if self.read_only:
             raise read_only_error(f"embedded store in {self.home}")
@@ -143,7 +145,12 @@ class EmbeddedStore:
             db = self._open_db()
             self._history.flush(db)
         done = prune_runs(  # the lock is held a batch at a time: appends go on between
-            db, before, dry_run=dry_run, recorded=lambda new: self._history.appended(db, new), lock=self._lock
+            db,
+            before,
+            dry_run=dry_run,
+            recorded=lambda new: self._history.appended(db, new),
+            lock=self._lock,
+            keep=keep,
         )
         with self._lock:
             if done.records and self._mirror is not None:  # it still holds what went

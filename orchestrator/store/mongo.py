@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -180,14 +180,22 @@ class MongoStore:
             docs = list(self.events.find({**type_filter(patterns), **self.feed.query(window)}, STAMPS))
         return self.feed.advance(window, docs, self.feed.millis(ev.utcnow()))
 
-    def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
+    def prune(
+        self, before: datetime, *, dry_run: bool = False, keep: Callable[[list[str]], None] | None = None
+    ) -> Pruned:
         """Remove whole runs that ended before ``before`` (``mongo_prune.py``)."""
         if self.read_only:
             raise read_only_error(f"event store at {self._label}")
         window = self.feed.window_ms
         with self._lock, self._guard("pruning finished runs", "run prune again to go on"):
             return prune_runs(
-                self.events, self.database, before, window_ms=window, append=self.append, dry_run=dry_run
+                self.events,
+                self.database,
+                before,
+                window_ms=window,
+                append=self.append,
+                dry_run=dry_run,
+                keep=keep,
             )
 
     def load_checkpoint(self, name: str) -> Position | None:

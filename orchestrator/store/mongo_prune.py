@@ -37,6 +37,7 @@ def prune(
     append: Callable[[Sequence[Event]], None],
     dry_run: bool = False,
     batch: int | None = None,
+    keep: Callable[[list[str]], None] | None = None,
 ) -> Pruned:
     """Remove the runs of ``events`` that ended before ``before`` (see the module)."""
     floor = _listeners_floor(database, window_ms)
@@ -53,6 +54,8 @@ def prune(
         kept += len(group) - len(chosen)
         runs, removed = runs + len(chosen), removed + sum(counts[run] for run in chosen)
         if chosen and not dry_run:
+            if keep is not None:
+                keep(chosen)
             record = record_of(chosen, sum(counts[run] for run in chosen), before)
             append(record)
             events.delete_many({"run": {"$in": chosen}})

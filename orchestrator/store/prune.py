@@ -44,6 +44,7 @@ def prune(
     batch: int | None = None,
     recorded: Callable[[list[Event]], None] = lambda events: None,
     lock: AbstractContextManager[Any] | None = None,
+    keep: Callable[[list[str]], None] | None = None,
 ) -> Pruned:
     """Remove the runs that ended before ``before``, ``batch`` runs a transaction; ``recorded`` is told
     of each record's events once committed (so the history tables take them in). ``lock`` is held for
@@ -65,6 +66,8 @@ def prune(
             kept += needed
             runs, events = runs + len(chosen), events + sum(count for _, count in chosen)
             if chosen and not dry_run:
+                if keep is not None:  # archived before they go: a kill between leaves them archived twice
+                    keep([run for run, _ in chosen])
                 records.append(_remove(db, chosen, before, recorded))
         if chosen and not dry_run:
             crash_point("prune-batch")

@@ -245,3 +245,15 @@ def test_on_mongodb_a_prune_removes_exactly_the_whole_finished_runs_no_listener_
         if kind == "mongodb":
             drop_database(store.events.database.client, database)
         store.close()
+
+
+def test_prune_with_archive_keeps_the_removed_runs_in_a_file_import_brings_back(tmp_path: Path) -> None:
+    home, copy, archive = tmp_path / "home", tmp_path / "copy", tmp_path / "old.jsonl"
+    assert evenflow("demo", "--executor", "inline", home=home).returncode == 0
+    before = json.loads(evenflow("runs", "--json", home=home).stdout)["runs"]
+    done = evenflow(
+        "prune", "--finished-before", "2099-01-01T00:00:00+00:00", "--archive", str(archive), home=home
+    )
+    assert done.returncode == 0, done.stderr
+    assert evenflow("import", str(archive), home=copy).returncode == 0
+    assert json.loads(evenflow("runs", "--json", home=copy).stdout)["runs"] == before
