@@ -64,25 +64,33 @@ class Source:
         """Per-command statistics: from a store's rollups where it keeps them, else its pipeline."""
         from projections import command_stats
         from projections.command_stats import stats_of_rows
-        from projections.source import to_millis
 
-        if self.abilities.history is not None:
-            rows = self.abilities.history.command_rows(to_millis(since), to_millis(until))
-            if rows is not None:
-                return stats_of_rows(rows)
-        return command_stats(self.events, since=since, until=until)
+        history = self.abilities.history
+        rows = history.command_rows if history is not None else None
+        return self._window(rows, stats_of_rows, command_stats, since, until)
 
     def failures(self, since: datetime | None, until: datetime | None = None) -> Any:
         """Failures by error type and command: from rollups where the store keeps them, else its pipeline."""
         from projections import failures
         from projections.failures import failures_of_rows
+
+        history = self.abilities.history
+        rows = history.failure_rows if history is not None else None
+        return self._window(rows, failures_of_rows, failures, since, until)
+
+    def _window(
+        self,
+        rows: Callable[[int | None, int | None], list[dict[str, Any]] | None] | None,
+        of_rows: Callable[[Any], Any],
+        pipeline: Callable[..., Any],
+        since: datetime | None,
+        until: datetime | None,
+    ) -> Any:
+        """``of_rows`` of the store's rollup ``rows`` for [since, until) where kept, else ``pipeline``."""
         from projections.source import to_millis
 
-        if self.abilities.history is not None:
-            rows = self.abilities.history.failure_rows(to_millis(since), to_millis(until))
-            if rows is not None:
-                return failures_of_rows(rows)
-        return failures(self.events, since=since, until=until)
+        found = rows(to_millis(since), to_millis(until)) if rows is not None else None
+        return of_rows(found) if found is not None else pipeline(self.events, since=since, until=until)
 
     def _folded(self, run: str) -> Any:
         """The ``runs`` row of ``run`` folded from its own events; None (said once) for a damaged run."""
