@@ -63,7 +63,6 @@ class History:
         self._writer = writer
         self._pending: list[Event] | None = []
         """The events appended past the watermark, in order; None if one append's were not noted."""
-        self._through = 0
         self._since = 0.0
 
     # --- the writer --------------------------------------------------------------------------------
@@ -91,7 +90,6 @@ class History:
                 if not self._pending:
                     self._since = time.monotonic()
                 self._pending.extend(events)
-                self._through = self._journal.last_row()
             if self._pending is None or len(self._pending) >= FLUSH_EVENTS or self._due():
                 self.flush(db)
         except Exception as exc:
@@ -106,9 +104,10 @@ class History:
             return
         if self._pending is None:  # read them back
             rows = list(self._journal.rows_after(history.watermark(db)))
-            pending, through = [event for _, event in rows], self._journal.last_row()
-        else:
-            pending, through = self._pending, self._through
+            pending = [event for _, event in rows]
+        else:  # every append since the watermark noted: they are the rows up to the last
+            pending = self._pending
+        through = self._journal.last_row()
         self._in_transaction(db, lambda: history.flush(db, pending, through))
         self._pending = []
 
