@@ -29,7 +29,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.run_query import RunQuery
 
 from . import history, rollups
-from .tail import RunRow, matches, newest_first, row_of
+from .tail import RunRow, matches, newest_first, row_of, stored
 
 log = logging.getLogger("evenflow.store")
 
@@ -43,8 +43,6 @@ class Journal(Protocol):
     """What of the embedded store the tables are kept from."""
 
     path: Any
-
-    def read(self, run: str, after_seq: int = 0) -> list[Event]: ...
 
     def stored(self, ids: list[str]) -> Iterator[Event]: ...
 
@@ -167,9 +165,11 @@ class History:
         return [event for _, event in self._journal.rows_after(history.watermark(db))]
 
     def _tail_rows(self, db: sqlite3.Connection) -> dict[str, RunRow]:
-        """The rows of the runs the tail touches, each folded from all of its events."""
-        runs = sorted({event.run for event in self._tail(db)})
-        rows = ((run, row_of(run, self._journal.read(run))) for run in runs)
+        """The rows of the runs the tail touches: each table row continued with the run's tail events."""
+        by_run: dict[str, list[Event]] = {}
+        for event in self._tail(db):
+            by_run.setdefault(event.run, []).append(event)
+        rows = ((run, row_of(run, events, stored(db, run))) for run, events in by_run.items())
         return {run: row for run, row in rows if row is not None}
 
     def _in_transaction(self, db: sqlite3.Connection, work: Callable[[], None]) -> None:

@@ -3,13 +3,14 @@
 The writer folds its appends into the tables a batch of appends at a time
 (``embedded_history.py``), so the journal may hold events past the tables'
 watermark: those a writer has not flushed yet, or left behind when it died.
-Every reader covers them: it folds the runs they touch from those runs' own
-events, exactly as ``history.py`` would index them, and merges the result into
-what the tables answer.
+Every reader covers them: for each run they touch it continues the row the
+tables hold with those events, exactly as ``history.py`` would index them, and
+merges the result into what the tables answer.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.run_query import RunQuery
 
-from .history import MAX_LISTED, RUNNING, STATE_OF
+from .history import COMMAND, MAX_LISTED, RUNNING, STATE_OF
 from .rollups import millis
 
 
@@ -34,9 +35,23 @@ class RunRow:
     error_types: set[str] = field(default_factory=set)
 
 
-def row_of(run: str, events: Iterable[Event]) -> RunRow | None:
-    """The row ``history.index`` makes of ``run`` from these (all of its) events; None if it makes none."""
-    row: RunRow | None = None
+def stored(db: sqlite3.Connection, run: str) -> RunRow | None:
+    """The row the tables hold of ``run`` (its events up to the watermark); None if they hold none."""
+    found = db.execute(
+        "SELECT submitted_at, flow, state, correlation FROM runs WHERE run = ?", (run,)
+    ).fetchone()
+    if found is None:
+        return None
+    row = RunRow(run, *found)
+    for kind, name in db.execute("SELECT kind, name FROM run_names WHERE run = ?", (run,)):
+        (row.commands if kind == COMMAND else row.error_types).add(name)
+    return row
+
+
+def row_of(run: str, events: Iterable[Event], start: RunRow | None = None) -> RunRow | None:
+    """The row ``history.index`` makes of ``run`` from ``events``, continuing ``start`` (the row of the
+    events before them; None: they are all of its events); None if it makes none."""
+    row = start
     for event in events:
         if row is None and (event.type == ev.RUN_SUBMITTED or event.seq == 1):
             row = RunRow(run)

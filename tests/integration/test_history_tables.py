@@ -90,6 +90,9 @@ def logs(draw: st.DrawFn) -> list[list[Event]]:
         end = draw(st.sampled_from(ENDS))
         if end is not None:
             events.append(Event(run, len(events) + 1, end, at + timedelta(seconds=1)))
+            if draw(st.booleans()):  # a late outcome, logged after the run ended
+                late = at + timedelta(seconds=2)
+                events.append(Event(run, len(events) + 1, ev.OUTCOME_IGNORED, late, node="n", attempt=1))
         runs.append(events)
     cuts = draw(st.lists(st.integers(1, 6), min_size=1, max_size=30))
     batches: list[list[Event]] = []
