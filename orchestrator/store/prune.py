@@ -71,11 +71,21 @@ def prune(
                 records.append(_remove(db, chosen, before, recorded))
         if chosen and not dry_run:
             crash_point("prune-batch")
-    if records:  # the partial hours' index of what went
-        gone = "NOT EXISTS (SELECT 1 FROM events WHERE events.id = timeline.id)"
-        with held:
-            db.execute(f"DELETE FROM timeline WHERE at < ? AND {gone}", (cutoff,))
+    if records:
+        _forget_moments(db, cutoff, held)
     return Pruned(runs, events, kept, tuple(records))
+
+
+def _forget_moments(db: sqlite3.Connection, cutoff: int, held: AbstractContextManager[Any]) -> None:
+    """Drop the partial hours' index of what went, ``BATCH`` rows at a time (the lock between)."""
+    gone = "NOT EXISTS (SELECT 1 FROM events WHERE events.id = timeline.id)"
+    chosen = f"SELECT rowid FROM timeline WHERE at < ? AND {gone} LIMIT ?"
+    while True:
+        with held:
+            if not db.execute(
+                f"DELETE FROM timeline WHERE rowid IN ({chosen})", (cutoff, BATCH * 20)
+            ).rowcount:
+                return
 
 
 _LAST = "SELECT max(rowid), count(*) FROM events WHERE id > ? AND id < ? AND run = ?"
