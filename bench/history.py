@@ -1,15 +1,20 @@
-"""What reading history costs as it grows: each reader as one CLI call, wall time and peak RSS.
+"""What reading history costs as it grows: each reader as one CLI call, its wall time and peak RSS.
 
-    .venv/bin/python -m bench.history [--events 100000,1000000] [--keep DIR] [--json FILE]
+    .venv/bin/python -m bench.history [--events 100000,1000000] [--keep DIR | --reuse DIR] [--json FILE]
 
 For each size it builds an embedded home of that many events through the
-store's append path (``bench/history_build.py``; ``--keep DIR`` keeps the homes
-and reuses one already built), then runs each reader as a separate process —
-``runs --limit 20`` (plain, by state, by time), ``status``, ``audit`` of a run
-with a listener chain, ``stats`` (all time, and a window starting inside an
-hour), ``failures`` — and an orchestrator's open + start, and prints wall time
-(interpreter start included) and the process's own peak RSS (``os.wait4``).
-Each call is bounded by ``TIMEOUT_S``; one that passes it is reported so.
+store's own append path (``bench/history_build.py``, in a child process; the
+build rate is printed), then runs each reader as a separate process, once:
+``runs --limit 20`` (plain, ``--state failed``, ``--since 7d``), ``status``
+of a run, ``audit`` of a run with a chain of listener runs, ``stats`` (all
+time and ``--since 7d``), ``failures``, and an orchestrator's open + start +
+close. Wall time includes interpreter start. Peak RSS is the child's own
+``ru_maxrss`` from ``os.wait4`` on its pid; a child starts with the peak of the
+process it was forked from, so this process never imports evenflow and stays
+near a bare interpreter's ~12 MB (printed as the floor). Each call is killed
+after ``--timeout`` seconds and reported as timed out. ``--keep DIR`` keeps
+the homes built (``DIR/home-N``); ``--reuse DIR`` measures a home already there
+and builds only the missing ones.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -24,110 +30,145 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: import ourselves as the bench package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "bench"
-
-SPREAD_DAYS = 90
-"""As ``history_build.SPREAD_DAYS`` (not imported: this process stays small, see ``timed``)."""
-
-TIMEOUT_S = 900.0
+ROOT = Path(__file__).resolve().parent.parent
+BYTES_PER_EVENT = 700
+"""Disk a home takes per event, with room to spare (measured: ~560)."""
+BUILD_RATE_FLOOR = 5_000
+"""Events a second a build may not fall below before it is stopped as stuck."""
 OPEN_START = (
-    "from orchestrator import Orchestrator, Registry\n"
     "import sys\n"
-    "orchestrator = Orchestrator(Registry(), store='embedded://' + sys.argv[1], executor='inline')\n"
-    "orchestrator.start()\n"
-    "orchestrator.close()\n"
+    "from orchestrator import Orchestrator, Registry\n"
+    "registry = Registry()\n"
+    "for name in sys.argv[2].split(','):\n"
+    "    registry.register(name, lambda *args: None)\n"
+    "Orchestrator(registry, executor='inline', home=sys.argv[1]).start().close()\n"
 )
 
 
 def readers(plan: dict[str, Any]) -> dict[str, list[str]]:
-    """The calls timed, by label, on a home ``plan`` sums up (``history_build.summary``)."""
-    chained, middle = plan["chained"], plan["middle"]
-    since = (datetime.now(UTC) - timedelta(days=SPREAD_DAYS // 3, minutes=30)).isoformat()
+    """The CLI calls timed, by label, on a home ``plan`` sums up (``history_build.summary``)."""
     return {
         "runs --limit 20": ["runs", "--limit", "20"],
         "runs --state failed": ["runs", "--limit", "20", "--state", "failed"],
-        "runs --since": ["runs", "--limit", "20", "--since", since],
-        "status RUN": ["status", middle],
-        "audit RUN (chain)": ["audit", chained],
+        "runs --since 7d": ["runs", "--limit", "20", "--since", "7d"],
+        "status RUN": ["status", plan["middle"]],
+        "audit RUN (chain)": ["audit", plan["chained"]],
         "stats": ["stats"],
-        "stats --since": ["stats", "--since", since],
+        "stats --since 7d": ["stats", "--since", "7d"],
         "failures": ["failures"],
     }
 
 
-def timed(argv: list[str]) -> dict[str, Any]:
-    """Wall seconds and peak RSS (MB) of one process, or ``timeout``.
+def timed(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Wall seconds and peak RSS (MB) of one process run to its end, or how long it ran before it was
+    killed. Its output is kept only to show why it failed."""
+    with tempfile.TemporaryFile() as errors:
+        began = time.perf_counter()
+        child = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT, start_new_session=True
+        )
+        killer = threading.Timer(timeout_s, os.killpg, (child.pid, signal.SIGKILL))
+        killer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - began
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip().splitlines()[-1:]
+    if code == -signal.SIGKILL and wall >= timeout_s:
+        return {"timeout_s": timeout_s}
+    figures = {"wall_s": round(wall, 3), "peak_mb": round(usage.ru_maxrss / 1024, 1), "exit": code}
+    return figures if code == 0 else {**figures, "error": said[0] if said else ""}
 
-    A child's peak RSS counts the parent's image it was forked from, so this
-    process never imports evenflow (homes are built by a child too).
-    """
-    began = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killer = threading.Timer(TIMEOUT_S, child.send_signal, (signal.SIGKILL,))
-    killer.start()
-    try:
-        _, status, usage = os.wait4(child.pid, 0)
-    finally:
-        killer.cancel()
-    child.returncode = code = os.waitstatus_to_exitcode(status)
-    if code == -signal.SIGKILL:
-        return {"timeout_s": TIMEOUT_S}
-    return {
-        "wall_s": round(time.perf_counter() - began, 3),
-        "peak_mb": round(usage.ru_maxrss / 1024, 1),
-        "exit": code,
-    }
 
-
-def measure(home: Path, plan: dict[str, Any]) -> dict[str, Any]:
+def measure(home: Path, plan: dict[str, Any], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """Each reader once on ``home``, then an orchestrator's open + start, printed as they finish."""
     cli = [sys.executable, "-m", "orchestrator.cli"]
-    figures = {label: timed([*cli, *args, "--home", str(home)]) for label, args in readers(plan).items()}
-    figures["open+start"] = timed([sys.executable, "-c", OPEN_START, str(home)])
+    calls = {label: [*cli, *args, "--home", str(home)] for label, args in readers(plan).items()}
+    calls["open+start"] = [sys.executable, "-c", OPEN_START, str(home), ",".join(plan["commands"])]
+    figures = {}
+    for label, argv in calls.items():
+        figures[label] = got = timed(argv, timeout_s)
+        print(f"  {label:<20} {shown(got)}", flush=True)
     return figures
 
 
-def home_of(size: int, keep: Path | None) -> tuple[Path, dict[str, Any], float | None]:
-    """A home of ``size`` events (reused under ``keep`` when built before), its plan and build seconds."""
-    home = (keep or Path(tempfile.mkdtemp(prefix="evenflow-history-"))) / f"home-{size}"
+def shown(got: dict[str, Any]) -> str:
+    if "timeout_s" in got:
+        return f"timed out after {got['timeout_s']:.0f} s"
+    text = f"{got['wall_s']:.2f} s, {got['peak_mb']:.0f} MB"
+    return text if got["exit"] == 0 else f"{text}, exit {got['exit']}: {got['error'][:60]}"
+
+
+def home_of(size: int, where: Path, reuse: bool, timeout_s: float) -> tuple[Path, dict[str, Any], bool]:
+    """A home of ``size`` events under ``where`` (one already built if ``reuse``), its plan, and
+    whether it was built now."""
+    home = where / f"home-{size}"
     marker = home / "plan.json"
-    if marker.exists():
-        return home, json.loads(marker.read_text()), None
+    if reuse and marker.exists():
+        return home, json.loads(marker.read_text()), False
     shutil.rmtree(home, ignore_errors=True)
-    began = time.perf_counter()
-    built = [sys.executable, "-m", "bench.history_build", str(home), str(size)]
-    subprocess.run(built, check=True, timeout=TIMEOUT_S * 4, cwd=Path(__file__).resolve().parent.parent)
-    return home, json.loads(marker.read_text()), time.perf_counter() - began
+    needed, free = size * BYTES_PER_EVENT, shutil.disk_usage(where).free
+    if needed > free:
+        raise SystemExit(
+            f"a home of {size:,} events needs ~{needed / 1e9:.1f} GB; {where} has {free / 1e9:.1f}"
+        )
+    argv = [sys.executable, "-m", "bench.history_build", str(home), str(size)]
+    subprocess.run(argv, check=True, cwd=ROOT, timeout=timeout_s + size / BUILD_RATE_FLOOR)
+    return home, json.loads(marker.read_text()), True
+
+
+def table(results: dict[str, Any]) -> str:
+    """A markdown table: a row per size, a column per reader (wall s, peak MB)."""
+    labels = list(next(iter(results.values()))["readers"]) if results else []
+    lines = ["| events | build | " + " | ".join(f"`{label}`" for label in labels) + " |"]
+    lines.append("|" + " --- |" * (len(labels) + 2))
+    for size in results.values():
+        build = f"{size['events'] / size['build_s']:,.0f} ev/s" if size["built"] else "reused"
+        cells = (shown(size["readers"][label]) for label in labels)
+        lines.append(f"| {size['events']:,} | {build} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--events", default="100000,1000000", help="sizes, comma-separated [default %(default)s]"
-    )
-    parser.add_argument("--keep", type=Path, help="keep the homes here, and reuse them (default: temporary)")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--events", default="100000,1000000", help="sizes, comma-separated [%(default)s]")
+    homes = parser.add_mutually_exclusive_group()
+    homes.add_argument("--keep", type=Path, metavar="DIR", help="build the homes in DIR and keep them")
+    homes.add_argument("--reuse", type=Path, metavar="DIR", help="as --keep, measuring homes already in DIR")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a call may take [%(default)s]")
     args = parser.parse_args(argv)
+    where = args.keep or args.reuse or Path(tempfile.mkdtemp(prefix="evenflow-history-"))
+    where.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    for size in (int(part) for part in args.events.split(",")):
-        home, plan, spent = home_of(size, args.keep)
-        events = plan["events"]
-        built = f"built in {spent:.0f} s ({events / spent:,.0f} events/s)" if spent else "reused"
-        print(f"{events:,} events, {plan['runs']:,} runs, {built}", flush=True)
-        figures = measure(home, plan)
-        for label, got in figures.items():
-            shown = f"{got['wall_s']:.2f} s, {got['peak_mb']:.0f} MB" if "wall_s" in got else "timed out"
-            print(f"  {label:<22} {shown}", flush=True)
-        results[str(events)] = figures
-        if args.keep is None:
-            shutil.rmtree(home.parent, ignore_errors=True)
+    try:
+        for size in (int(part.replace("_", "")) for part in args.events.split(",")):
+            home, plan, built = home_of(size, where, args.reuse is not None, args.timeout)
+            rate = f"built in {plan['build_s']:.1f} s, {plan['events'] / plan['build_s']:,.0f} events/s"
+            print(f"{plan['events']:,} events, {plan['runs']:,} runs ({rate}{'' if built else ', reused'})")
+            results[str(size)] = {**plan, "built": built, "readers": measure(home, plan, args.timeout)}
+    finally:
+        if args.keep is None and args.reuse is None:
+            shutil.rmtree(where, ignore_errors=True)
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load = ", ".join(f"{figure:.2f}" for figure in os.getloadavg())
+    print(
+        f"\n{table(results)}\n\npeak RSS floor (this process's own peak) {floor:.0f} MB; load average {load}"
+    )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        figures = {
+            "cpus": os.cpu_count(),
+            "load": os.getloadavg(),
+            "rss_floor_mb": round(floor, 1),
+            "sizes": results,
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

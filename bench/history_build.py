@@ -1,15 +1,18 @@
 """Homes of N events for ``bench/history.py``, built through the store's own append path in bulk.
 
-Each run is what the engine logs for a parallel group of ``CALLS`` calls
-(submitted, every call dispatched, started and succeeded, ``run.succeeded``
-with the results), with the shapes a real run has (``flow`` from
-``encode_flow``, a worker in ``data.by``, causation and correlation). One run in
-ten has a call that fails twice and succeeds on its third attempt (retries
-logged); one in twenty fails (a call fails three times, ``node.failed``,
-``run.failed``); one in ten starts a listener's run in answer to it (same
-correlation, caused by its last event). Submission times spread over the last
-``SPREAD_DAYS`` days, a fixed seed makes the same home every time, and ``plan``
-says what each run must fold to, so a test can check the home is valid.
+The runs (their events: ``history_runs.py``) are what an order service logs:
+a parallel group of ``CALLS`` calls named ``orders``, where most calls succeed
+at once and a few fail once or twice before they succeed (about three retried
+attempts a run, so ~104 events, as in issue 15's measurement); one run in
+twenty fails (a call fails all three attempts). A listener answers one
+successful run in ten with a run of its own (``RECEIPTS``, keyed, caused by
+that ``run.succeeded`` and in its chain), and a second listener answers one in
+three of those (``LEDGER``): chains of two and three runs for ``audit``.
+Submission times run over the last ``SPREAD_DAYS`` days in step with the
+events. A fixed seed gives the same runs every time, and ``build`` says what
+each run must fold to, so a test can check the home is valid.
+
+    python -m bench.history_build HOME EVENTS   # build, and write HOME/plan.json
 """
 
 from __future__ import annotations
@@ -17,44 +20,59 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from orchestrator import call, encode_flow, parallel
-from orchestrator.core import events as ev
-from orchestrator.core.events import Event
+from orchestrator import Registry
+from orchestrator.core.events import Event, to_millis
+from orchestrator.core.listening import trigger_key
+from orchestrator.core.submitting import Submission
 from orchestrator.store.embedded import EmbeddedStore
 
+from .history_runs import POLICY, Shape, run_events
+
 CALLS = 30
-COMMANDS = ("charge", "ship", "notify", "invoice", "audit")
+ORDER_COMMANDS = ("reserve", "charge", "pack", "ship", "invoice")
+RECEIPT_COMMANDS = ("receipt", "email", "loyalty")
+LEDGER_COMMANDS = ("ledger",)
+RECEIPTS = "receipts on run.succeeded"
+LEDGER = "ledger on run.succeeded"
 SPREAD_DAYS = 90
-BATCH_EVENTS = 20_000
-BY = "orchestrator:bench:1:000000"
-WORKER = "bench:1/processes"
+BATCH_EVENTS = 10_000
+SEED = 15
 
 
 @dataclass(frozen=True, slots=True)
 class Planned:
+    """What a generated run must fold to."""
+
     run: str
     state: str
-    flow: str
+    flow: str | None
     correlation: str
+    depth: int
+    attempts: int
+    failed_nodes: int
     events: int
+    submitted_at: datetime
 
 
-def build(home: Path, events: int, seed: int = 15) -> list[Planned]:
+def build(home: Path, events: int, seed: int = SEED) -> list[Planned]:
     """Fill ``home`` with runs until it holds at least ``events`` events; what each run must fold to."""
     store = EmbeddedStore(home)
     planned: list[Planned] = []
     batch: list[Event] = []
     count = 0
     try:
-        for run_events, plan in _runs(random.Random(seed)):
-            batch += run_events
+        for run_log, plan in runs(random.Random(seed), events):
+            batch += run_log
             planned.append(plan)
-            count += len(run_events)
+            count += len(run_log)
             if len(batch) >= BATCH_EVENTS or count >= events:
                 store.append(batch)
                 batch = []
@@ -65,88 +83,103 @@ def build(home: Path, events: int, seed: int = 15) -> list[Planned]:
     return planned
 
 
-def _runs(rng: random.Random) -> Iterator[tuple[list[Event], Planned]]:
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=SPREAD_DAYS)
-    step = timedelta(days=SPREAD_DAYS) / 200_000
-    for index in range(10**8):  # bounded: far more runs than any home asks for
-        run = f"run{index:08d}"
-        at = start + step * index
-        kind = rng.random()
-        failing = kind < 0.05
-        retried = not failing and kind < 0.15
-        events, state = _run(run, at, run, None, failing=failing, retried=retried)
-        yield events, Planned(run, state, "orders", run, len(events))
-        if rng.random() < 0.1:  # a listener answers the run's end with a run of its own
-            child = f"{run}-l"
-            later, child_state = _run(child, at + timedelta(seconds=2), run, events[-1].id, failing=False)
-            yield later, Planned(child, child_state, "receipts", run, len(later))
+def runs(rng: random.Random, events: int) -> Iterator[tuple[list[Event], Planned]]:
+    """Runs, each followed by the runs its chain's listeners answer it with, spread over time."""
+    now = to_millis(datetime.now(UTC))
+    start, spread = now - timedelta(days=SPREAD_DAYS), timedelta(days=SPREAD_DAYS, minutes=-5)
+    count = 0
+    for index in range(events):  # bounded: every run has more than one event
+        order = _order_shape(rng, index)
+        at = to_millis(start + spread * (count / events))
+        run = f"{rng.getrandbits(128):032x}"
+        log = run_events(run, {"flow": order.flow(), "name": "orders"}, order, at, None, run)
+        count += len(log)
+        yield log, _planned(log, order, "orders", 0)
+        depth = 0
+        while log[-1].type == "run.succeeded" and depth < 2 and rng.random() < (0.1 if depth == 0 else 0.34):
+            depth += 1
+            log, shape = _answer(rng, log[-1], depth, index)
+            count += len(log)
+            yield log, _planned(log, shape, None, depth)
 
 
-def _run(
-    run: str, at: datetime, correlation: str, cause: str | None, *, failing: bool, retried: bool = False
-) -> tuple[list[Event], str]:
-    name = "receipts" if cause else "orders"
-    flow = encode_flow(parallel(*(call(COMMANDS[i % len(COMMANDS)], i) for i in range(CALLS))))
-    log = [Event(run, 1, ev.RUN_SUBMITTED, at, data={"flow": flow, "name": name}, by=BY,
-                 causation=cause, correlation=correlation)]  # fmt: skip
-    results = []
-    for i in range(CALLS):
-        node, command = f"r.{i}", COMMANDS[i % len(COMMANDS)]
-        failures = 3 if failing and i == 7 else 2 if retried and i == 3 else 0
-        for attempt in range(1, min(failures + 1, 3) + 1):
-            moment = at + timedelta(milliseconds=10 * i + 40 * attempt)
-            last = attempt > failures
-            log += _attempt(run, len(log), node, attempt, command, moment, i, ok=last)
-            if not last and attempt < 3:
-                log.append(_event(run, len(log) + 1, ev.RETRY_SCHEDULED, moment, node, attempt + 1, command,
-                                  {"due": moment, "delay_s": 0.0}))  # fmt: skip
-        if failures == 3:
-            log.append(_event(run, len(log) + 1, ev.NODE_FAILED, at, node, 3, command, {}))
-        else:
-            results.append(i)
-    if correlation != run:  # a listener's run belongs to the chain of the run it answers
-        log = [replace(event, correlation=correlation) for event in log]
-    end = at + timedelta(seconds=1)
-    if failing:
-        failures = [{"node": "r.7", "error": {"type": "builtins.ValueError", "message": "declined"}}]
-        ended = _event(run, len(log) + 1, ev.RUN_FAILED, end, None, None, None, {"failures": failures})
-        return [*log, replace(ended, correlation=correlation)], "failed"
-    ended = _event(run, len(log) + 1, ev.RUN_SUCCEEDED, end, None, None, None, {"result": results})
-    return [*log, replace(ended, correlation=correlation)], "succeeded"
+def _order_shape(rng: random.Random, order: int) -> Shape:
+    """``CALLS`` calls; a few fail once or twice (retried), and one run in twenty has a call that gives up."""
+    flaky = rng.choices(range(7), weights=(20, 10, 10, 25, 15, 10, 10))[0]
+    failures = {i: 1 if rng.random() < 0.8 else 2 for i in rng.sample(range(CALLS), flaky)}
+    if rng.random() < 0.05:
+        failures[rng.randrange(CALLS)] = 3
+    commands = tuple(ORDER_COMMANDS[i % len(ORDER_COMMANDS)] for i in range(CALLS))
+    return Shape(commands, tuple((order, i) for i in range(CALLS)), failures)
 
 
-def _attempt(
-    run: str, seq: int, node: str, attempt: int, command: str, at: datetime, arg: int, *, ok: bool
-) -> list[Event]:
-    dispatched = {"args": [arg], "kwargs": {}, "deadline": None, "key": f"{run}/{node}", "route": None}
-    started = {"started_at": at, "by": WORKER}
-    if ok:
-        kind, outcome = ev.COMMAND_SUCCEEDED, {"result": arg, "duration_s": 0.0005 + arg / 10_000}
-    else:
-        error = {"type": "builtins.ValueError", "message": "declined", "reason": "raised"}
-        kind, outcome = ev.COMMAND_FAILED, {"error": error}
-    return [
-        _event(run, seq + 1, ev.COMMAND_DISPATCHED, at, node, attempt, command, dispatched),
-        _event(run, seq + 2, ev.COMMAND_STARTED, at, node, attempt, command, started),
-        _event(run, seq + 3, kind, at, node, attempt, command, outcome),
-    ]
+def _answer(rng: random.Random, cause: Event, depth: int, order: int) -> tuple[list[Event], Shape]:
+    """The run a listener submits in answer to ``cause`` (a ``run.succeeded``), as ``Triggering`` logs it."""
+    listener, commands = (RECEIPTS, RECEIPT_COMMANDS) if depth == 1 else (LEDGER, LEDGER_COMMANDS)
+    failures = {0: 1} if rng.random() < 0.1 else {}
+    shape = Shape(commands, tuple((order, i) for i in range(len(commands))), failures)
+    at = cause.at + timedelta(milliseconds=rng.randrange(20, 400))
+    return listener_run(listener, cause, depth, shape, at), shape
 
 
-def _event(
-    run: str, seq: int, kind: str, at: datetime, node: str | None, attempt: int | None, command: str | None,
-    data: dict[str, object],
-) -> Event:  # fmt: skip
-    return Event(run, seq, kind, at, node=node, attempt=attempt, command=command, data=data, by=BY,
-                 causation=f"{run}/{seq - 1:010d}" if seq > 1 else None, correlation=run)  # fmt: skip
+def listener_run(listener: str, cause: Event, depth: int, shape: Shape, at: datetime) -> list[Event]:
+    """The run ``listener`` answers ``cause`` with (``depth`` hops from a run by hand), keyed and chained
+    as ``listeners/triggers.py`` submits it."""
+    submission = Submission.keyed(trigger_key(listener, cause.id, 0), shape.flow(), cause=cause.id,
+                                  correlation=cause.correlation, listener=listener, depth=depth)  # fmt: skip
+    return run_events(submission.run, submission.data(), shape, at, cause.id, str(cause.correlation))
 
 
-def summary(plan: list[Planned]) -> dict[str, object]:
-    """What ``bench/history.py`` needs of a plan: its size, and runs to read (kept small: see ``timed``)."""
-    chained = next((p.correlation for p in plan if p.run != p.correlation), plan[0].run)
-    return {"events": sum(p.events for p in plan), "runs": len(plan), "middle": plan[len(plan) // 2].run,
-            "chained": chained}  # fmt: skip
+def _planned(log: list[Event], shape: Shape, flow: str | None, depth: int) -> Planned:
+    """What the run was meant to be, read off its shape (not its events)."""
+    limit = POLICY.max_attempts
+    attempts = sum(min(shape.failures.get(i, 0) + 1, limit) for i in range(len(shape.commands)))
+    given_up = sum(1 for count in shape.failures.values() if count >= limit)
+    first = log[0]
+    state = "failed" if shape.fails else "succeeded"
+    return Planned(
+        first.run, state, flow, str(first.correlation), depth, attempts, given_up, len(log), first.at
+    )
 
 
-if __name__ == "__main__":  # python -m bench.history_build HOME EVENTS: build, and write HOME/plan.json
-    target = Path(sys.argv[1])
-    (target / "plan.json").write_text(json.dumps(summary(build(target, int(sys.argv[2])))))
+def summary(plan: list[Planned], seconds: float) -> dict[str, Any]:
+    """What ``bench/history.py`` needs of a plan: its size, and the runs to read."""
+    middle = plan[len(plan) // 2 :]
+    typical = next(p for p in middle + plan if p.depth == 0 and p.state == "succeeded")
+    deepest = max((p.depth for p in plan), default=0)
+    chained = next(p.correlation for p in middle + plan if p.depth == deepest)
+    return {
+        "events": sum(p.events for p in plan),
+        "runs": len(plan),
+        "states": dict(Counter(p.state for p in plan)),
+        "chains": sum(1 for p in plan if p.depth == 1),
+        "build_s": round(seconds, 2),
+        "middle": typical.run,
+        "chained": chained,
+        "commands": list(ORDER_COMMANDS + RECEIPT_COMMANDS + LEDGER_COMMANDS),
+        "failed": next((p.run for p in middle + plan if p.state == "failed"), middle[0].run),
+    }
+
+
+def registry() -> Registry:
+    """The commands the generated runs call (each returns its arguments' figure), for open + start."""
+    registry = Registry()
+    for name in ORDER_COMMANDS + RECEIPT_COMMANDS + LEDGER_COMMANDS:
+        registry.register(name, _figure)
+    return registry
+
+
+def _figure(order: int, i: int) -> int:
+    return order * 100 + i
+
+
+def main(argv: list[str]) -> int:
+    home, events = Path(argv[0]), int(argv[1])
+    began = time.perf_counter()
+    plan = build(home, events)
+    (home / "plan.json").write_text(json.dumps(summary(plan, time.perf_counter() - began)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
