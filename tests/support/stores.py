@@ -57,6 +57,7 @@ SERVER_LANE: tuple[tuple[str, str], ...] = (
     ("tests/projections/test_run_history.py", "run history pages, and their index on a server"),
     ("tests/integration/test_open_runs.py", "the open-runs index of unfinished runs, on every store"),
     ("tests/integration/test_prune.py", "prune removes exactly the whole finished runs no listener needs"),
+    ("tests/integration/test_exchange_stores.py", "export and import: whole runs out and back, same bytes"),
     ("tests/integration/test_lease_expiry.py", "lease documents expiring (the TTL index itself on a server)"),
     ("tests/fault/test_leases.py", "several orchestrators (threads) sharing one log by leases"),
     ("tests/fault/test_shared_log_processes.py", "orchestrator processes sharing one log under SIGKILL"),
