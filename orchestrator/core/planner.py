@@ -9,9 +9,10 @@ logged decision. A finished run decides nothing.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from . import events as ev
@@ -50,7 +51,8 @@ class Draft:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-def decide(state: RunState, now: datetime) -> list[Draft]:
+def decide(state: RunState, now: datetime, limit: int | None = None) -> list[Draft]:
+    """What follows for ``state`` at ``now``: at most ``limit`` drafts, the first that many of all."""
     if state.finished or state.flow is None:
         return []
     if state.refused is not None:
@@ -61,7 +63,7 @@ def decide(state: RunState, now: datetime) -> list[Draft]:
     if root.status == FAILED:
         return [Draft(ev.RUN_FAILED, data=_final_failures(root.failures))]
     drafts: list[Draft] = []
-    for draft in _candidates(state, now):
+    for draft in islice(_candidates(state, now), limit):
         drafts.append(draft)
         if draft.type == ev.NODE_FAILED:
             break  # failing a node may cancel others: decide again once it is applied
@@ -78,11 +80,11 @@ def _final_result(result: Any) -> dict[str, Any]:
     return {"result": result}
 
 
-def _final_failures(failures: list[dict[str, Any]]) -> dict[str, Any]:
+def _final_failures(failures: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(failures) <= MAX_FAILURES_LOGGED:
-        return {"failures": failures}
+        return {"failures": list(failures)}
     omitted = len(failures) - MAX_FAILURES_LOGGED
-    return {"failures": failures[:MAX_FAILURES_LOGGED], "failures_omitted": omitted}
+    return {"failures": list(failures[:MAX_FAILURES_LOGGED]), "failures_omitted": omitted}
 
 
 def _candidates(state: RunState, now: datetime) -> Iterator[Draft]:

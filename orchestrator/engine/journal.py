@@ -23,6 +23,10 @@ from .messages import Turn
 
 MAX_DECISIONS = 10_000
 """Rounds of ``decide`` for one run in one turn before the engine calls it a bug."""
+MAX_DRAFTS = 2_000
+"""Drafts one run applies in one turn; a run with more to decide goes on next turn. A fan-out of
+100,000 calls is sent out in slices, so what a turn holds (events, envelopes, outcomes coming back)
+stays bounded however wide a group is, and other runs' turns are not held up behind it."""
 OnRefused = Callable[[Turn, EventRefused], None]
 """Told of the runs split off a turn because the store refused some of their events."""
 
@@ -67,15 +71,20 @@ class Journal:
         elif event.type in ev.RUN_TERMINAL:
             turn.finished.append(state)
 
-    def advance(self, state: RunState, now: datetime, turn: Turn) -> None:
-        """Decide and apply until the run has nothing more to decide right now."""
+    def advance(self, state: RunState, now: datetime, turn: Turn) -> bool:
+        """Decide and apply until the run has nothing more to decide right now, or ``MAX_DRAFTS``
+        are applied; True in that case: the run may have more, to advance again next turn."""
+        budget = MAX_DRAFTS
         for _ in range(MAX_DECISIONS):
-            drafts = decide(state, now)
+            drafts = decide(state, now, budget)
             if not drafts:
-                return
+                return False
             cause = ev.event_id(state.run, state.seq)
             for draft in drafts:
                 self.apply(state, draft, turn, causation=cause)
+            budget -= len(drafts)
+            if budget <= 0:
+                return True
         raise EvenflowError(f"run {state.run} keeps deciding without end; this is a bug in evenflow")
 
     def append(self, turn: Turn, on_refused: OnRefused) -> None:

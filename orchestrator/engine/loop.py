@@ -207,14 +207,24 @@ class Engine:
     def _turn(self, items: list[Any], turn: Turn) -> None:
         for item in items:
             self._take_in(item, turn)
-        now = self.clock.now()
-        book = self.book
-        for state in list(book.live.values()) if self._drain_until is None else ():
-            due = state.next_due()
-            if state.run in turn.touched or state.run in book.dirty or (due is not None and due <= now):
-                self._journal.advance(state, now, turn)
-        book.dirty.clear()
+        if self._drain_until is None:
+            self._advance(turn)
+        else:
+            self.book.dirty.clear()
         self.committer.commit(turn)
+
+    def _advance(self, turn: Turn) -> None:
+        """Decide for the runs the turn touched, reloaded ones and those with a timer due. A run with
+        more to decide than one turn takes (a wide fan-out) goes on next turn, which does not wait."""
+        now, book = self.clock.now(), self.book
+        more = []
+        for state in list(book.live.values()):
+            due = state.next_due()
+            moved = state.run in turn.touched or state.run in book.dirty or (due is not None and due <= now)
+            if moved and self._journal.advance(state, now, turn):
+                more.append(state.run)
+        book.dirty.clear()
+        book.dirty.update(more)
 
     def _take_in(self, item: Any, turn: Turn) -> None:
         if isinstance(item, Outcome):

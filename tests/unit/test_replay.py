@@ -83,3 +83,17 @@ def test_a_fresh_process_folds_the_same_states(batch: list[tuple[dict, dict]]) -
     child = [sys.executable, "-c", FOLD_IN_CHILD]
     done = subprocess.run(child, input=logs, capture_output=True, timeout=120, check=True)
     assert pickle.loads(done.stdout) == live
+
+
+@SETTINGS
+@given(histories(), st.integers(1, 4))
+def test_a_limited_decision_is_the_start_of_the_whole_one(history: tuple[dict, dict], limit: int) -> None:
+    """The engine decides a wide fan-out a slice per turn: each slice must be what one decision
+    of everything would have begun with, at every point of the run."""
+    flow, plan = history
+    sim = Simulation(COMMANDS, plan)
+    sim.go(flow)
+    now = sim.clock.now()
+    for cut in range(1, len(sim.events) + 1):
+        state = fold(sim.run, sim.events[:cut])
+        assert decide(state, now, limit) == decide(state, now)[:limit]
