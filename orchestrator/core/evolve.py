@@ -8,7 +8,7 @@ event. The state is owned by the fold and updated in place for speed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import events as ev
@@ -222,7 +222,7 @@ def _complete(state: RunState, node: NodeState, result: Any) -> None:
     _settled(state, node)
 
 
-def _fail(state: RunState, node: NodeState, failures: list[dict[str, Any]]) -> None:
+def _fail(state: RunState, node: NodeState, failures: Sequence[dict[str, Any]]) -> None:
     node.move(FAILED)
     node.failures = failures
     _settled(state, node)
@@ -248,9 +248,13 @@ def _settled(state: RunState, node: NodeState) -> None:
 def _branch_settled(state: RunState, group: NodeState, branch: NodeState) -> None:
     group.pending -= 1
     if branch.status == SUCCEEDED:
+        assert isinstance(group.results, list), f"group {group.path} settles a branch before fanning out"
         group.results[branch.index] = branch.result
     elif branch.status == FAILED:
-        group.failures.extend(branch.failures)
+        if isinstance(group.failures, list):
+            group.failures.extend(branch.failures)
+        else:  # the first: the shared empty tuple is replaced, never grown
+            group.failures = list(branch.failures)
         if group.spec.get("siblings") == "cancel":
             for child in group.children:
                 _cancel(state, child)
@@ -283,7 +287,7 @@ def _add_nodes(state: RunState, specs: Iterable[dict[str, Any]]) -> None:
         path = spec["path"]
         if path in state.nodes:
             raise CorruptEvent(f"node {path} of run {state.run} is defined twice")
-        children = list(spec.get("children", ()))
+        children = list(spec["children"]) if "children" in spec else ()
         state.nodes[path] = NodeState(path, spec, children=children, parent=spec["parent"])
     for path in [spec["path"] for spec in specs if spec.get("children")]:
         for index, child in enumerate(state.nodes[path].children):

@@ -7,6 +7,7 @@ log (``tests/unit/test_replay.py`` checks that property).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -67,6 +68,10 @@ PENDING, RUN_RUNNING = "pending", "running"
 
 @dataclass(slots=True)
 class NodeState:
+    """One node of a run. A run may hold a million: the lists only a group fills (``results``,
+    ``failures``, ``children``) start as the one shared empty tuple, and the fold puts a list in
+    their place when the node gets some."""
+
     path: str
     spec: dict[str, Any]
     status: str = IDLE
@@ -78,9 +83,9 @@ class NodeState:
     error: dict[str, Any] | None = None
     """The last attempt's error, as the log recorded it."""
     result: Any = None
-    results: list[Any] = field(default_factory=list)
+    results: list[Any] | tuple[()] = ()
     pending: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    failures: Sequence[dict[str, Any]] = ()
     reported_by: str | None = None
     """Who reported the outcome the log accepted for the current attempt (its ``command.started``);
     None while it runs, or when the orchestrator ended it (interrupted, timed out)."""
@@ -97,7 +102,7 @@ class NodeState:
     """The current attempt was sent to an executor that runs it in another process or host."""
     interrupted_at: int = -1
     """The run's ``progress`` when this node was last interrupted."""
-    children: list[str] = field(default_factory=list)
+    children: Sequence[str] = ()
     parent: str | None = None
 
     @property
