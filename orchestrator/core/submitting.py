@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import check_event_data, check_payload, check_text
+from .errors import PayloadError
 from .keys import digest, run_for_key
 from .state import NO_INPUT
+
+WIDE_FLOW = 10_000
+"""Nodes from which a submission too large for one event is most likely too wide a flow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,16 @@ class Submission:
         for text, what in ((self.name, "a run's name"), (self.key, "a submission key")):
             if text is not None:
                 check_text(text, what)
-        check_event_data(self.data(), "the submission (its flow, input and options)")
+        try:
+            check_event_data(self.data(), "the submission (its flow, input and options)")
+        except PayloadError as exc:
+            nodes = len(self.flow.get("nodes", ()))
+            if nodes < WIDE_FLOW:
+                raise
+            raise PayloadError(
+                f"{exc}. Its flow stores {nodes:,} nodes; map a command over a list a step returns "
+                "instead (each(...)): a map's calls are made at run time, not stored in the submission"
+            ) from exc
 
     @classmethod
     def of(

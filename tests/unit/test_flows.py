@@ -173,3 +173,21 @@ def test_a_python_timeout_or_delay_past_a_year_is_refused() -> None:
         call("noop").options(timeout=timedelta(days=400))
     with pytest.raises(InvalidOption, match="366 days"):
         RetryPolicy(max_delay=timedelta(days=400))
+
+
+def test_a_chord_too_wide_for_its_submission_event_is_told_to_be_a_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.core import codec
+    from orchestrator.core.submitting import WIDE_FLOW, Submission
+
+    monkeypatch.setattr(codec, "MAX_EVENT_BYTES", 1_000_000)  # a 16 MiB flow in miniature
+    doc = encode_flow(chord([call("square", i) for i in range(WIDE_FLOW)], call("total")))
+    with pytest.raises(
+        PayloadError, match=rf"stores {WIDE_FLOW + 3:,} nodes; map a command .* \(each\(\.\.\.\)\)"
+    ):
+        Submission.of(doc)
+    narrow = encode_flow(sequence(call("square", "x" * 1_000_000)))
+    with pytest.raises(PayloadError) as caught:
+        Submission.of(narrow)
+    assert "each(" not in str(caught.value)  # a narrow flow is too large for its data, not its width
