@@ -195,11 +195,8 @@ def _activate(state: RunState, path: str, value: Any) -> None:
             state.failing[path] = None
             return
         children = [f"{path}.{i}" for i in range(len(value))]
-        template = node.spec["template"]
-        _add_nodes(state, [_item_spec(template, child, path, i) for i, child in enumerate(children)])
+        _add_items(state, node, children)
         node.children = children
-        for index, child in enumerate(children):
-            state.nodes[child].index = index
         _fan_out(state, node, list(zip(children, value, strict=True)))
 
 
@@ -294,10 +291,16 @@ def _add_nodes(state: RunState, specs: Iterable[dict[str, Any]]) -> None:
             state.nodes[child].index = index
 
 
-def _item_spec(template: dict[str, Any], path: str, parent: str, index: int) -> dict[str, Any]:
-    """One item's call in a map; a key set on the template becomes one key per item."""
+def _add_items(state: RunState, group: NodeState, paths: list[str]) -> None:
+    """The calls of a map, one per item. Each takes the map's template as its spec, shared (a map of
+    a million items keeps one), unless the template has a key: then each its own, ``key/index``."""
+    template = group.spec["template"]
     key = template.get("key")
-    return dict(template, path=path, parent=parent, key=f"{key}/{index}" if key else None)
+    for index, path in enumerate(paths):
+        if path in state.nodes:
+            raise CorruptEvent(f"node {path} of run {state.run} is defined twice")
+        spec = dict(template, key=f"{key}/{index}") if key else template
+        state.nodes[path] = NodeState(path, spec, index=index, parent=group.path)
 
 
 def _node(state: RunState, event: Event) -> NodeState:

@@ -74,6 +74,8 @@ class NodeState:
 
     path: str
     spec: dict[str, Any]
+    """The node's spec in the flow document; a map's item has the map's template (its own copy only
+    for its own key). Read-only: path and parent are the node's, not the spec's."""
     status: str = IDLE
     input: Any = NO_INPUT
     index: int = 0

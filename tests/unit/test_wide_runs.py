@@ -32,3 +32,18 @@ def test_a_group_with_failing_branches_lists_every_failure_once() -> None:
     assert state.status == "failed"
     assert [failure["node"] for failure in state.failures] == ["r.0.1", "r.0.4"]
     assert state.nodes["r.0.0"].failures == () and state.nodes["r.0"].failures == state.failures
+
+
+def test_the_items_of_a_map_share_its_template_unless_each_needs_its_own_key() -> None:
+    items = 10
+    plain = sequence(call("spread", *range(items - 1)), each("count"))
+    state = Simulation(COMMANDS).go(encode_flow(plain))
+    assert state.result == [1] * items
+    template = state.nodes["r.1"].spec["template"]
+    assert all(state.nodes[f"r.1.{i}"].spec is template for i in range(items))
+
+    keyed = sequence(call("spread", *range(items - 1)), each(call("count").options(key="k")))
+    sim = Simulation(COMMANDS)
+    assert sim.go(encode_flow(keyed)).result == [1] * items
+    keys = [event.data["key"] for event in sim.events if event.type == "command.dispatched"]
+    assert keys[1:] == [f"k/{i}" for i in range(items)]
