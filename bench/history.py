@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BYTES_PER_EVENT = 700
-"""Disk a home takes per event, with room to spare (measured: ~560)."""
+BYTES_PER_EVENT = 1_000
+"""Disk a home takes per event, with room to spare (measured: ~800)."""
 BUILD_RATE_FLOOR = 5_000
 """Events a second a build may not fall below before it is stopped as stuck."""
 OPEN_START = (
