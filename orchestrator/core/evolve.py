@@ -87,7 +87,7 @@ def _run_ended(state: RunState, event: Event) -> None:
         _cancel(state, state.root.path)
     state.ready.clear()
     state.failing.clear()
-    state.timers.clear()
+    state.clear_timers()
 
 
 # --- attempt events ------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def _dispatched(state: RunState, event: Event) -> None:
     state.ready.pop(node.path, None)
     state.timers.pop(node.path, None)
     if node.deadline is not None:
-        state.timers[node.path] = node.deadline
+        state.set_timer(node.path, node.deadline)
 
 
 def _started(state: RunState, event: Event) -> None:
@@ -160,7 +160,7 @@ def _retry_scheduled(state: RunState, event: Event) -> None:
     node = _node(state, event)
     node.move(WAITING)
     state.failing.pop(node.path, None)
-    state.timers[node.path] = event.data["due"]
+    state.set_timer(node.path, event.data["due"])
 
 
 def _node_failed(state: RunState, event: Event) -> None:

@@ -92,9 +92,8 @@ def _candidates(state: RunState, now: datetime) -> Iterator[Draft]:
         yield _retry_or_fail(state, state.nodes[path], now)
     for path in state.ready:
         yield _dispatch(state, state.nodes[path], 1, now)
-    for path, when in state.timers.items():
-        if when <= now:
-            yield _timer_fired(state, state.nodes[path], now)
+    for path in state.due(now):
+        yield _timer_fired(state, state.nodes[path], now)
 
 
 def _dispatch(state: RunState, node: NodeState, attempt: int, now: datetime) -> Draft:

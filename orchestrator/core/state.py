@@ -7,6 +7,7 @@ log (``tests/unit/test_replay.py`` checks that property).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +62,9 @@ TRANSITIONS: Final = frozenset(
     }
     | {(old, CANCELLED) for old in (IDLE, READY, RUNNING, FAILING, WAITING, ACTIVE)}
 )
+
+Timer = tuple[datetime, int, str]
+"""When a timer is due, the order it was set in among the run's timers, and its node."""
 
 # Run statuses.
 PENDING, RUN_RUNNING = "pending", "running"
@@ -156,15 +160,59 @@ class RunState:
     failing: dict[str, None] = field(default_factory=dict)
     """Nodes whose last attempt failed, waiting for a retry-or-fail decision."""
     timers: dict[str, datetime] = field(default_factory=dict)
-    """Running attempts with a deadline and scheduled retries, by node."""
+    """Running attempts with a deadline and scheduled retries, by node, in the order they were set
+    (``set_timer``; removing one is a plain ``pop``)."""
+    _heap: list[Timer] = field(default_factory=list, init=False, repr=False, compare=False)
+    """``timers`` as a heap of (when, order set, node), so finding what is due never scans them all
+    (a wide fan-out may have 100,000 running attempts with a deadline). An entry whose timer is gone
+    or was set again stays until it reaches the top, or until stale ones outnumber the live and the
+    heap is rebuilt from ``timers``."""
+    _set: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def root(self) -> NodeState:
         assert self.flow is not None, "run has no flow before run.submitted"
         return self.nodes[self.flow["root"]]
 
+    def set_timer(self, path: str, when: datetime) -> None:
+        self.timers.pop(path, None)  # set again, it goes last, as its heap entry says
+        self.timers[path] = when
+        self._set += 1
+        heapq.heappush(self._heap, (when, self._set, path))
+        if len(self._heap) > 2 * len(self.timers) + 64:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Only the live timers, in the order they were set, so a long run's heap stays its size."""
+        self._heap = [(when, order, path) for order, (path, when) in enumerate(self.timers.items())]
+        self._set = len(self._heap)
+        heapq.heapify(self._heap)
+
+    def clear_timers(self) -> None:
+        self.timers.clear()
+        self._heap.clear()
+
     def next_due(self) -> datetime | None:
-        return min(self.timers.values()) if self.timers and not self.finished else None
+        heap, timers = self._heap, self.timers
+        while heap and timers.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # gone or set again: only the heap remembered it
+        return heap[0][0] if heap and not self.finished else None
+
+    def due(self, now: datetime) -> list[str]:
+        """The nodes whose timer is due at ``now``, in the order ``timers`` holds them: found by
+        walking the heap only below entries that are due, so it costs what is due, not every timer."""
+        heap, timers = self._heap, self.timers
+        found: dict[str, int] = {}
+        below = [0] if heap else []
+        while below:
+            index = below.pop()
+            when, order, path = heap[index]
+            if when > now:
+                continue
+            if timers.get(path) == when:
+                found[path] = max(order, found.get(path, order))
+            below.extend(child for child in (2 * index + 1, 2 * index + 2) if child < len(heap))
+        return sorted(found, key=found.__getitem__)
 
     def commands_ahead(self) -> set[str]:
         """The commands the run may still call: those of its unfinished calls and maps."""

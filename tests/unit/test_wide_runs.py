@@ -1,11 +1,20 @@
-"""What a run of many nodes costs in memory: a call node holds no list of its own."""
+"""What a run of many nodes costs: a call node holds no list of its own, a map's items share its
+template, and what is due is found without reading every timer."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from orchestrator.core.flows import call, chord, each, encode_flow, parallel, sequence
-from orchestrator.core.state import NodeState
+from orchestrator.core.state import NodeState, RunState
 from tests.simulation import Simulation
 from tests.strategies import COMMANDS
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _own_lists(node: NodeState) -> list[str]:
@@ -47,3 +56,58 @@ def test_the_items_of_a_map_share_its_template_unless_each_needs_its_own_key() -
     assert sim.go(encode_flow(keyed)).result == [1] * items
     keys = [event.data["key"] for event in sim.events if event.type == "command.dispatched"]
     assert keys[1:] == [f"k/{i}" for i in range(items)]
+
+
+class _CountingList(list):  # type: ignore[type-arg]
+    """A heap that counts the entries read from Python, to see how far a lookup went."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        _CountingList.reads += 1
+        return super().__getitem__(index)
+
+
+def test_what_is_due_is_found_without_reading_every_timer() -> None:
+    state = RunState("run-1")
+    state._heap = _CountingList()
+    later = START + timedelta(hours=1)
+    for i in range(10_000):
+        state.set_timer(f"r.{i}", later + timedelta(seconds=i))
+    for i in (17, 4_242, 9_001):
+        state.set_timer(f"r.{i}", START)  # set again, now due: the old entries are left behind
+    _CountingList.reads = 0
+    assert state.due(START) == ["r.17", "r.4242", "r.9001"]
+    assert state.next_due() == START
+    assert _CountingList.reads < 40  # the due ones and the entries right below them, not 10,000
+
+
+operations = st.lists(
+    st.tuples(st.sampled_from(["set", "pop"]), st.integers(0, 8), st.integers(0, 5)), max_size=60
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, st.integers(0, 5))
+def test_due_and_next_due_are_what_scanning_the_timers_gives(
+    ops: list[tuple[str, int, int]], at: int
+) -> None:
+    state = RunState("run-1")
+    for op, node, minutes in ops:
+        if op == "set":
+            state.set_timer(f"r.{node}", START + timedelta(minutes=minutes))
+        else:
+            state.timers.pop(f"r.{node}", None)
+    now = START + timedelta(minutes=at)
+    assert state.due(now) == [path for path, when in state.timers.items() if when <= now]
+    assert state.next_due() == (min(state.timers.values()) if state.timers else None)
+
+
+def test_a_long_run_keeps_its_timer_heap_near_the_number_of_live_timers() -> None:
+    state = RunState("run-1")
+    for i in range(5_000):  # each call gets a deadline, then completes: its entry goes stale
+        state.set_timer(f"r.{i}", START + timedelta(hours=1, seconds=i))
+        state.timers.pop(f"r.{i - 3}", None)
+    assert len(state.timers) == 3
+    assert len(state._heap) <= 2 * 3 + 64 + 1
+    assert state.due(START + timedelta(hours=3)) == list(state.timers)
