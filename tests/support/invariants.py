@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -152,8 +153,10 @@ def check_replay(home: str | os.PathLike[str], live: Mapping[str, RunState]) -> 
         assert state.finished, f"L7: {run} is not finished in the live state ({state.status})"
         again = fresh[run]
         if again != state:
-            fields = [
-                name for name in RunState.__dataclass_fields__ if getattr(again, name) != getattr(state, name)
+            fields = [  # what equality compares (the timers' heap is a cache of ``timers``)
+                f.name
+                for f in dataclasses.fields(RunState)
+                if f.compare and getattr(again, f.name) != getattr(state, f.name)
             ]
             raise AssertionError(
                 f"L7: fold of {run} in a fresh process differs from the live state in {fields}"
