@@ -16,9 +16,10 @@ aware date from the naive ones a plain ``mongomock.MongoClient()`` keeps).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from orchestrator.core import events as ev
 
@@ -66,8 +67,18 @@ def throughput(
 ) -> list[Bucket]:
     """Events per ``bucket`` in [since, until); with ``completions``, only ended attempts
     (``command.succeeded`` and ``command.failed``)."""
-    pipeline = throughput_pipeline(since, until, bucket, COMPLETIONS if completions else ALL_EVENTS)
-    return [Bucket(start=aware(row["_id"]), count=int(row["count"])) for row in aggregate(events, pipeline)]
+    pipeline = throughput_pipeline(since, until, bucket, counted(completions))
+    return buckets_of_rows(aggregate(events, pipeline))
+
+
+def counted(completions: bool) -> tuple[str, ...]:
+    """The event types ``throughput`` counts."""
+    return COMPLETIONS if completions else ALL_EVENTS
+
+
+def buckets_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[Bucket]:
+    """``throughput`` of rows shaped as its pipeline's (``HistoryStore.throughput_rows`` gives them)."""
+    return [Bucket(start=aware(row["_id"]), count=int(row["count"])) for row in rows]
 
 
 def bucket_ms(bucket: timedelta) -> int:

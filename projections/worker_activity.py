@@ -16,7 +16,7 @@ neither.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,7 +78,12 @@ def worker_activity(
     events: EventsCollection, since: datetime | None = None, until: datetime | None = None
 ) -> list[WorkerActivity]:
     """What each worker did with the attempts it started in [since, until), by worker id."""
-    return [_activity(row) for row in aggregate(events, worker_activity_pipeline(since, until))]
+    return activity_of_rows(aggregate(events, worker_activity_pipeline(since, until)))
+
+
+def activity_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[WorkerActivity]:
+    """``worker_activity`` of rows shaped as its pipeline's (``HistoryStore.worker_rows`` gives them)."""
+    return [_activity(row) for row in rows]
 
 
 def _activity(row: Mapping[str, Any]) -> WorkerActivity:

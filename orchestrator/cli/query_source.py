@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.errors import ConfigurationError, CorruptEvent
@@ -77,6 +77,30 @@ class Source:
         history = self.abilities.history
         rows = history.failure_rows if history is not None else None
         return self._window(rows, failures_of_rows, failures, since, until)
+
+    def throughput(
+        self, since: datetime | None, until: datetime | None, bucket: timedelta, *, completions: bool = False
+    ) -> Any:
+        """Events per bucket: from a store's counts where it keeps them, else its pipeline."""
+        from projections import throughput
+        from projections.source import to_millis
+        from projections.throughput import bucket_ms, buckets_of_rows, counted
+
+        history = self.abilities.history
+        window = (to_millis(since), to_millis(until))
+        found = history.throughput_rows(*window, bucket_ms(bucket), counted(completions)) if history else None
+        if found is not None:
+            return buckets_of_rows(found)
+        return throughput(self.events, since, until, bucket, completions=completions)
+
+    def worker_activity(self, since: datetime | None, until: datetime | None = None) -> Any:
+        """What each worker did: from a store's worker hours where it keeps them, else its pipeline."""
+        from projections import worker_activity
+        from projections.worker_activity import activity_of_rows
+
+        history = self.abilities.history
+        rows = history.worker_rows if history is not None else None
+        return self._window(rows, activity_of_rows, worker_activity, since, until)
 
     def _window(
         self,

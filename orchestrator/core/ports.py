@@ -182,6 +182,14 @@ class HistoryStore(Protocol):
     def failure_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
         """``projections.failures``' rows for ``[since, until)``, from rollups."""
 
+    def throughput_rows(
+        self, since: int | None, until: int | None, bucket_ms: int, types: Sequence[str]
+    ) -> list[dict[str, Any]] | None:
+        """``projections.throughput``'s rows: events of ``types`` per bucket of ``bucket_ms``."""
+
+    def worker_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        """``projections.worker_activity``'s rows for ``[since, until)``."""
+
     @property
     def indexed_events(self) -> Any:
         """An ``events`` collection for pipelines that loads only the runs their first ``$match`` names."""

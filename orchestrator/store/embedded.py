@@ -130,6 +130,16 @@ class EmbeddedStore:
             fold = self._history.window(self._open_db(), since, until)
         return None if fold is None else rollups.failure_rows(fold, self.stored)
 
+    def throughput_rows(
+        self, since: int | None, until: int | None, bucket_ms: int, types: Sequence[str]
+    ) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return self._history.counts(self._open_db(), (since, until), bucket_ms, types)
+
+    def worker_rows(self, since: int | None, until: int | None) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return self._history.work(self._open_db(), (since, until))
+
     def chain(self, correlation: str) -> list[str]:
         """The runs submitted with ``correlation`` (from the history tables)."""
         with self._lock:

@@ -28,11 +28,13 @@ from typing import Any, Protocol
 from orchestrator.core.events import Event
 from orchestrator.core.run_query import RunQuery
 
-from . import history, rollups
+from . import activity, history, rollups
 from .tail import RunRow, matches, newest_first, row_of, stored
 
 log = logging.getLogger("evenflow.store")
 
+Window = tuple[int | None, int | None]
+"""``[since, until)`` in ms since the epoch; None is an open end."""
 FLUSH_EVENTS = 256
 """Appended events a writer holds before folding them into the tables: the most a reader folds apart."""
 FLUSH_S = 0.25
@@ -155,6 +157,20 @@ class History:
             ):
                 fold.add(event, 0)
         return fold
+
+    def counts(
+        self, db: sqlite3.Connection, window: Window, bucket_ms: int, types: Sequence[str]
+    ) -> list[dict[str, Any]] | None:
+        """Throughput of ``window`` (ms; None is open): the counts, and the tail's events in it."""
+        if not history.built(db):
+            return None
+        return activity.counts(db, *window, bucket_ms, types, self._tail(db))
+
+    def work(self, db: sqlite3.Connection, window: Window) -> list[dict[str, Any]] | None:
+        """Worker activity of ``[since, until)``: the worker hours, and the events they leave out."""
+        if not history.built(db):
+            return None
+        return activity.work(db, *window, self._journal.stored, self._tail(db))
 
     def built(self, db: sqlite3.Connection) -> bool:
         return history.built(db)

@@ -29,10 +29,10 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.run_query import RunQuery
 
-from . import rollups
+from . import activity, rollups
 from .rollups import millis
 
-VERSION = 2
+VERSION = 3
 """Of the tables below; a journal indexed by another version is indexed again."""
 MAX_LISTED = 1_000
 """Names of each kind a run lists (``projections.run_status.MAX_LISTED``; a test keeps them equal)."""
@@ -58,9 +58,9 @@ SCHEMA = (
 def create(db: sqlite3.Connection, *, afresh: bool = False) -> None:
     """Create the tables; ``afresh`` drops them first (another version's, to be indexed again)."""
     if afresh:
-        for table in ("runs", "run_names", *rollups.TABLES):
+        for table in ("runs", "run_names", *rollups.TABLES, *activity.TABLES):
             db.execute(f"DROP TABLE IF EXISTS {table}")
-    for statement in (*SCHEMA, *rollups.SCHEMA):
+    for statement in (*SCHEMA, *rollups.SCHEMA, *activity.SCHEMA):
         db.execute(statement)
 
 
@@ -88,7 +88,7 @@ def flush(db: sqlite3.Connection, events: Sequence[Event], through: int) -> None
 
 def rebuild(db: sqlite3.Connection, events: Iterable[Event], through: int) -> None:
     """Index a whole journal (inside the caller's transaction): what a journal from before lacks."""
-    for table in ("runs", "run_names", *rollups.TABLES):
+    for table in ("runs", "run_names", *rollups.TABLES, *activity.TABLES):
         db.execute(f"DELETE FROM {table}")
     batch: list[Event] = []
     for event in events:
@@ -104,6 +104,7 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Fold a batch into the tables and the rollups, inside the transaction that appends it."""
     _index_runs(db, events)
     rollups.index(db, events)
+    activity.index(db, events)
 
 
 def _index_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:

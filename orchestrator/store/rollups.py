@@ -10,8 +10,8 @@ Each append folds its command events, in its own transaction, into:
   bucket (``orchestrator.core.histogram``), for the p95;
 - ``failure_hours``: per error type, command and hour, the count of failed
   attempts and the latest one (greatest ``(at, run, seq)``);
-- ``timeline``: each counted event's time and id, for the parts of a window
-  that do not cover whole hours.
+and reads the command events of a window's partial hours from the timeline
+``activity.py`` keeps.
 
 A window's answer adds the whole hours' rollups to the events of its partial
 hours, folded here by the same rules, and comes out in the shape the MongoDB
@@ -34,7 +34,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.histogram import bucket_of
 
 HOUR_MS = 3_600_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COUNTED = {
     ev.COMMAND_DISPATCHED: "calls",
     ev.COMMAND_SUCCEEDED: "successes",
@@ -53,31 +53,31 @@ SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS failure_hours (typed INTEGER NOT NULL, error_type TEXT NOT NULL, {_KEY},"
     " count INTEGER NOT NULL, at INTEGER NOT NULL, run TEXT NOT NULL, seq INTEGER NOT NULL,"
     " PRIMARY KEY (hour, typed, error_type, named, command)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS timeline (at INTEGER NOT NULL, id TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS timeline_at ON timeline (at)",
 )
 _TOP = "max_s = max(coalesce(max_s, excluded.max_s), coalesce(excluded.max_s, max_s))"
 """The greater maximum, where either may be null (SQLite's ``max`` of a null is null)."""
 _NEWER = "(excluded.at, excluded.run, excluded.seq) > (at, run, seq)"
 _LATER = ", ".join(f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE {c} END" for c in ("at", "run", "seq"))
 """Keep the latest failure of a group: the greatest (at, run, seq), as ``failures`` sorts them."""
-TABLES = ("command_hours", "duration_buckets", "failure_hours", "timeline")
+TABLES = ("command_hours", "duration_buckets", "failure_hours")
+_EDGE = f"SELECT id FROM timeline WHERE at >= ? AND at < ? AND type IN ({', '.join('?' * len(COUNTED))})"
+"""The command events of a partial hour, from ``activity.py``'s timeline."""
 
 
 def millis(moment: datetime) -> int:
     """A logged time as whole milliseconds since the epoch (what BSON keeps)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 Name = tuple[int, str]
 """A name as stored: (1, name), or (0, "") for None."""
 
 
-def _name(value: Any) -> Name:
+def as_name(value: Any) -> Name:
     return (1, value) if isinstance(value, str) else (0, "")
 
 
-def _value(name: Name) -> str | None:
+def name_value(name: Name) -> str | None:
     return name[1] if name[0] else None
 
 
@@ -112,7 +112,7 @@ class Fold:
 
     def add(self, event: Event, hour: int) -> None:
         kind = COUNTED[event.type]
-        counts = self.commands.setdefault((_name(event.command), hour), Counts())
+        counts = self.commands.setdefault((as_name(event.command), hour), Counts())
         counts.kinds[kind] += 1
         duration = event.data.get("duration_s") if event.type == ev.COMMAND_SUCCEEDED else None
         if isinstance(duration, int | float) and not isinstance(duration, bool) and math.isfinite(duration):
@@ -122,22 +122,19 @@ class Fold:
         if event.type == ev.COMMAND_FAILED:
             error = event.data.get("error")
             error_type = error.get("type") if isinstance(error, dict) else None
-            failed = self.failures.setdefault((_name(error_type), _name(event.command), hour), Failures())
+            failed = self.failures.setdefault((as_name(error_type), as_name(event.command), hour), Failures())
             failed.count += 1
             failed.latest = max(failed.latest, (millis(event.at), event.run, event.seq))
 
 
 def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Fold a batch's command events into the rollups, inside the transaction that appends it."""
-    fold, moments = Fold(), []
+    fold = Fold()
     for event in events:
         if event.type in COUNTED:
-            at = millis(event.at)
-            fold.add(event, at // HOUR_MS)
-            moments.append((at, event.id))
-    if not moments:
+            fold.add(event, millis(event.at) // HOUR_MS)
+    if not fold.commands:
         return
-    db.executemany("INSERT INTO timeline (at, id) VALUES (?, ?)", moments)
     kinds = ", ".join(KINDS)
     summed = ", ".join(f"{k} = {k} + excluded.{k}" for k in (*KINDS, "timed", "total_s"))
     db.executemany(
@@ -198,7 +195,7 @@ def window(
         failed.count += count
         failed.latest = max(failed.latest, (latest[0], latest[1], latest[2]))
     for low, high in edges:
-        ids = [id_ for (id_,) in db.execute("SELECT id FROM timeline WHERE at >= ? AND at < ?", (low, high))]
+        ids = [id_ for (id_,) in db.execute(_EDGE, (low, high, *COUNTED))]
         for event in load(ids):
             fold.add(event, 0)
     return fold
@@ -222,7 +219,7 @@ def command_rows(fold: Fold) -> list[dict[str, Any]]:
     """What ``projections.command_stats``' pipeline gives, one row per command, by command name."""
     rows = [
         {
-            "command": _value(name),
+            "command": name_value(name),
             **counts.kinds,
             "timed": counts.timed,
             "total_s": counts.total_s,
@@ -231,7 +228,7 @@ def command_rows(fold: Fold) -> list[dict[str, Any]]:
         }
         for (name, _), counts in fold.commands.items()
     ]
-    return sorted(rows, key=lambda row: _ascending(row["command"]))
+    return sorted(rows, key=lambda row: ascending(row["command"]))
 
 
 def failure_rows(fold: Fold, load: Callable[[list[str]], Iterable[Event]]) -> list[dict[str, Any]]:
@@ -249,19 +246,19 @@ def failure_rows(fold: Fold, load: Callable[[list[str]], Iterable[Event]]) -> li
             "node": event.node if event is not None else None,
             "attempt": event.attempt if event is not None else None,
             "message": error.get("message"),
-            "at": event.at if event is not None else _EPOCH + timedelta(milliseconds=at),
+            "at": event.at if event is not None else EPOCH + timedelta(milliseconds=at),
             "reason": error.get("reason"),
         }
-        group = {"type": _value(error_type), "command": _value(command)}
+        group = {"type": name_value(error_type), "command": name_value(command)}
         rows.append({"_id": group, "count": failed.count, "latest": latest})
     return sorted(rows, key=_most_first)
 
 
 def _most_first(row: dict[str, Any]) -> tuple[int, tuple[bool, str], tuple[bool, str]]:
     """``failures``' order: most frequent first, then by error type and command (null first)."""
-    return (-row["count"], _ascending(row["_id"]["type"]), _ascending(row["_id"]["command"]))
+    return (-row["count"], ascending(row["_id"]["type"]), ascending(row["_id"]["command"]))
 
 
-def _ascending(value: str | None) -> tuple[bool, str]:
+def ascending(value: str | None) -> tuple[bool, str]:
     """BSON's ascending order for a name or null: null first."""
     return (value is not None, value or "")
