@@ -1,4 +1,5 @@
-"""``evenflow runs | status | audit | stats | failures``: the log answering questions.
+"""``evenflow runs | status | audit | stats | failures | throughput | activity``: the log answering
+questions.
 
 Each opens the store read-only and writes nothing, so a MongoDB user holding
 only the ``read`` role may run them (and the embedded store may be read while
@@ -23,7 +24,7 @@ from ..core.events import KNOWN_TYPES
 from .arguments import run_id
 from .query_source import source
 from .render import table, to_json
-from .timespec import parse_moment
+from .timespec import parse_moment, parse_span
 
 # --- the commands ----------------------------------------------------------------------------
 
@@ -100,6 +101,20 @@ def failures_command(args: argparse.Namespace) -> int:
     return _emit(args, groups, headers, _failure_row)
 
 
+def throughput_command(args: argparse.Namespace) -> int:
+    bucket = parse_span(args.bucket, option="--bucket")
+    with source(args) as src:
+        buckets = src.throughput(_since(args), None, bucket, completions=args.completions)
+    return _emit(args, buckets, ("start", "events"), lambda b: (_time(b.start), b.count))
+
+
+def activity_command(args: argparse.Namespace) -> int:
+    with source(args) as src:
+        workers = src.worker_activity(_since(args))
+    headers = ("worker", "calls", "busy_s", "failed")
+    return _emit(args, workers, headers, lambda w: (w.worker, w.calls, w.busy_s, w.failures))
+
+
 def _stats_row(s: Any) -> tuple[Any, ...]:
     durations = (s.mean_duration_s, s.p95_duration_s, s.max_duration_s)
     return (s.command, s.calls, s.successes, s.failures, s.retries, *durations)
@@ -160,6 +175,8 @@ def add_parsers(commands: Any, common: Any) -> None:
         ("audit", audit_command, True, "every event of a run and its chain of listeners, with who and why"),
         ("stats", stats_command, False, "per-command calls, failures, retries and durations"),
         ("failures", failures_command, False, "failures grouped by error type and command"),
+        ("throughput", throughput_command, False, "events logged per bucket of time, oldest first"),
+        ("activity", activity_command, False, "per worker: the attempts it started, busy time, failures"),
     ):
         parser = commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
         if one_run:
@@ -171,6 +188,16 @@ def add_parsers(commands: Any, common: Any) -> None:
                 "--since",
                 metavar="WHEN",
                 help="only events after: 15m, 1h, 2d or an ISO time (default: ever)",
+            )
+        if name == "throughput":
+            parser.add_argument(
+                "--bucket", default="1h", metavar="SPAN",
+                help="the length of each bucket, aligned to the epoch: 30s, 15m, 1h, 1d [default 1h]",
+            )  # fmt: skip
+            parser.add_argument(
+                "--completions",
+                action="store_true",
+                help="count only ended attempts (succeeded or failed), not every event",
             )
         if name == "audit":
             parser.add_argument(

@@ -29,3 +29,14 @@ def parse_moment(text: str, *, now: datetime | None = None, option: str = "--sin
             "nor an ISO time like 2026-11-25T08:00"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_span(text: str, *, option: str) -> timedelta:
+    """A length of time such as ``30s``, ``15m``, ``1h``: a bucket, not a moment."""
+    match = _DURATION.match(text.strip())
+    span = timedelta(**{_UNITS[match[2]]: float(match[1])}) if match else timedelta(0)
+    if span < timedelta(milliseconds=1) or span % timedelta(milliseconds=1):
+        raise InvalidOption(
+            f"{option} {text!r} is not a length of time in whole milliseconds, like 30s, 15m, 1h or 1d"
+        )
+    return span

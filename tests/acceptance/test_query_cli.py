@@ -1,4 +1,4 @@
-"""`evenflow runs | status | audit | stats | failures` on the demo's runs, as a user runs them."""
+"""The read commands (runs, status, audit, stats, failures, throughput, activity) run as users run them."""
 
 from __future__ import annotations
 
@@ -68,6 +68,25 @@ def test_stats_and_failures_count_the_retry(home: Path) -> None:
     assert table[0].split()[:4] == ["command", "calls", "ok", "failed"]
 
 
+def test_throughput_and_activity_count_what_the_log_holds(home: Path) -> None:
+    exported = evenflow("export", home=home)
+    assert exported.returncode == 0, exported.stderr
+    logged = len(exported.stdout.splitlines())
+    for bucket in ("1m", "1h", "1d"):
+        buckets = as_json("throughput", "--bucket", bucket, home=home)
+        assert sum(b["count"] for b in buckets) == logged
+        starts = [b["start"] for b in buckets]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    stats = as_json("stats", home=home)
+    ended = sum(row["successes"] + row["failures"] for row in stats)
+    assert sum(b["count"] for b in as_json("throughput", "--completions", home=home)) == ended
+    assert as_json("throughput", "--since", "2000-01-01T00:00", home=home) == as_json("throughput", home=home)
+    workers = as_json("activity", home=home)
+    assert sum(w["calls"] for w in workers) == sum(row["calls"] for row in stats)
+    assert sum(w["failures"] for w in workers) == sum(row["failures"] for row in stats) == 2
+    assert evenflow("activity", home=home).stdout.split()[:4] == ["worker", "calls", "busy_s", "failed"]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -75,6 +94,8 @@ def test_stats_and_failures_count_the_retry(home: Path) -> None:
         (["audit", "no-such-run"], "no run 'no-such-run'"),
         (["stats", "--since", "yesterday"], "30s, 15m, 1h, 2d"),
         (["runs", "--after", "garbage"], "cursor"),
+        (["throughput", "--bucket", "0s"], "--bucket '0s' is not a length of time"),
+        (["throughput", "--bucket", "soon"], "like 30s, 15m, 1h or 1d"),
     ],
 )
 def test_bad_arguments_and_unknown_runs_exit_2_with_one_line(home: Path, args: list[str], words: str) -> None:
