@@ -1,10 +1,14 @@
 """W1-W5 across processes: evenflow's zmq executor (the service with 2 worker processes on
 loopback, every event durable on the embedded store) and Celery 5 with Redis and ``--concurrency 2``,
-measured in the same run. Needs redis-server (Debian package) for Celery; skipped without it.
+measured in the same run. A system whose packages or redis-server are missing is skipped with a
+line that says what to install, not a traceback.
+
+Each system is set up once and its workloads run ``rounds`` times back to back on it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -23,9 +27,14 @@ from .workloads import W1_N, W2_N, W3_N, W4_N, W5_N, Results, evenflow, registry
 
 REPO = Path(__file__).resolve().parents[1]
 READY_S = 60.0
+SYSTEMS = ("zmq", "celery", "evenflow-celery")
+ZMQ = "evenflow zmq, 2 worker processes / embedded"
+CELERY = "Celery 5 + Redis, --concurrency 2, canvas"
+EVENFLOW_CELERY = "evenflow celery executor / embedded"
+Measured = tuple[str, list[Results]]  # a system's name and its rounds
 
 
-def zmq(home: str) -> Results:
+def zmq(home: str, rounds: int = 1) -> list[Results]:
     """The service in this process and two ``evenflow worker`` processes of one slot each."""
     from tests.support.zmq_cluster import wait_for_workers, worker
     from workers.zmq import ZmqExecutor
@@ -36,10 +45,10 @@ def zmq(home: str) -> Results:
             stack.enter_context(worker(executor.endpoint, Path(home), registry="bench.workloads:registry"))
         wait_for_workers(executor, 2, READY_S)
         orch.run(call("noop", 0))  # warm up
-        return evenflow(orch)
+        return [evenflow(orch) for _ in range(rounds)]
 
 
-def evenflow_celery(home: str, redis: str) -> Results:
+def evenflow_celery(home: str, redis: str, rounds: int = 1) -> list[Results]:
     """evenflow driving Celery as one more executor: its log and retries, Celery carrying attempts."""
     from workers.celery import CeleryExecutor
     from workers.celery.app import make_app
@@ -49,7 +58,7 @@ def evenflow_celery(home: str, redis: str) -> Results:
         executor = CeleryExecutor(redis, queue="evenflow-bench")
         with Orchestrator(registry(), executor=executor, home=home) as orch:
             orch.run(call("noop", 0))
-            return evenflow(orch)
+            return [evenflow(orch) for _ in range(rounds)]
 
 
 def celery(redis: str) -> Results:
@@ -87,7 +96,7 @@ def celery_process(
     app: str, extra: list[str], env: dict[str, str], workdir: Path, control: Any
 ) -> Iterator[None]:
     """``celery -A app worker --concurrency 2`` (prefork), ready once it answers ``control``'s ping."""
-    from tests.support.redis_server import wait_until
+    from tests.support.polling import wait_until
 
     command = [sys.executable, "-m", "celery", "-A", app, "worker", "--concurrency", "2", "--pool", "prefork"]
     command += ["--without-gossip", "--without-mingle", "--loglevel", "WARNING", *extra]
@@ -96,7 +105,8 @@ def celery_process(
     process = subprocess.Popen(command, env=environment, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     try:
-        wait_until(lambda: bool(control.control.ping(timeout=0.5)), READY_S, f"{app} worker ready")
+        ready = f"{app} worker ready"
+        wait_until(lambda: bool(control.control.ping(timeout=0.5)), timeout=READY_S, what=ready)
         yield
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -104,30 +114,47 @@ def celery_process(
         log.close()
 
 
-def measure(systems: list[str]) -> list[tuple[str, Results]]:
-    rows: list[tuple[str, Results]] = []
-    with tempfile.TemporaryDirectory(prefix="evenflow-bench-remote-") as workdir:
-        if "zmq" in systems:
-            home = Path(workdir, "zmq")
-            home.mkdir()
-            rows.append(("evenflow zmq, 2 worker processes / embedded", zmq(str(home))))
-        if not {"celery", "evenflow-celery"} & set(systems):
-            return rows
-        if shutil.which("redis-server") is None:
-            print("redis-server is not installed: Celery not measured (apt-get install redis-server)")
-            return rows
-        with redis_server(Path(workdir)) as redis:
-            if "celery" in systems:
-                os.environ["EVENFLOW_BENCH_REDIS"] = redis
-                from . import celery_app
+def missing(system: str) -> str | None:
+    """Why ``system`` cannot be measured on this machine, worded as what to install; None if it can."""
+    # pytest: tests/support/redis_server.py, which starts the throwaway Redis, imports it
+    packages = ("zmq",) if system == "zmq" else ("celery", "redis", "pytest")
+    absent = [name for name in packages if importlib.util.find_spec(name) is None]
+    if absent:
+        extra = "zmq" if system == "zmq" else "celery,test"
+        return f"{system} not measured: no Python package {', '.join(absent)} (pip install -e '.[{extra}]')"
+    if system != "zmq" and shutil.which("redis-server") is None:
+        return f"{system} not measured: redis-server is not installed (apt-get install redis-server)"
+    return None
 
-                celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = redis
-                env = {"EVENFLOW_BENCH_REDIS": redis}
-                with celery_process("bench.celery_app", [], env, Path(workdir), celery_app.app):
-                    celery_app.noop.delay(0).get(timeout=READY_S)  # warm up
-                    rows.append(("Celery 5 + Redis, --concurrency 2, canvas", celery(redis)))
-            if "evenflow-celery" in systems:
-                home = Path(workdir, "celery")
-                home.mkdir()
-                rows.append(("evenflow celery executor / embedded", evenflow_celery(str(home), redis)))
+
+def measure(systems: list[str], rounds: int = 1) -> list[Measured]:
+    """Each system asked for, ``rounds`` times, less those ``missing`` names (the caller says why)."""
+    wanted = [system for system in systems if missing(system) is None]
+    with tempfile.TemporaryDirectory(prefix="evenflow-bench-remote-") as workdir:
+        rows = [(ZMQ, zmq(_home(workdir, "zmq"), rounds))] if "zmq" in wanted else []
+        if {"celery", "evenflow-celery"} & set(wanted):
+            with redis_server(Path(workdir)) as redis:
+                rows += _celery_rows(wanted, redis, Path(workdir), rounds)
+    return rows
+
+
+def _home(workdir: str, name: str) -> str:
+    home = Path(workdir, name)
+    home.mkdir()
+    return str(home)
+
+
+def _celery_rows(wanted: list[str], redis: str, workdir: Path, rounds: int) -> list[Measured]:
+    rows: list[Measured] = []
+    if "celery" in wanted:
+        os.environ["EVENFLOW_BENCH_REDIS"] = redis
+        from . import celery_app
+
+        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = redis
+        env = {"EVENFLOW_BENCH_REDIS": redis}
+        with celery_process("bench.celery_app", [], env, workdir, celery_app.app):
+            celery_app.noop.delay(0).get(timeout=READY_S)  # warm up
+            rows.append((CELERY, [celery(redis) for _ in range(rounds)]))
+    if "evenflow-celery" in wanted:
+        rows.append((EVENFLOW_CELERY, evenflow_celery(_home(str(workdir), "celery"), redis, rounds)))
     return rows
