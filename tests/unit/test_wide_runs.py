@@ -1,11 +1,14 @@
 """What a run of many nodes costs: a call node holds no list of its own, a map's items share its
-template, and what is due is found without reading every timer."""
+template, call specs share their keys, and what is due is found without reading every timer."""
 
 from __future__ import annotations
 
+import copy
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +59,18 @@ def test_the_items_of_a_map_share_its_template_unless_each_needs_its_own_key() -
     assert sim.go(encode_flow(keyed)).result == [1] * items
     keys = [event.data["key"] for event in sim.events if event.type == "command.dispatched"]
     assert keys[1:] == [f"k/{i}" for i in range(items)]
+
+
+def test_the_call_specs_of_a_flow_share_their_keys_and_empty_kwargs_and_store_as_before() -> None:
+    flow = chord([call("count", i) for i in range(50)], call("count", scale=2))
+    doc = encode_flow(flow)
+    calls = [spec for spec in doc["nodes"] if spec["kind"] == "call"]
+    plain = copy.deepcopy(doc)  # every spec a dict of its own keys, as a store gives them back
+    assert doc == plain and bson.encode(doc) == bson.encode(plain)
+    assert all(type(spec) is dict and list(spec) == list(calls[0]) for spec in calls)
+    assert all(sys.getsizeof(spec) < sys.getsizeof(dict(spec)) for spec in calls)
+    assert len({id(spec["kwargs"]) for spec in calls[:-1]}) == 1 and calls[-1]["kwargs"] == {"scale": 2}
+    assert encode_flow(flow)["nodes"][2]["kwargs"] is not calls[0]["kwargs"]  # not shared between flows
 
 
 class _CountingList(list):  # type: ignore[type-arg]
