@@ -7,7 +7,8 @@ store's own append path (``bench/history_build.py``, in a child process; the
 build rate is printed), then runs each reader as a separate process:
 ``runs --limit 20`` (plain, ``--state failed``, ``--since 7d``), ``status``
 of a run, ``audit`` of a run with a chain of listener runs, ``stats`` (all
-time and ``--since 7d``), ``failures``, and an orchestrator's open + start +
+time and ``--since 7d``), ``failures``, ``throughput`` (hourly, and by 15
+minutes over the last week), ``activity``, and an orchestrator's open + start +
 close. Each is called once, or ``--repeat N`` times (the median wall and the
 highest peak shown, every wall in ``--json``). Wall time includes interpreter
 start. Peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` on its pid;
@@ -60,6 +61,9 @@ def readers(plan: dict[str, Any]) -> dict[str, list[str]]:
         "stats": ["stats"],
         "stats --since 7d": ["stats", "--since", "7d"],
         "failures": ["failures"],
+        "throughput --bucket 1h": ["throughput", "--bucket", "1h"],
+        "throughput --since 7d 15m": ["throughput", "--since", "7d", "--bucket", "15m"],
+        "activity": ["activity"],
     }
 
 
