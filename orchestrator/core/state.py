@@ -71,45 +71,196 @@ PENDING, RUN_RUNNING = "pending", "running"
 
 
 @dataclass(slots=True)
+class _Rare:
+    """What only some nodes of a run ever hold: a group's lists and count, a deadline, an error and
+    the count of troubled attempts. A node that never sets one shares ``_NONE_SET``."""
+
+    deadline: datetime | None = None
+    error: dict[str, Any] | None = None
+    results: list[Any] | tuple[()] = ()
+    pending: int = 0
+    failures: Sequence[dict[str, Any]] = ()
+    lost: int = 0
+    interrupted: int = 0
+    isolated: bool = False
+    interrupted_at: int = -1
+    children: Sequence[str] = ()
+
+
+_NONE_SET: Final = _Rare()
+"""Shared by every node that has set none of these: never written (``NodeState._rare_set``)."""
+_OWN: Final = (
+    "path", "spec", "status", "input", "index", "attempt", "result", "reported_by", "reported", "parent",
+)  # fmt: skip
+"""The fields a node keeps in its own slots, in the order they are shown and compared."""
+
+
 class NodeState:
-    """One node of a run. A run may hold a million: the lists only a group fills (``results``,
-    ``failures``, ``children``) start as the one shared empty tuple, and the fold puts a list in
-    their place when the node gets some."""
+    """One node of a run. A run may hold a million, so a node keeps in its own slots only what every
+    node sets (120 bytes on 3.11, where all 20 fields took 192); the rest (``_Rare``: a group's
+    ``results``, ``pending``, ``failures`` and ``children``, a ``deadline``, an ``error``, the counts
+    of troubled attempts) is read and written through properties and takes a record only once a node
+    sets one of them to other than its default. Equality compares every field, wherever it is kept."""
+
+    __slots__ = (
+        "_rare", "attempt", "index", "input", "parent", "path", "reported", "reported_by", "result", "spec",
+        "status",
+    )  # fmt: skip
 
     path: str
     spec: dict[str, Any]
     """The node's spec in the flow document; a map's item has the map's template (its own copy only
     for its own key). Read-only: path and parent are the node's, not the spec's."""
-    status: str = IDLE
-    input: Any = NO_INPUT
-    index: int = 0
+    status: str
+    input: Any
+    index: int
     """Position among the parent's children."""
-    attempt: int = 0
-    deadline: datetime | None = None
-    error: dict[str, Any] | None = None
-    """The last attempt's error, as the log recorded it."""
-    result: Any = None
-    results: list[Any] | tuple[()] = ()
-    pending: int = 0
-    failures: Sequence[dict[str, Any]] = ()
-    reported_by: str | None = None
+    attempt: int
+    result: Any
+    reported_by: str | None
     """Who reported the outcome the log accepted for the current attempt (its ``command.started``);
     None while it runs, or when the orchestrator ended it (interrupted, timed out)."""
-    reported: bool = False
+    reported: bool
     """The current attempt ended with an accepted outcome (its ``command.started`` is logged)."""
-    lost: int = 0
-    """Attempts that ended because their worker was lost, not because the command failed."""
-    interrupted: int = 0
-    """Attempts in a row that were in flight when the orchestrator stopped, with no progress of the
-    run between them: a command that kills its orchestrator grows it, restarts for other reasons
-    do not (an attempt waiting in a queue never ran). Attempts sent out of the orchestrator's
-    process (``isolated``) never grow it: their command cannot have stopped it."""
-    isolated: bool = False
-    """The current attempt was sent to an executor that runs it in another process or host."""
-    interrupted_at: int = -1
-    """The run's ``progress`` when this node was last interrupted."""
-    children: Sequence[str] = ()
-    parent: str | None = None
+    parent: str | None
+
+    def __init__(
+        self,
+        path: str,
+        spec: dict[str, Any],
+        *,
+        index: int = 0,
+        children: Sequence[str] = (),
+        parent: str | None = None,
+    ) -> None:
+        self.path, self.spec, self.index, self.parent = path, spec, index, parent
+        self.status, self.input, self.attempt, self.result = IDLE, NO_INPUT, 0, None
+        self.reported_by, self.reported = None, False
+        self._rare = _NONE_SET
+        if children:
+            self.children = children
+
+    def _rare_set(self) -> _Rare:
+        if self._rare is _NONE_SET:
+            self._rare = _Rare()
+        return self._rare
+
+    def _fields(self) -> tuple[Any, ...]:
+        """Every field in ``_OWN`` order, then the record of the rest."""
+        return (
+            self.path, self.spec, self.status, self.input, self.index, self.attempt, self.result,
+            self.reported_by, self.reported, self.parent, self._rare,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NodeState):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        own = ", ".join(f"{name}={getattr(self, name)!r}" for name in _OWN)
+        rare = ", ".join(f"{name}={getattr(self._rare, name)!r}" for name in _Rare.__slots__)
+        return f"NodeState({own}, {rare})"
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self._fields()
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip((*_OWN, "_rare"), state, strict=True):
+            object.__setattr__(self, name, value)
+
+    @property
+    def deadline(self) -> datetime | None:
+        return self._rare.deadline
+
+    @deadline.setter
+    def deadline(self, value: datetime | None) -> None:
+        if value is not None or self._rare is not _NONE_SET:
+            self._rare_set().deadline = value
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The last attempt's error, as the log recorded it."""
+        return self._rare.error
+
+    @error.setter
+    def error(self, value: dict[str, Any] | None) -> None:
+        self._rare_set().error = value
+
+    @property
+    def results(self) -> list[Any] | tuple[()]:
+        """A group's results in order: the shared empty tuple until it fans out."""
+        return self._rare.results
+
+    @results.setter
+    def results(self, value: list[Any] | tuple[()]) -> None:
+        self._rare_set().results = value
+
+    @property
+    def pending(self) -> int:
+        return self._rare.pending
+
+    @pending.setter
+    def pending(self, value: int) -> None:
+        self._rare_set().pending = value
+
+    @property
+    def failures(self) -> Sequence[dict[str, Any]]:
+        return self._rare.failures
+
+    @failures.setter
+    def failures(self, value: Sequence[dict[str, Any]]) -> None:
+        self._rare_set().failures = value
+
+    @property
+    def lost(self) -> int:
+        """Attempts that ended because their worker was lost, not because the command failed."""
+        return self._rare.lost
+
+    @lost.setter
+    def lost(self, value: int) -> None:
+        self._rare_set().lost = value
+
+    @property
+    def interrupted(self) -> int:
+        """Attempts in a row that were in flight when the orchestrator stopped, with no progress of the
+        run between them: a command that kills its orchestrator grows it, restarts for other reasons
+        do not (an attempt waiting in a queue never ran). Attempts sent out of the orchestrator's
+        process (``isolated``) never grow it: their command cannot have stopped it."""
+        return self._rare.interrupted
+
+    @interrupted.setter
+    def interrupted(self, value: int) -> None:
+        self._rare_set().interrupted = value
+
+    @property
+    def isolated(self) -> bool:
+        """The current attempt was sent to an executor that runs it in another process or host."""
+        return self._rare.isolated
+
+    @isolated.setter
+    def isolated(self, value: bool) -> None:
+        if value or self._rare is not _NONE_SET:
+            self._rare_set().isolated = value
+
+    @property
+    def interrupted_at(self) -> int:
+        """The run's ``progress`` when this node was last interrupted."""
+        return self._rare.interrupted_at
+
+    @interrupted_at.setter
+    def interrupted_at(self, value: int) -> None:
+        self._rare_set().interrupted_at = value
+
+    @property
+    def children(self) -> Sequence[str]:
+        return self._rare.children
+
+    @children.setter
+    def children(self, value: Sequence[str]) -> None:
+        self._rare_set().children = value
 
     @property
     def kind(self) -> str:

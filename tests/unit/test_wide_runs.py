@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.flows import call, chord, each, encode_flow, parallel, sequence
-from orchestrator.core.state import NodeState, RunState
+from orchestrator.core.state import _NONE_SET, NodeState, RunState
 from tests.simulation import Simulation
 from tests.strategies import COMMANDS
 
@@ -35,6 +35,22 @@ def test_the_calls_of_a_wide_chord_and_map_share_their_empty_lists() -> None:
     calls = [node for node in state.nodes.values() if node.kind == "call"]
     assert len(calls) == 2 * width + 2
     assert {node.path: lists for node in calls if (lists := _own_lists(node))} == {}
+
+
+def test_the_calls_of_a_wide_chord_keep_no_record_of_the_fields_only_some_nodes_set() -> None:
+    flow = chord([call("count", i) for i in range(40)], call("count"))
+    state = Simulation(COMMANDS).go(encode_flow(flow))
+    calls = [node for node in state.nodes.values() if node.kind == "call"]
+    assert state.status == "succeeded" and all(node._rare is _NONE_SET for node in calls)
+    assert state.nodes["r.0"]._rare is not _NONE_SET  # a group: its results and children
+
+
+def test_a_node_that_set_a_field_back_to_its_default_equals_one_that_never_set_it() -> None:
+    plain, touched = NodeState("r.0", {"kind": "call"}), NodeState("r.0", {"kind": "call"})
+    touched.error, touched.lost = {"type": "x"}, 1
+    assert touched != plain and touched._rare is not _NONE_SET
+    touched.error, touched.lost = None, 0
+    assert touched == plain and repr(touched) == repr(plain)
 
 
 def test_a_group_with_failing_branches_lists_every_failure_once() -> None:
