@@ -14,6 +14,7 @@ last ``seq`` seen), and holds at most one batch of events.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,9 +124,10 @@ def _from_collection(store: EventStore, events: Any, chosen: Selection) -> Itera
         query["at"] = {"$gte": chosen.since}
     if chosen.flow is not None:
         query["data.name"] = chosen.flow
-    submissions = events.find(query, {"run": 1}).sort([("type", -1), ("at", -1)])  # type_at, newest first
-    for doc in submissions.batch_size(PAGE_RUNS):
-        yield from store.read(doc["run"])
+    submissions = events.find(query, {"run": 1, "at": 1}).sort([("type", -1), ("at", -1)])  # type_at
+    for _, tied in itertools.groupby(submissions.batch_size(PAGE_RUNS), key=lambda doc: doc["at"]):
+        for run in sorted((doc["run"] for doc in tied), reverse=True):  # as the embedded store breaks ties
+            yield from store.read(run)
 
 
 @dataclass
