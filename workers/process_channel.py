@@ -1,147 +1,124 @@
-"""How pool children stream each attempt's start and outcome back as it happens: one socket per child.
+"""The parent's end of one child's connection: whole messages out and in, never blocking.
 
-The parent listens on a Unix socket in a private directory; each child of
-``processes://`` connects once, as it starts, says which pool generation it
-belongs to, then writes one message per event with a single ``send_bytes`` on
-its own connection. Nothing is shared between children, so a child killed in
-the middle of a write spoils only its own connection, whose reader sees the end
-of it and drops it. One reader thread in the parent waits on every connection
-(and on the listening socket) and hands each message to a callback.
+Each child of ``processes://`` holds one end of its own socket pair and uses it
+as a blocking ``multiprocessing`` ``Connection``; the parent keeps the other end
+non-blocking and speaks the same framing (a 4-byte big-endian length, or -1 and
+an 8-byte one for very large messages). Non-blocking matters: the parent's one
+reader thread also sends (refills, resends), and a reader that blocked writing
+to a child busy writing to it would wait forever. What the socket will not take
+now stays in ``pending`` until the reader sees the socket writable.
 
-``settle(generation)`` is how the parent learns it has everything: called once
-every child of a generation has exited, it returns after each of their
-connections (including any still in the accept backlog) was read to its end.
+Nothing is shared between children, so a child killed in the middle of a write
+spoils only its own connection; an incomplete message at the end is dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import shutil
 import socket
-import tempfile
+import struct
 import threading
-import time
-from collections.abc import Callable
-from multiprocessing.connection import Client, Connection, wait
+from multiprocessing.connection import Connection
 
-log = logging.getLogger(__name__)
-
-UNKNOWN = -1
-"""The generation of a connection whose child has not said hello yet."""
-
-DRAIN_S = 5.0
-"""How long the connections of exited children may take to reach their ends."""
+READ_SIZE = 1 << 18
+"""Read up to this much at once (into one buffer kept for it): a burst of outcomes costs one system
+call, not two per message."""
+BIG = 0x7FFFFFFF
 
 
-class Channel:
-    """The parent's end: a listening socket, and a thread handing every message to ``on_message``."""
+def frame(message: bytes) -> bytes:
+    """``message`` as ``Connection.recv_bytes`` in the child expects it."""
+    size = len(message)
+    header = struct.pack("!i", size) if size < BIG else struct.pack("!iQ", -1, size)
+    return header + message
 
-    def __init__(self, on_message: Callable[[bytes], None]) -> None:
-        self._on_message = on_message
-        self._dir = tempfile.mkdtemp(prefix="evenflow-outcomes-")
-        self.address = os.path.join(self._dir, "s")
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.address)
-        self._server.listen(128)
-        self._server.setblocking(False)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._generations: dict[Connection, int] = {}
+
+class Link:
+    """One child's connection as the parent holds it; safe to write from any thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock: socket.socket | None = sock
         self._lock = threading.Lock()
-        self._settling: list[tuple[int, threading.Event, list[bool]]] = []
-        self._open = True
-        self._thread = threading.Thread(target=self._run, name="evenflow-outcomes", daemon=True)
-        self._thread.start()
+        self._pending = bytearray()
+        self._received = bytearray()
+        self._scratch = bytearray(READ_SIZE)
+        self.fileno = sock.fileno()
 
-    def settle(self, generation: int) -> bool:
-        """Once every child of ``generation`` has exited: True when all they wrote has been handled,
-        False if that could not be made sure of (then treat what is unaccounted for as lost)."""
-        done, complete = threading.Event(), list[bool]()
+    @classmethod
+    def pair(cls) -> tuple[Link, Connection]:
+        """A new link and the child's end of it, as a ``Connection`` to hand to the child."""
+        ours, theirs = socket.socketpair()
+        return cls(ours), Connection(theirs.detach())
+
+    @property
+    def waiting(self) -> bool:
+        """Some of what was written waits for the socket to become writable."""
+        return bool(self._pending)
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data`` (whole frames) and send what the socket takes now; False if some waits."""
         with self._lock:
-            self._settling.append((generation, done, complete))
-        self._wake()
-        return done.wait(DRAIN_S * 2) and all(complete)
+            if self._sock is None:
+                return True  # the child is gone: what it was sent is decided from its tickets
+            self._pending += data
+            return self._flush_locked()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        self._open = False
-        self._wake()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-        for conn in list(self._generations):
-            conn.close()
-        for sock in (self._server, self._wake_r, self._wake_w):
-            sock.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+    def flush(self) -> bool:
+        """Send more of what waits (the reader calls this once the socket is writable)."""
+        with self._lock:
+            return self._sock is None or self._flush_locked()
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _run(self) -> None:
-        while self._open:
-            for ready in wait([self._wake_r, self._server, *self._generations]):
-                if ready is self._wake_r:
-                    self._wake_r.recv(4096)
-                elif ready is self._server:
-                    self._accept()
-                elif isinstance(ready, Connection):
-                    self._read(ready)
-            self._answer_settles()
-
-    def _accept(self) -> None:
-        while True:
+    def _flush_locked(self) -> bool:
+        assert self._sock is not None
+        while self._pending:
             try:
-                sock, _ = self._server.accept()
-            except (BlockingIOError, OSError):
-                return
-            sock.setblocking(True)
-            self._generations[Connection(sock.detach())] = UNKNOWN
-
-    def _read(self, conn: Connection) -> None:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):  # the child is gone; a message it was writing died with it
-            del self._generations[conn]
-            conn.close()
-            return
-        if self._generations[conn] == UNKNOWN:
-            self._generations[conn] = int(data)
-            return
-        try:
-            self._on_message(data)
-        except Exception:
-            log.exception("handling a message from a worker process failed")
-
-    def _answer_settles(self) -> None:
-        with self._lock:
-            settling, self._settling = self._settling, []
-        for generation, done, complete in settling:
-            complete.append(self._drain(generation))
-            done.set()
-
-    def _drain(self, generation: int) -> bool:
-        """Read ``generation``'s connections (its children have exited) to their ends; False if some
-        stayed open (a process the child forked may hold one), so what they hold is unknown."""
-        self._accept()
-        deadline = time.monotonic() + DRAIN_S
-        while mine := [c for c, g in self._generations.items() if g in (generation, UNKNOWN)]:
-            ready = wait(mine, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
+                sent = self._sock.send(self._pending)
+            except (BlockingIOError, InterruptedError):
                 return False
-            for conn in ready:
-                if isinstance(conn, Connection):
-                    self._read(conn)
+            except OSError:  # the child is gone; its death decides what it held
+                self._pending.clear()
+                return True
+            del self._pending[:sent]
         return True
 
+    def read(self) -> tuple[list[bytes], bool]:
+        """Every whole message that has arrived, and whether the child's end is closed."""
+        sock, closed, scratch = self._sock, False, self._scratch
+        while sock is not None:
+            try:
+                size = sock.recv_into(scratch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                size = 0
+            if not size:
+                closed = True
+                break
+            self._received += memoryview(scratch)[:size]
+            if size < READ_SIZE:
+                break
+        return self._messages(), closed
 
-def connect(address: str, generation: int) -> Connection:
-    """In a child: this child's own connection to the parent, introduced with its generation."""
-    conn = Client(address, family="AF_UNIX")
-    conn.send_bytes(str(generation).encode())
-    return conn
+    def _messages(self) -> list[bytes]:
+        buffer, messages, at = self._received, [], 0
+        while len(buffer) - at >= 4:
+            (size,) = struct.unpack_from("!i", buffer, at)
+            start = at + 4
+            if size == -1:
+                if len(buffer) - start < 8:
+                    break
+                (size,) = struct.unpack_from("!Q", buffer, start)
+                start += 8
+            if len(buffer) - start < size:
+                break
+            messages.append(bytes(buffer[start : start + size]))
+            at = start + size
+        del buffer[:at]
+        return messages
 
-
-def send(conn: Connection, message: bytes) -> None:
-    """One message as one ``send_bytes``: the only writer of ``conn`` is this child's main thread."""
-    conn.send_bytes(message)
+    def close(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+            self._pending.clear()
+        if sock is not None:
+            sock.close()

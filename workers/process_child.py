@@ -1,16 +1,17 @@
-"""What runs inside each child of ``processes://``: load the registry once, run chunks, stream each event.
+"""What runs inside each child of ``processes://``: receive work, say it starts, run it, send its end.
 
-The registry travels once per child, as the pool's initializer argument. A
-chunk is a list of (ticket, envelope); for each, the child tells the parent on
-its own connection that the attempt starts, runs it, and sends the outcome at
-once, together with the start of the next one, so each attempt costs one
-message. The chunk's own pool result is only an acknowledgement (it carries
-outcomes only if the connection failed).
+A child holds one connection to the parent (``process_channel``). The registry
+comes once, as the child's start argument (again only if the parent's registry
+grows). After that the parent sends lists of (ticket, work): an ``Envelope``,
+or for the ``concurrent.futures`` face a pickled call. For each, the child
+first writes the ticket into a word of memory it shares with the parent
+(``started``), then runs it, then sends its end at once, one message per
+attempt. So the parent knows which attempt a dead child had started, and
+saying so costs no message: the parent is woken once per attempt, not twice.
 
-When the pool breaks, the standard library sends SIGTERM to the other
-children. A child in the middle of a chunk finishes the attempt it is running,
-sends its outcome, and leaves without starting another; an idle child leaves at
-once. So one killed child costs only the attempt running in it.
+The child leaves when the parent closes the connection or dies
+(``orchestrator.core.lifeline``), ignores Ctrl-C, and on SIGTERM (the parent
+closing) leaves at once if idle, or once the running attempt's outcome is sent.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import threading
+import traceback
+from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from types import FrameType
+from typing import Any, Protocol
 
 from orchestrator.core import lifeline
 from orchestrator.core.envelope import Envelope, Outcome
@@ -30,12 +34,22 @@ from orchestrator.core.registry import Registry
 
 from .base import worker_id
 from .execution import execute, failed
-from .process_channel import connect, send
 
 NONE = -1
-"""No ticket: a message that only starts an attempt, or only ends one."""
+"""No ticket: nothing started yet."""
 
-Ticketed = tuple[int, Envelope]
+Work = Envelope | bytes
+"""An attempt to run, or a pickled ``(fn, args, kwargs)`` from the ``concurrent.futures`` face."""
+Ticketed = tuple[int, Work]
+CallEnd = tuple[bool, bytes]
+"""How a call ended: (True, its pickled value) or (False, its pickled exception)."""
+Ended = Outcome | CallEnd
+
+
+class Word(Protocol):
+    """A machine word in memory shared with the parent (a ``multiprocessing`` ``RawValue("q")``)."""
+
+    value: int
 
 
 @dataclass
@@ -43,7 +57,6 @@ class _ChildState:
     registry: Registry | None = None
     problem: str = ""
     by: str = ""
-    channel: Connection | None = None
     busy: bool = False
     stopping: bool = False
 
@@ -51,43 +64,62 @@ class _ChildState:
 _child = _ChildState()
 
 
-def install(payload: bytes, owner: int, address: str, generation: int) -> None:
-    """Pool initializer: load this child's registry (a failure is kept, so each envelope can say why)
-    and connect to the parent. The child leaves when ``owner`` dies, and ignores Ctrl-C."""
+def main(conn: Connection, started: Word, payload: bytes, owner: int) -> None:
+    """The child process: leave with ``owner``, load the registry, serve the parent until told to stop."""
     lifeline.hold(owner)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_terminate)
+    signal.signal(signal.SIGTERM, _on_terminate)
     _child.by = worker_id("processes")
-    _child.channel = connect(address, generation)
+    _load(payload)
+    _serve(conn, started)
+
+
+def _load(payload: bytes) -> None:
+    """The registry as sent (a failure is kept, so each envelope can say why it cannot run)."""
     try:
-        _child.registry = pickle.loads(payload) if payload else Registry()
+        _child.registry, _child.problem = (pickle.loads(payload) if payload else Registry()), ""
     except Exception as exc:  # unpickling runs arbitrary imports; any failure means "cannot load"
         _child.registry, _child.problem = None, f"{type(exc).__name__}: {exc}"
 
 
 def _on_terminate(signum: int, frame: FrameType | None) -> None:
-    """Leave now if idle; mid-chunk, leave once the running attempt's outcome is sent."""
+    """Leave now if idle; mid-attempt, leave once its outcome is sent."""
     if not _child.busy:
         os._exit(128 + signum)
     _child.stopping = True
 
 
-def run_chunk(chunk: list[Ticketed]) -> list[tuple[int, Outcome]]:
-    """One pool task: run a chunk in order, streaming each start and outcome; return what could not
-    be streamed."""
-    _child.busy = True
-    unsent: list[tuple[int, Outcome]] = []
-    if chunk:
-        _stream(NONE, None, chunk[0][0], unsent)
-    for index, (ticket, envelope) in enumerate(chunk):
-        outcome = _run(envelope)
-        stopping = _child.stopping  # read once: a next attempt announced as started is run
-        following = chunk[index + 1][0] if index + 1 < len(chunk) and not stopping else NONE
-        _stream(ticket, outcome, following, unsent)
-        if stopping:
+def _serve(conn: Connection, started: Word) -> None:
+    """Run what arrives in order: mark each attempt started, run it, send its end at once."""
+    queued: deque[Ticketed] = deque()
+    while True:
+        if not queued:
+            _child.busy = False
+            if _child.stopping:
+                os._exit(128 + signal.SIGTERM)
+            _receive(conn, queued)
+            _child.busy = True
+            continue
+        ticket, work = queued.popleft()
+        started.value = ticket  # before any of it runs: if this child dies, only this one had started
+        _send(conn, ticket, _perform(work))
+        if _child.stopping:
             os._exit(128 + signal.SIGTERM)
-    _child.busy = False
-    return unsent
+
+
+def _receive(conn: Connection, queued: deque[Ticketed]) -> None:
+    """Wait for the parent's next message; a closed connection means leave."""
+    try:
+        kind, body = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        os._exit(0)
+    if kind == "registry":
+        _load(body)
+    else:
+        queued.extend(body)
+
+
+def _perform(work: Work) -> Outcome | CallEnd:
+    return _call(work) if isinstance(work, bytes) else _run(work)
 
 
 def _run(envelope: Envelope) -> Outcome:
@@ -101,25 +133,72 @@ def _run(envelope: Envelope) -> Outcome:
     return execute(registry, envelope, by=_child.by)
 
 
-def _stream(ticket: int, outcome: Outcome | None, following: int, unsent: list[tuple[int, Outcome]]) -> None:
-    """Send (ended ticket, its outcome, started ticket); kept for the acknowledgement if that fails."""
-    conn = _child.channel
+def _call(blob: bytes) -> CallEnd:
+    """The ``concurrent.futures`` face: anything ``fn`` raises goes back, as a pool worker's would."""
     try:
-        message = _encode(ticket, outcome, following)
-        if conn is None:
-            raise OSError("no connection to the parent")
-        send(conn, message)
+        fn, args, kwargs = pickle.loads(blob)
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # the caller's future gets it, SystemExit too
+        return False, _pickled_exception(exc)
+    try:
+        return True, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return False, _pickled_exception(exc)
+
+
+def _pickled_exception(exc: BaseException) -> bytes:
+    """``exc`` with the child's traceback as a note; a stand-in if it will not pickle."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        exc.add_note(f"raised in worker process {os.getpid()}:\n{text}")
+        return pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return pickle.dumps(RuntimeError(f"{type(exc).__name__} in worker process {os.getpid()}:\n{text}"))
+
+
+def _send(conn: Connection, ticket: int, end: Ended) -> None:
+    """One message to the parent; a parent gone (or closing) means leave."""
+    try:
+        conn.send_bytes(encode(ticket, end))
     except OSError:
-        _child.channel = None
-        if outcome is not None:
-            unsent.append((ticket, outcome))
+        os._exit(0)
 
 
-def _encode(ticket: int, outcome: Outcome | None, following: int) -> bytes:
+def encode(ticket: int, end: Ended) -> bytes:
+    """The message that ends ``ticket``: an outcome flattened (stamps as integer µs since the epoch,
+    a third of the pickling cost of datetimes), anything else as it is."""
+    message: tuple[int, bool, Any]
     try:
-        return pickle.dumps((ticket, outcome, following), protocol=pickle.HIGHEST_PROTOCOL)
+        message = (ticket, True, _flat(end)) if isinstance(end, Outcome) else (ticket, False, end)
+    except TypeError:  # a stamp without a time zone: send the outcome as it is
+        message = (ticket, False, end)
+    try:
+        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # what the command returned survived the checks yet will not pickle
-        assert outcome is not None
-        refused = PayloadError(f"the outcome of attempt {outcome.attempt_id} cannot be sent back: {exc}")
-        envelope = Envelope(outcome.run, outcome.node, outcome.attempt, command="?")
-        return pickle.dumps((ticket, failed(envelope, refused, by=_child.by), following))
+        assert isinstance(end, Outcome)
+        refused = PayloadError(f"the outcome of attempt {end.attempt_id} cannot be sent back: {exc}")
+        envelope = Envelope(end.run, end.node, end.attempt, command="?")
+        return pickle.dumps((ticket, False, failed(envelope, refused, by=_child.by)))
+
+
+def decode(data: bytes) -> tuple[int, Ended]:
+    """In the parent: the ticket a message ends, and how."""
+    ticket, flat, body = pickle.loads(data)
+    return ticket, (_unflat(body) if flat else body)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _flat(o: Outcome) -> tuple[Any, ...]:
+    started = None if o.started_at is None else (o.started_at - EPOCH) // MICROSECOND
+    finished = None if o.finished_at is None else (o.finished_at - EPOCH) // MICROSECOND
+    return (o.run, o.node, o.attempt, o.ok, o.result, o.error, o.expansion, started, finished, o.by, o.events)
+
+
+def _unflat(body: tuple[Any, ...]) -> Outcome:
+    run, node, attempt, ok, result, error, expansion, started, finished, by, events = body
+    started_at = None if started is None else EPOCH + timedelta(microseconds=started)
+    finished_at = None if finished is None else EPOCH + timedelta(microseconds=finished)
+    return Outcome(run, node, attempt, ok, result, error, expansion, started_at, finished_at, by, events)
