@@ -169,7 +169,7 @@ def entry(doc: Mapping[str, Any], worker: str | None) -> AuditEntry:
     command has ended (a local pool reports once); its line shows when the
     attempt began, the ``started_at`` its worker clocked, not that append.
     """
-    event = {**doc, "at": aware(doc.get("at"))}
+    event = {name: doc[name] for name in ev.DOC_FIELDS if name in doc} | {"at": aware(doc.get("at"))}
     began = (doc.get("data") or {}).get("started_at") if doc.get("type") == ev.COMMAND_STARTED else None
     return AuditEntry(
         run=doc["run"],

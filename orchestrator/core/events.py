@@ -125,6 +125,12 @@ class Event:
         return event_id(self.run, self.seq)
 
 
+DOC_FIELDS = ("_id", "v", "run", "seq", "type", "at", "node", "attempt", "command", "data", "by", "causation",
+              "correlation")  # fmt: skip
+"""The fields of a stored event; a store may keep more beside them (MongoDB's feed stamps, the open
+mark), which are its own and never shown as part of the event."""
+
+
 def to_doc(event: Event) -> dict[str, Any]:
     return {
         "_id": event.id,

@@ -60,3 +60,12 @@ def test_a_users_exception_is_named_by_its_module_and_qualname() -> None:
         == f"{__name__}.test_a_users_exception_is_named_by_its_module_and_qualname.<locals>.Declined"
     )
     assert json.dumps(stored_name(ValueError)) == '"builtins.ValueError"'
+
+
+def test_doc_fields_name_every_field_of_a_stored_event_in_order() -> None:
+    from datetime import UTC, datetime
+
+    from orchestrator.core import events as ev
+
+    event = ev.Event("r", 1, ev.RUN_SUBMITTED, datetime(2026, 1, 1, tzinfo=UTC), None, None, None, {})
+    assert tuple(ev.to_doc(event)) == ev.DOC_FIELDS
