@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     add_grace(run)
     run.set_defaults(handler=_run)
 
-    from . import control, doctor, exchange, listen, migrate, prune, queries, remote
+    from . import control, doctor, exchange, listen, migrate, prune, queries, remote, ui
 
     remote.add_parsers(commands, _store_options, _load)
     listen.add_parser(commands, _load, remote.client_keys)
@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_parser(commands)
     prune.add_parser(commands, _store_options)
     exchange.add_parsers(commands, _store_options)
+    ui.add_parser(commands, _store_options)
     return parser
 
 

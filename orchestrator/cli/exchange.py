@@ -20,12 +20,12 @@ from typing import IO, Any
 
 from ..core.errors import EvenflowError, InvalidOption
 from ..core.ports import EventStore
+from ..core.timespec import parse_moment
 from ..store import open_store
 from ..store.exchange import Importer, Selection
 from ..store.exchange import exported as _exported
 from .event_lines import MAX_LINE_BYTES, from_line, line_bytes, to_line
 from .render import to_json
-from .timespec import parse_moment
 
 __all__ = ["FORMAT_HELP", "add_parsers", "exported", "from_line", "imported", "to_line"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigurationError
+from ..core.timespec import parse_moment
 from ..store import abilities, open_store
 from .render import to_json
-from .timespec import parse_moment
 
 
 def add_parser(commands: Any, store_options: Any) -> None:

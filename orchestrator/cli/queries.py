@@ -4,7 +4,7 @@ questions.
 Each opens the store read-only and writes nothing, so a MongoDB user holding
 only the ``read`` role may run them (and the embedded store may be read while
 an orchestrator runs); it runs one projection and prints an aligned table, or
-exact JSON with ``--json``; what they read is ``query_source.Source``. ``audit`` shows a
+exact JSON with ``--json``; what they read is ``orchestrator.query_source.Source``. ``audit`` shows a
 run's whole chain (the run first submitted and every run listeners started in
 answer to the chain's events), with a ``run`` column when it holds more than
 one run; ``--run-only`` shows the run alone. ``init`` (``init_store.py``)
@@ -15,27 +15,27 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
 from ..core.errors import RunNotFound
 from ..core.events import KNOWN_TYPES
+from ..core.timespec import parse_moment, parse_span
+from ..json_text import plain
+from ..query_source import source
 from .arguments import run_id
-from .query_source import source
 from .render import table, to_json
-from .timespec import parse_moment, parse_span
 
 # --- the commands ----------------------------------------------------------------------------
 
 
 def runs_command(args: argparse.Namespace) -> int:
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         page = src.history(
             state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
         )
     if args.json:
-        _print_json({"runs": [_plain(row) for row in page.rows], "next": page.next})
+        _print_json({"runs": [plain(row) for row in page.rows], "next": page.next})
         return 0
     rows = [
         (r.run, r.flow, r.state, _time(r.submitted_at), r.duration_s, _nodes(r.nodes), r.attempts)
@@ -48,12 +48,12 @@ def runs_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         status = src.status(args.run)
     if status is None:
         raise RunNotFound(args.run)
     if args.json:
-        _print_json(_plain(status))
+        _print_json(plain(status))
         return 0
     fields = [
         ("run", status.run),
@@ -73,7 +73,7 @@ def status_command(args: argparse.Namespace) -> int:
 def audit_command(args: argparse.Namespace) -> int:
     from projections import audit_chain, audit_trail
 
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         trail = (audit_trail if args.run_only else audit_chain)(src.events, args.run)
     if not trail:
         raise RunNotFound(args.run)
@@ -88,14 +88,14 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def stats_command(args: argparse.Namespace) -> int:
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         stats = src.command_stats(_since(args))
     headers = ("command", "calls", "ok", "failed", "retries", "mean_s", "p95_s", "max_s")
     return _emit(args, stats, headers, _stats_row)
 
 
 def failures_command(args: argparse.Namespace) -> int:
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         groups = src.failures(_since(args))
     headers = ("error", "command", "count", "latest", "where", "message")
     return _emit(args, groups, headers, _failure_row)
@@ -103,13 +103,13 @@ def failures_command(args: argparse.Namespace) -> int:
 
 def throughput_command(args: argparse.Namespace) -> int:
     bucket = parse_span(args.bucket, option="--bucket")
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         buckets = src.throughput(_since(args), None, bucket, completions=args.completions)
     return _emit(args, buckets, ("start", "events"), lambda b: (_time(b.start), b.count))
 
 
 def activity_command(args: argparse.Namespace) -> int:
-    with source(args) as src:
+    with source(args.store, args.home) as src:
         workers = src.worker_activity(_since(args))
     headers = ("worker", "calls", "busy_s", "failed")
     return _emit(args, workers, headers, lambda w: (w.worker, w.calls, w.busy_s, w.failures))
@@ -140,7 +140,7 @@ def _emit(
 ) -> int:
     """Exact JSON with ``--json``, else an aligned table of one row per item."""
     if args.json:
-        _print_json([_plain(item) for item in items])
+        _print_json([plain(item) for item in items])
     else:
         print(table(headers, [row(item) for item in items]))
     return 0
@@ -227,10 +227,6 @@ def _cause(causation: str | None, run: str) -> str | None:
         return causation
     local = causation[len(run) + 1 :]
     return f"seq {int(local)}" if local.isdigit() else local
-
-
-def _plain(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _print_json(value: Any) -> None:

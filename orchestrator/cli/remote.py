@@ -15,11 +15,11 @@ from ..core.errors import ConfigurationError, RunFailed, extra_needed
 from ..core.events import utcnow
 from ..core.registry import Registry
 from ..core.state import NO_INPUT
+from ..core.timespec import parse_moment
 from . import logs
 from .arguments import INPUT_HELP, input_value, seconds, whole
 from .render import to_json
 from .termination import Signals, add_grace, stopped_line
-from .timespec import parse_moment
 
 Adder = Callable[..., None]
 

@@ -1,19 +1,19 @@
 """Aligned text tables for people (colour only on a terminal), and JSON for machines.
 
-``to_json`` is the one way the CLI prints JSON, and it always prints valid
-JSON: NaN and the infinities as the strings ``"NaN"``, ``"Infinity"`` and
-``"-Infinity"``, bytes as hex, datetimes as ISO 8601, tuples as lists.
+``to_json`` (from ``orchestrator.json_text``, shared with the HTTP API) is the
+one way the CLI prints JSON.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
+
+from ..json_text import to_json
+
+__all__ = ["table", "to_json"]
 
 _COLOURS = {"succeeded": "32", "failed": "31", "retrying": "33", "running": "36"}
 
@@ -29,30 +29,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO 
         parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
         lines.append("  ".join(_paint(p, colour) for p in parts).rstrip())
     return "\n".join(lines)
-
-
-def to_json(value: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(_finite(value), default=_json_default, indent=indent, sort_keys=True, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, set | frozenset):
-        return list(value)
-    return str(value)
 
 
 def _cell(value: object) -> str:

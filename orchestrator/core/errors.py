@@ -51,7 +51,14 @@ class ConfigurationError(EvenflowError):
     pass
 
 
-EXTRAS = {"zmq": ("pyzmq", "zmq"), "celery": ("celery", "celery"), "redis": ("redis", "celery")}
+EXTRAS = {
+    "zmq": ("pyzmq", "zmq"),
+    "celery": ("celery", "celery"),
+    "redis": ("redis", "celery"),
+    "starlette": ("starlette", "ui"),
+    "uvicorn": ("uvicorn", "ui"),
+    "prometheus_client": ("prometheus_client", "ui"),
+}
 """A module an optional part of evenflow imports: the package providing it, the extra installing it."""
 
 

@@ -19,10 +19,10 @@ from tests.support.zmq_cluster import REPO
 
 COMMANDS = ("demo", "run", "serve", "worker", "submit", "keys", "listen", "runs", "status", "audit",
             "stats", "failures", "throughput", "activity", "init", "cancel", "retry", "resume", "doctor",
-            "migrate")  # fmt: skip
+            "migrate", "ui")  # fmt: skip
 PRINT_DATA = ("demo", "run", "submit", "keys", "runs", "status", "audit", "stats", "failures", "throughput",
               "activity", "cancel", "retry", "resume", "doctor", "migrate")  # fmt: skip
-PRINT_NOTHING = ("serve", "init")
+PRINT_NOTHING = ("serve", "init", "ui")
 
 FLOWS = """
 import time

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator import InvalidOption
-from orchestrator.cli.timespec import parse_moment
+from orchestrator.core.timespec import parse_moment
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""What the query commands read from a store: ``Source``, and answering ``runs`` read-only.
+"""What the query commands and the HTTP API read from a store: ``Source``, and answering ``runs``
+read-only.
 
 ``runs`` answers as the ``runs`` read model would once caught up with the log:
 on MongoDB the stored collection, with the runs it lags (or all, when it is
@@ -10,17 +11,16 @@ embedded store's hourly rollups, and pipelines elsewhere.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..core.errors import ConfigurationError, CorruptEvent
-from ..core.events import Event
-from ..core.ports import EventStore
-from ..store import StoreAbilities, abilities, open_store
+from .core.errors import ConfigurationError, CorruptEvent
+from .core.events import Event
+from .core.ports import EventStore
+from .store import StoreAbilities, abilities, open_store
 
 
 class Source:
@@ -212,7 +212,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _memory_collection() -> Any:
-    from ..store.faithful_mock import client
+    from .store.faithful_mock import client
 
     return client()["evenflow"]["runs"]
 
@@ -222,14 +222,15 @@ def _every_event(can: StoreAbilities, on_corrupt: Callable[[str, CorruptEvent], 
     if can.scan is not None:
         yield from can.scan.scan(on_corrupt)
     elif can.queries is not None:
-        from ..store.encoding import decode
+        from .store.encoding import decode
 
         yield from (decode(doc) for doc in can.queries.events.find({}).sort([("run", 1), ("seq", 1)]))
 
 
 @contextmanager
-def source(args: argparse.Namespace) -> Iterator[Source]:
-    store = open_store(args.store, home=args.home, read_only=True)
+def source(store_url: str | None, home: str | None) -> Iterator[Source]:
+    """A read-only ``Source`` on the store at ``store_url`` (or the embedded one in ``home``)."""
+    store = open_store(store_url, home=home, read_only=True)
     try:
         yield Source(store)
     finally:

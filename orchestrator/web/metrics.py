@@ -1,0 +1,61 @@
+"""``/metrics``: the log's counters in Prometheus' text format, read from the store at each scrape.
+
+Counters come from the same rollups and pipelines as ``stats`` and
+``activity`` (all time), so a scrape costs O(commands + workers), never
+O(history) on the embedded store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from projections.worker_activity import WorkerActivity
+
+from .api import Reader
+
+
+class LogCollector(Collector):
+    """Collects on each scrape from a fresh read of the log."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def collect(self) -> Iterator[Metric]:
+        with self.reader() as source:
+            stats = source.command_stats(None)
+            workers = source.worker_activity(None)
+        attempts = CounterMetricFamily(
+            "evenflow_attempts", "Attempts that ended, by command and outcome", labels=["command", "outcome"]
+        )
+        retries = CounterMetricFamily("evenflow_retries", "Retries scheduled, by command", labels=["command"])
+        slowest = GaugeMetricFamily(
+            "evenflow_attempt_duration_max_seconds", "The longest attempt, by command", labels=["command"]
+        )
+        for row in stats:
+            command = row.command or ""
+            for outcome, count in (("succeeded", row.successes + row.expansions), ("failed", row.failures)):
+                attempts.add_metric([command, outcome], count)
+            retries.add_metric([command], row.retries)
+            if row.max_duration_s is not None:
+                slowest.add_metric([command], row.max_duration_s)
+        yield from (attempts, retries, slowest)
+        yield from _worker_metrics(workers)
+
+
+def _worker_metrics(workers: list[WorkerActivity]) -> Iterator[Metric]:
+    calls = CounterMetricFamily("evenflow_worker_attempts", "Attempts started, by worker", labels=["worker"])
+    busy = CounterMetricFamily(
+        "evenflow_worker_busy_seconds", "Time spent running attempts", labels=["worker"]
+    )
+    failed = CounterMetricFamily(
+        "evenflow_worker_failures", "Attempts that failed, by worker", labels=["worker"]
+    )
+    for row in workers:
+        worker = row.worker or ""
+        calls.add_metric([worker], row.calls)
+        busy.add_metric([worker], row.busy_s)
+        failed.add_metric([worker], row.failures)
+    yield from (calls, busy, failed)

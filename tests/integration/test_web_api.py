@@ -1,0 +1,261 @@
+"""The HTTP API (issue 17): a real uvicorn server on 127.0.0.1 over the embedded store and mongomock.
+
+Every endpoint answers what the CLI's ``--json`` prints for the same question,
+every store answers alike, bad parameters are 400s naming the parameter, and a
+token, when set, is needed for everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli.event_lines import line_bytes
+from orchestrator.cli.exchange import imported
+from orchestrator.core.errors import InvalidOption
+from orchestrator.query_source import Source
+from orchestrator.store import open_store
+from orchestrator.store.exchange import Selection, exported
+from orchestrator.web import make_app
+from orchestrator.web.guard import check_bind
+from tests.acceptance.test_cli import EVENFLOW, evenflow
+from tests.support.exchange_homes import Home, build
+from tests.support.http_server import Served, served
+from tests.support.polling import wait_until
+
+pytest.importorskip("starlette", reason="the ui extra is not installed: pip install -e '.[ui]'")
+
+TOKEN = "a-secret-of-thirty-two-characters"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    return build(tmp_path_factory.mktemp("web") / "home")
+
+
+@contextmanager
+def kept(store: Any) -> Iterator[Source]:
+    yield Source(store)
+
+
+@pytest.fixture(scope="module")
+def embedded(home: Home) -> Iterator[Served]:
+    store = open_store(f"embedded://{home.path}", read_only=True)
+    with served(make_app(lambda: kept(store))) as server:
+        yield server
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def mongomock(home: Home) -> Iterator[Served]:
+    source = open_store(f"embedded://{home.path}", read_only=True)
+    lines = [line_bytes(event) for event in exported(source, Selection())]
+    source.close()
+    store = open_store("mongomock://")
+    imported(store, lines)
+    with served(make_app(lambda: kept(store))) as server:
+        yield server
+    store.close()
+
+
+def questions(home: Home) -> dict[str, list[str]]:
+    """API paths and the CLI call that asks the same."""
+    run, chained = home.orders[-1], home.orders[0]
+    return {
+        "/api/v1/runs?limit=50": ["runs", "--limit", "50"],
+        "/api/v1/runs?state=failed": ["runs", "--state", "failed"],
+        "/api/v1/runs?flow=orders&since=2000-01-01T00:00": [
+            "runs",
+            "--flow",
+            "orders",
+            "--since",
+            "2000-01-01T00:00",
+        ],
+        f"/api/v1/runs/{run}": ["status", run],
+        f"/api/v1/runs/{chained}/events": ["audit", chained],
+        f"/api/v1/runs/{chained}/events?run_only=true": ["audit", chained, "--run-only"],
+        "/api/v1/stats": ["stats"],
+        "/api/v1/failures?since=1d": ["failures", "--since", "1d"],
+        "/api/v1/throughput?bucket=1m": ["throughput", "--bucket", "1m"],
+        "/api/v1/throughput?completions=true": ["throughput", "--completions"],
+        "/api/v1/workers": ["activity"],
+    }
+
+
+def test_every_endpoint_answers_what_the_cli_prints(home: Home, embedded: Served) -> None:
+    for path, args in questions(home).items():
+        answer = embedded.get(path)
+        assert answer.status == 200 and answer.content_type == "application/json", (path, answer.body)
+        printed = evenflow(*args, "--json", home=home.path)
+        assert printed.returncode == 0, printed.stderr
+        assert answer.json() == json.loads(printed.stdout), path
+
+
+def test_mongomock_answers_as_the_embedded_store(home: Home, embedded: Served, mongomock: Served) -> None:
+    for path in questions(home):
+        mine, theirs = embedded.get(path), mongomock.get(path)
+        assert (mine.status, mine.json()) == (theirs.status, theirs.json()), path
+    assert len(embedded.get("/api/v1/runs?limit=50").json()["runs"]) == home.runs
+
+
+def test_pages_follow_the_cursor_to_the_end(home: Home, embedded: Served) -> None:
+    seen: list[str] = []
+    path = "/api/v1/runs?limit=2"
+    for _ in range(home.runs):  # bounded: each page holds at least one run
+        page = embedded.get(path).json()
+        seen += [row["run"] for row in page["runs"]]
+        if page["next"] is None:
+            break
+        path = f"/api/v1/runs?limit=2&after={page['next']}"
+    assert len(seen) == len(set(seen)) == home.runs
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/api/v1/runs?state=sleeping", "state"),
+        ("/api/v1/runs?limit=0", "limit"),
+        ("/api/v1/runs?limit=ten", "limit"),
+        ("/api/v1/runs?after=garbage", "after"),
+        ("/api/v1/runs?since=yesterday", "since"),
+        ("/api/v1/stats?until=soon", "until"),
+        ("/api/v1/throughput?bucket=0s", "bucket"),
+        ("/api/v1/throughput?completions=maybe", "completions"),
+        ("/api/v1/runs/x/events?run_only=perhaps", "run_only"),
+    ],
+)
+def test_a_bad_parameter_is_a_400_naming_it(embedded: Served, path: str, parameter: str) -> None:
+    answer = embedded.get(path)
+    assert answer.status == 400
+    assert answer.json()["parameter"] == parameter and parameter in answer.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/runs/no-such-run", "/api/v1/runs/no-such-run/events"])
+def test_an_unknown_run_is_a_404(embedded: Served, path: str) -> None:
+    answer = embedded.get(path)
+    assert answer.status == 404 and "no run 'no-such-run'" in answer.json()["error"]
+
+
+def test_with_a_token_every_request_needs_it(home: Home) -> None:
+    store = open_store(f"embedded://{home.path}", read_only=True)
+    try:
+        with served(make_app(lambda: kept(store), token=TOKEN)) as server:
+            for path in ("/api/v1/runs", "/api/v1/openapi.json", "/metrics"):
+                for token in (None, "wrong", TOKEN[:-1]):
+                    refused = server.get(path, token)
+                    assert refused.status == 401 and "Bearer" in refused.json()["error"], (path, token)
+                assert server.get(path, TOKEN).status == 200
+    finally:
+        store.close()
+
+
+def test_only_loopback_goes_without_a_token() -> None:
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        check_bind(host, None)
+    for host in ("0.0.0.0", "192.168.1.4", "::", "example.org"):
+        with pytest.raises(InvalidOption, match="--token-file"):
+            check_bind(host, None)
+        check_bind(host, TOKEN)
+
+
+def test_metrics_count_what_stats_and_activity_count(embedded: Served) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = embedded.get("/metrics")
+    assert answer.status == 200 and answer.content_type.startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.body.decode())
+        for s in family.samples
+    }
+    for row in embedded.get("/api/v1/stats").json():
+        key = ("evenflow_attempts_total", (("command", row["command"]), ("outcome", "failed")))
+        assert samples[key] == row["failures"]
+        assert samples[("evenflow_retries_total", (("command", row["command"]),))] == row["retries"]
+    for worker in embedded.get("/api/v1/workers").json():
+        labels = (("worker", worker["worker"]),)
+        assert samples[("evenflow_worker_attempts_total", labels)] == worker["calls"]
+
+
+def test_the_openapi_document_describes_every_answer(home: Home, embedded: Served) -> None:
+    document = embedded.get("/api/v1/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert document["openapi"].startswith("3.")
+    for path in questions(home):
+        template = path.split("?")[0]
+        template = template.replace(home.orders[-1], "{run}").replace(home.orders[0], "{run}")
+        assert template in document["paths"], template
+        reference = document["paths"][template]["get"]["responses"]["200"]["content"]["application/json"]
+        answer = embedded.get(path).json()
+        _conforms(answer, reference["schema"], schemas)
+
+
+TYPES = {"null": type(None), "boolean": bool, "string": str, "number": (int, float), "integer": int,
+         "array": list, "object": dict}  # fmt: skip
+
+
+def _conforms(value: Any, schema: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The required fields and the types this API uses, checked recursively."""
+    if "$ref" in schema:
+        schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+    if "anyOf" in schema:
+        assert any(_fits(value, option, schemas) for option in schema["anyOf"]), (value, schema)
+        return
+    kinds = schema.get("type")
+    if kinds is not None:
+        allowed = tuple(TYPES[kind] for kind in (kinds if isinstance(kinds, list) else [kinds]))
+        assert isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed), (
+            value,
+            schema,
+        )
+    if isinstance(value, dict):
+        assert set(schema.get("required", ())) <= set(value), (sorted(value), schema.get("required"))
+        for name, item in value.items():
+            _conforms(
+                item, schema.get("properties", {}).get(name, schema.get("additionalProperties", {})), schemas
+            )
+    elif isinstance(value, list):
+        for item in value:
+            _conforms(item, schema.get("items", {}), schemas)
+
+
+def _fits(value: Any, schema: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    try:
+        _conforms(value, schema, schemas)
+    except AssertionError:
+        return False
+    return True
+
+
+def test_evenflow_ui_refuses_a_public_bind_without_a_token(tmp_path: Path) -> None:
+    done = evenflow("ui", "--bind", "0.0.0.0:0", home=tmp_path / "home")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "--token-file" in line and "127.0.0.1" in line
+
+
+def test_evenflow_ui_serves_the_home_it_is_given(home: Home, tmp_path: Path) -> None:
+    printed = tmp_path / "ui.out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])),
+    }
+    with printed.open("w") as out:
+        ui = subprocess.Popen(
+            [*EVENFLOW, "ui", "--bind", "127.0.0.1:0", "--home", str(home.path)], stdout=out, env=env
+        )
+    try:
+        line = wait_until(lambda: re.search(r"http://127\.0\.0\.1:\d+", printed.read_text()), what="serving")
+        server = Served(line.group(0))
+        assert len(server.get("/api/v1/runs?limit=50").json()["runs"]) == home.runs
+    finally:
+        ui.terminate()
+        ui.wait(60)
