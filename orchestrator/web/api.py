@@ -139,3 +139,21 @@ def _flag(text: str | None, name: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
     raise BadParameter(name, f"{text!r} is not true or false")
+
+
+def graph(request: Request, reader: Reader) -> Any:
+    from .detail import run_graph
+
+    name = request.path_params["run"]
+    with reader() as source:
+        found = run_graph(name, source.store.read(name))
+    if found is None:
+        raise RunNotFound(name)
+    return found
+
+
+def last_seq(reader: Reader, run: str) -> tuple[int, str] | None:
+    """How far ``run``'s log goes, and its state: what a page watching it compares."""
+    with reader() as source:
+        status = source.status(run)
+    return None if status is None else (status.last_seq, status.state)

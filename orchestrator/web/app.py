@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ..core.errors import EvenflowError, RunNotFound
 from ..json_text import to_json
-from . import api
+from . import api, pages
 from .api import BadParameter, Reader
 from .guard import allowed
 from .metrics import LogCollector
@@ -38,12 +38,14 @@ def make_app(reader: Reader, *, token: str | None = None) -> Starlette:
         Route("/api/v1/runs", _answer(api.runs, reader)),
         Route("/api/v1/runs/{run}", _answer(api.run, reader)),
         Route("/api/v1/runs/{run}/events", _answer(api.events, reader)),
+        Route("/api/v1/runs/{run}/graph", _answer(api.graph, reader)),
         Route("/api/v1/stats", _answer(api.stats, reader)),
         Route("/api/v1/failures", _answer(api.failures, reader)),
         Route("/api/v1/throughput", _answer(api.throughput, reader)),
         Route("/api/v1/workers", _answer(api.workers, reader)),
         Route("/api/v1/openapi.json", _answer(lambda request, reader: document(), reader)),
         Route("/metrics", _metrics(metrics)),
+        *pages.routes(reader),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_TokenCheck, token=token)])
 
@@ -80,7 +82,9 @@ class _TokenCheck(BaseHTTPMiddleware):
         self.token = token
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if not allowed(request.headers.get("authorization"), self.token):
+        if not pages.is_public(request.url.path) and not allowed(
+            request.headers.get("authorization"), self.token
+        ):
             error = "this server needs its token: send 'Authorization: Bearer <token>' (see --token-file)"
             return json_response({"error": error}, 401)
         return await call_next(request)

@@ -13,11 +13,13 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator import Orchestrator, RetryPolicy, call, each, sequence
 from orchestrator.cli.event_lines import line_bytes
 from orchestrator.cli.exchange import imported
 from orchestrator.core.errors import InvalidOption
@@ -25,8 +27,10 @@ from orchestrator.query_source import Source
 from orchestrator.store import open_store
 from orchestrator.store.exchange import Selection, exported
 from orchestrator.web import make_app
+from orchestrator.web.detail import SHOWN
 from orchestrator.web.guard import check_bind
 from tests.acceptance.test_cli import EVENFLOW, evenflow
+from tests.commands import make_registry
 from tests.support.exchange_homes import Home, build
 from tests.support.http_server import Served, served
 from tests.support.polling import wait_until
@@ -259,3 +263,27 @@ def test_evenflow_ui_serves_the_home_it_is_given(home: Home, tmp_path: Path) -> 
     finally:
         ui.terminate()
         ui.wait(60)
+
+
+def test_a_runs_graph_shows_its_tree_its_attempts_and_a_big_map_in_counts(tmp_path: Path) -> None:
+    items = SHOWN + 25
+    retry = RetryPolicy(max_attempts=2, initial_delay=timedelta(0), jitter=0)
+    flaky = call("flaky", failures=1).options(retry=retry)
+    flow = sequence(call("noop", list(range(items))), each("square"), flaky)
+    with Orchestrator(make_registry(), executor="inline", store="mongomock://") as orch:
+        run = orch.submit(flow)
+        run.result(60)
+        with served(make_app(lambda: kept(orch.store))) as server:
+            graph = server.get(f"/api/v1/runs/{run.id}/graph").json()
+    nodes = {node["path"]: node for node in graph["nodes"]}
+    assert graph["state"] == "succeeded" and nodes["r"]["kind"] == "sequence"
+    assert nodes["r"]["children"] == ["r.0", "r.1", "r.2"]
+    mapped = nodes["r.1"]
+    assert mapped["kind"] == "each" and len(mapped["children"]) == SHOWN
+    assert mapped["hidden"] == {"succeeded": items - SHOWN}
+    assert all(path in nodes for path in mapped["children"]) and f"r.1.{SHOWN}" not in nodes
+    tries = [a for a in graph["attempts"] if a["node"] == "r.2"]
+    assert [(a["attempt"], a["outcome"]) for a in tries] == [(1, "failed"), (2, "succeeded")]
+    assert tries[0]["error_type"] == "builtins.ValueError" and tries[0]["reason"] == "raised"
+    assert tries[1]["worker"] and tries[1]["started_at"] <= tries[1]["ended_at"]
+    assert len(graph["attempts"]) == 1 + items + 2

@@ -1,0 +1,62 @@
+// A run's page: summary, flow graph, attempts, result or error, events. It listens to the run's
+// stream and draws again each time the log grows, until the run has ended.
+"use strict";
+
+const RUN = decodeURIComponent(location.pathname.split("/").pop());
+
+function summary(status) {
+  const nodes = Object.entries(status.nodes || {}).filter(([, n]) => n).map(([s, n]) => `${s}=${n}`).join(" ");
+  return el("table", {}, el("tbody", {},
+    ...[["state", badge(status.state)], ["flow", status.flow || "-"], ["submitted", when(status.submitted_at)],
+      ["ended", when(status.ended_at)], ["duration s", status.duration_s ?? "-"], ["nodes", nodes || "-"],
+      ["attempts", status.attempts]].map(([name, value]) => el("tr", {}, el("th", {}, name), el("td", {}, value)))));
+}
+
+function outcome(status) {
+  document.getElementById("outcome-title").textContent = status.state === "failed" ? "Error" : "Result";
+  if (status.state === "failed") {
+    const errors = (status.error || []).map((e) =>
+      el("div", { class: "error-entry" }, el("p", {}, `${e.node || ""} ${e.type || ""}: ${e.message || ""}`),
+        e.traceback ? el("pre", {}, e.traceback) : null));
+    return el("div", { id: "error-panel" }, ...errors);
+  }
+  return el("pre", { id: "result-panel" }, status.state === "succeeded" ? JSON.stringify(status.result, null, 2) : "(not ended yet)");
+}
+
+function events(trail) {
+  const head = el("tr", {}, ...["run", "seq", "at", "node", "by", "what happened"].map((n) => el("th", {}, n)));
+  const rows = trail.map((e) => el("tr", { "data-seq": e.seq },
+    el("td", { class: "mono" }, e.run === RUN ? "this run" : el("a", { href: "/runs/" + encodeURIComponent(e.run), class: "chained" }, e.run)),
+    el("td", { class: "num" }, e.seq), el("td", { class: "mono" }, when(e.at)), el("td", {}, e.node || "-"),
+    el("td", { class: "mono" }, e.worker || e.by || "-"), el("td", {}, e.summary)));
+  return el("table", { id: "events-table" }, el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+async function draw() {
+  try {
+    const [status, graph, trail] = await Promise.all([
+      api(`/api/v1/runs/${encodeURIComponent(RUN)}`),
+      api(`/api/v1/runs/${encodeURIComponent(RUN)}/graph`),
+      api(`/api/v1/runs/${encodeURIComponent(RUN)}/events`),
+    ]);
+    document.getElementById("title").textContent = "Run " + RUN;
+    document.getElementById("summary").replaceChildren(summary(status));
+    drawGraph(document.getElementById("graph"), graph.nodes);
+    drawTimeline(document.getElementById("timeline"), graph.attempts);
+    document.getElementById("outcome").replaceChildren(outcome(status));
+    document.getElementById("events").replaceChildren(events(trail));
+    document.body.dataset.lastSeq = status.last_seq;
+    document.body.dataset.state = status.state;
+  } catch (error) {
+    showError(document.getElementById("summary"), error);
+  }
+}
+
+function follow() {
+  const source = new EventSource(`/api/v1/runs/${encodeURIComponent(RUN)}/stream`);
+  source.addEventListener("changed", draw);
+  source.addEventListener("ended", () => source.close());
+}
+
+header("Runs");
+draw().then(follow);
