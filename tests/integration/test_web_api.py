@@ -287,3 +287,34 @@ def test_a_runs_graph_shows_its_tree_its_attempts_and_a_big_map_in_counts(tmp_pa
     assert tries[0]["error_type"] == "builtins.ValueError" and tries[0]["reason"] == "raised"
     assert tries[1]["worker"] and tries[1]["started_at"] <= tries[1]["ended_at"]
     assert len(graph["attempts"]) == 1 + items + 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f__init__.py"],
+)
+def test_static_paths_cannot_leave_their_folder(embedded: Served, path: str) -> None:
+    answer = embedded.get(path)
+    assert answer.status == 404 and b"import" not in answer.body
+
+
+def test_pages_are_served_without_data_and_without_the_token(home: Home) -> None:
+    store = open_store(f"embedded://{home.path}", read_only=True)
+    try:
+        with served(make_app(lambda: kept(store), token=TOKEN)) as server:
+            for path in ("/runs", f"/runs/{home.orders[0]}", "/stats", "/static/run.js"):
+                page = server.get(path)
+                assert page.status == 200 and home.orders[0].encode() not in page.body, path
+            assert server.get(f"/api/v1/runs/{home.orders[0]}/stream").status == 401
+    finally:
+        store.close()
+
+
+def test_each_server_answers_from_its_own_store_only(home: Home, embedded: Served) -> None:
+    with Orchestrator(make_registry(), executor="inline", store="mongomock://") as orch:
+        other = orch.submit(call("square", 2))
+        other.result(60)
+        with served(make_app(lambda: kept(orch.store))) as server:
+            assert [row["run"] for row in server.get("/api/v1/runs").json()["runs"]] == [other.id]
+            assert server.get(f"/api/v1/runs/{home.orders[0]}").status == 404
+    assert embedded.get(f"/api/v1/runs/{other.id}").status == 404
