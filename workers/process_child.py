@@ -37,6 +37,8 @@ from .execution import execute, failed
 
 NONE = -1
 """No ticket: nothing started yet."""
+HELLO = -2
+"""The ticket of a child's first message: its registry is loaded, it is ready for work."""
 
 Work = Envelope | bytes
 """An attempt to run, or a pickled ``(fn, args, kwargs)`` from the ``concurrent.futures`` face."""
@@ -70,6 +72,7 @@ def main(conn: Connection, started: Word, payload: bytes, owner: int) -> None:
     signal.signal(signal.SIGTERM, _on_terminate)
     _child.by = worker_id("processes")
     _load(payload)
+    _send(conn, HELLO, None)
     _serve(conn, started)
 
 
@@ -156,7 +159,7 @@ def _pickled_exception(exc: BaseException) -> bytes:
         return pickle.dumps(RuntimeError(f"{type(exc).__name__} in worker process {os.getpid()}:\n{text}"))
 
 
-def _send(conn: Connection, ticket: int, end: Ended) -> None:
+def _send(conn: Connection, ticket: int, end: Ended | None) -> None:
     """One message to the parent; a parent gone (or closing) means leave."""
     try:
         conn.send_bytes(encode(ticket, end))
@@ -164,7 +167,7 @@ def _send(conn: Connection, ticket: int, end: Ended) -> None:
         os._exit(0)
 
 
-def encode(ticket: int, end: Ended) -> bytes:
+def encode(ticket: int, end: Ended | None) -> bytes:
     """The message that ends ``ticket``: an outcome flattened (stamps as integer µs since the epoch,
     a third of the pickling cost of datetimes), anything else as it is."""
     message: tuple[int, bool, Any]
@@ -181,7 +184,7 @@ def encode(ticket: int, end: Ended) -> bytes:
         return pickle.dumps((ticket, False, failed(envelope, refused, by=_child.by)))
 
 
-def decode(data: bytes) -> tuple[int, Ended]:
+def decode(data: bytes) -> tuple[int, Ended | None]:
     """In the parent: the ticket a message ends, and how."""
     ticket, flat, body = pickle.loads(data)
     return ticket, (_unflat(body) if flat else body)

@@ -39,7 +39,7 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 @dataclass(eq=False)
 class Child:
-    """One child process and its connection; ``load`` is the executor's, under its lock."""
+    """One child process and its connection; ``load`` and ``ready`` are the executor's, under its lock."""
 
     process: BaseProcess
     link: Link
@@ -48,6 +48,8 @@ class Child:
     it runs any of it."""
     load: int = 0
     """Tickets sent to it and not yet ended."""
+    ready: bool = False
+    """It said hello (its registry is loaded): of two children as loaded, the ready one gets work."""
     reading: bool = field(default=True, repr=False)
 
 

@@ -5,8 +5,9 @@ ticket when it is handed over, and keeps it until its one end is reported.
 A ticket waits in the backlog until a child has room for it; no child holds
 more than ``WINDOW`` tickets not yet ended, so a slow attempt holds back few
 others. When a child dies, its tickets are decided here: the one it had
-started is lost, the others wait again for another child, at most
-``MAX_RESENDS`` times. The executor calls all of this under its one lock.
+started is lost, the others wait again for another child (at most
+``MAX_RESENDS`` times where the child died running nothing). The executor
+calls all of this under its one lock.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ CHUNKS_PER_WORKER = 4
 WINDOW = 2 * MAX_CHUNK
 """Tickets one child may hold not yet ended: about one chunk running, one waiting behind it."""
 MAX_RESENDS = 3
-"""How many dead children a ticket may outlive without starting before it is reported lost."""
+"""How many children a ticket may see die before it started, with nothing running in them, before it is
+reported lost."""
 
 
 def chunk_size(count: int, workers: int) -> int:
@@ -60,10 +62,11 @@ class Book:
 
     def next_chunk(self, children: Sequence[Child]) -> tuple[Child, list[Ticketed]] | None:
         """The least loaded child and what to send it now; None when every child is busy enough
-        (the rest goes as outcomes come back) or nothing waits."""
+        (the rest goes as outcomes come back) or nothing waits. Between children as loaded, one that
+        is ready goes first, so work does not wait for a replacement to start while its sibling idles."""
         if not self.backlog or not children:
             return None
-        child = min(children, key=lambda each: each.load)
+        child = min(children, key=lambda each: (each.load, not each.ready))
         wanted = min(len(self.backlog), chunk_size(len(self.backlog), len(children)))
         room = WINDOW - child.load
         if room < wanted and room < MAX_CHUNK:
@@ -98,19 +101,26 @@ class Book:
 
     def left_by(self, child: Child, started: int, *, closing: bool) -> list[tuple[Ticket, str]]:
         """A dead child's tickets: the ones to give up, each with why (empty: silently, as the
-        executor closes); the rest wait again for another child."""
+        executor closes); the rest wait again for another child.
+
+        If an attempt was running (``started`` is still open), it is lost and the others are not to
+        blame. If none was (the child died starting, idle or between attempts), each is charged a
+        resend, so children that cannot run anything do not take work forever.
+        """
+        mine = [(number, ticket) for number, ticket in self.tickets.items() if ticket.child is child]
+        running = any(number == started for number, _ in mine)
         given_up: list[tuple[Ticket, str]] = []
         again: list[int] = []
-        for number, ticket in [(n, t) for n, t in self.tickets.items() if t.child is child]:
+        for number, ticket in mine:
             ticket.child = None
+            ticket.resends += 0 if running else 1
             cause = lost_cause(ticket, started=number == started, closing=closing)
             if cause is None:
-                ticket.resends += 1
                 again.append(number)
-            else:
-                del self.tickets[number]
-                if cause:
-                    given_up.append((ticket, cause))
+                continue
+            del self.tickets[number]
+            if cause:
+                given_up.append((ticket, cause))
         self.wait_again(again)
         return given_up
 
@@ -134,8 +144,8 @@ def lost_cause(ticket: Ticket, *, started: bool, closing: bool) -> str | None:
         return "the worker process running it died"
     if closing:
         return "the executor closed before it started" if ticket.future is not None else ""
-    if ticket.resends >= MAX_RESENDS:
-        return f"its worker process died {ticket.resends + 1} times before it could start"
+    if ticket.resends > MAX_RESENDS:
+        return f"its worker process died {ticket.resends} times before it could start"
     return None
 
 

@@ -42,7 +42,7 @@ from orchestrator.core.registry import Registry
 from .base import BaseExecutor, check_workers, default_workers, main_guard_problem
 from .execution import failed
 from .process_channel import frame
-from .process_child import NONE, CallEnd, Ticketed, decode
+from .process_child import HELLO, NONE, CallEnd, Ticketed, decode
 from .process_pool import Child, Children
 from .process_work import Book, Ticket
 
@@ -244,7 +244,9 @@ class ProcessExecutor(BaseExecutor):
         with self._lock:
             for data in messages:
                 number, end = decode(data)
-                if (ticket := self._book.ended(number)) is not None:
+                if end is None:
+                    child.ready = number == HELLO
+                elif (ticket := self._book.ended(number)) is not None:
                     settled.append((ticket, end))
             settled.extend(self._pump_locked())
             if not self._book.tickets:

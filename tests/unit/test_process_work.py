@@ -39,6 +39,13 @@ def test_one_envelope_goes_alone_to_the_least_loaded_child() -> None:
     assert children[1].load == 1 and not book.backlog
 
 
+def test_of_two_idle_children_the_ready_one_gets_the_work() -> None:
+    book, children = Book(), [_child(), _child()]
+    children[1].ready = True
+    book.add(envelope("noop", 1))
+    assert _sent_everything(book, children) == {0: [], 1: [0]}
+
+
 def test_a_fan_out_is_spread_in_chunks_and_no_child_holds_more_than_its_window() -> None:
     book, children = Book(), [_child(), _child()]
     for i in range(2_000):
@@ -74,9 +81,20 @@ def test_a_dead_child_loses_only_what_it_had_started_and_the_rest_waits_again_in
         (running, "the worker process running it died")
     ]
     assert list(book.backlog) == [2, 3, 4, 5]
-    assert [book.tickets[number].resends for number in (2, 3, 4, 5)] == [1, 1, 0, 0]
+    assert [book.tickets[number].resends for number in (2, 3, 4, 5)] == [0, 0, 0, 0], "they are not to blame"
     assert all(book.tickets[number].child is None for number in (2, 3))
     assert alive.load == 0
+
+
+def test_a_child_that_dies_running_nothing_charges_each_of_its_tickets_a_resend() -> None:
+    book, child = Book(), _child()
+    for i in range(3):
+        book.add(envelope("noop", i))
+    _sent_everything(book, [child])
+    book.ended(0)
+    assert book.left_by(child, started=0, closing=False) == []  # idle after its first attempt
+    assert list(book.backlog) == [1, 2]
+    assert [book.tickets[number].resends for number in (1, 2)] == [1, 1]
 
 
 def test_a_ticket_that_outlives_too_many_dead_children_is_given_up() -> None:
