@@ -42,7 +42,7 @@ from orchestrator.core.registry import Registry
 from .base import BaseExecutor, check_workers, default_workers, main_guard_problem
 from .execution import failed
 from .process_channel import frame
-from .process_child import HELLO, NONE, CallEnd, Ticketed, decode
+from .process_child import HELLO, NONE, CallEnd, Ticketed, decode, pack
 from .process_pool import Child, Children
 from .process_work import Book, Ticket
 
@@ -135,7 +135,7 @@ class ProcessExecutor(BaseExecutor):
         if not sendable:
             return
         with self._lock:
-            if any(envelope.command not in self._names for envelope in sendable):
+            if any(e.command not in self._names and e.command in registry for e in sendable):
                 self._refresh_locked(registry)
             for envelope in sendable:
                 self._book.add(envelope)
@@ -181,7 +181,7 @@ class ProcessExecutor(BaseExecutor):
         if not items:
             return
         try:
-            message = frame(pickle.dumps(("run", items), protocol=pickle.HIGHEST_PROTOCOL))
+            message = frame(pack(items))
         except Exception as exc:  # an envelope whose arguments will not pickle: it alone fails
             settled.extend(self._unpicklable_locked(items, exc))
             return

@@ -1,13 +1,16 @@
-"""processes://'s bookkeeping on its own: who gets which chunk, and what a dead child's tickets become."""
+"""processes:// on its own: who gets which chunk, what a dead child's tickets become, the wire form."""
 
 from __future__ import annotations
 
+import pickle
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from tests.contract.executor_suite import envelope
-from workers.process_child import NONE
+from workers.execution import failed
+from workers.process_child import NONE, decode, encode, pack, unpack
 from workers.process_pool import Child
 from workers.process_work import MAX_CHUNK, MAX_RESENDS, WINDOW, Book
 
@@ -130,3 +133,18 @@ def test_a_call_cancelled_while_it_waits_is_never_sent() -> None:
     chunk = book.next_chunk([child])
     assert chunk is not None and [number for number, _ in chunk[1]] == [1]
     assert 0 not in book.tickets
+
+
+def test_envelopes_and_outcomes_cross_unchanged_in_their_flat_form() -> None:
+    sent = replace(
+        envelope("describe", 1, [2], flag=True),
+        attempt=3,
+        deadline=datetime(2030, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC),
+        key="order-17",
+        route="gpu",
+    )
+    kind, flat = pickle.loads(pack([(7, sent), (8, b"a call")]))
+    assert kind == "run" and unpack(flat) == [(7, sent), (8, b"a call")]
+    ended = failed(sent, ValueError("no"), by="host:1/processes", started_at=sent.deadline)
+    assert decode(encode(7, ended)) == (7, ended)
+    assert decode(encode(8, (True, b"value"))) == (8, (True, b"value"))
