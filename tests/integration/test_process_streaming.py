@@ -175,3 +175,13 @@ def test_children_that_die_before_starting_anything_cost_bounded_resends() -> No
         wait_until(lambda: not executor._children, what="no child left starting over and over")
     finally:
         executor.close()
+
+
+def test_an_envelope_whose_arguments_will_not_pickle_fails_alone(one_child: Harness) -> None:
+    refused = envelope("describe", lambda: None)
+    batch = [*(envelope("inc", i) for i in range(10)), refused, *(envelope("inc", i) for i in range(10, 20))]
+    outcomes = one_child.run(*batch)  # in chunks of six: the refused one shares its chunk with others
+    assert [outcome.result for outcome in outcomes if outcome.ok] == list(range(1, 21))
+    error = outcomes[10].error
+    assert error is not None and error.type == "orchestrator.core.errors.PayloadError"
+    assert "cannot be sent to a worker process" in error.message
