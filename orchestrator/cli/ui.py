@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from contextlib import closing
 from typing import Any
 
 from ..core.errors import InvalidOption, extra_needed
@@ -26,6 +27,11 @@ def add_parser(commands: Any, store_options: Any) -> None:
         metavar="FILE",
         help="a secret (first line) every request must send as a bearer token (default: none)",
     )
+    ui.add_argument(
+        "--control",
+        action="store_true",
+        help="also let pages and POST requests cancel and retry runs (needs --token-file)",
+    )
     store_options(ui, prints_data=False)
     ui.set_defaults(handler=ui_command)
 
@@ -36,12 +42,16 @@ def ui_command(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..query_source import source
+        from ..store import open_store
         from ..web import make_app
         from ..web.guard import check_bind, read_token
     token = read_token(args.token_file) if args.token_file else None
     check_bind(host, token)
+    if args.control and token is None:
+        raise InvalidOption("--control lets requests change runs: give --token-file FILE too")
+    writer = (lambda: closing(open_store(args.store, home=args.home))) if args.control else None
     listening = _listen(host, port)
-    app = make_app(lambda: source(args.store, args.home), token=token)
+    app = make_app(lambda: source(args.store, args.home), token=token, writer=writer)
     bound_host, bound_port = listening.getsockname()[:2]
     print(f"evenflow ui: serving http://{_url_host(bound_host)}:{bound_port}/api/v1/runs "
           f"({'token required' if token else 'loopback, no token'}; Ctrl-C stops)", flush=True)  # fmt: skip

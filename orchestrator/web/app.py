@@ -19,10 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..core.errors import EvenflowError, RunNotFound
+from ..core.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    EvenflowError,
+    InvalidOption,
+    InvalidRunState,
+    RunNotFound,
+    StoreLocked,
+)
 from ..json_text import to_json
-from . import api, pages
+from . import api, control, pages
 from .api import BadParameter, Reader
+from .control import Writer
 from .guard import allowed
 from .metrics import LogCollector
 from .openapi import document
@@ -30,8 +39,11 @@ from .openapi import document
 Handler = Callable[[Request, Reader], Any]
 
 
-def make_app(reader: Reader, *, token: str | None = None) -> Starlette:
-    """The API over what ``reader`` opens; with ``token``, every request must carry it."""
+def make_app(reader: Reader, *, token: str | None = None, writer: Writer | None = None) -> Starlette:
+    """The API over what ``reader`` opens; with ``token``, every request must carry it. With ``writer``
+    (which needs a token) runs may be cancelled and retried too."""
+    if writer is not None and token is None:
+        raise ConfigurationError("control (cancel, retry) needs a token: give --token-file with --control")
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(LogCollector(reader))
     routes = [
@@ -44,6 +56,8 @@ def make_app(reader: Reader, *, token: str | None = None) -> Starlette:
         Route("/api/v1/throughput", _answer(api.throughput, reader)),
         Route("/api/v1/workers", _answer(api.workers, reader)),
         Route("/api/v1/openapi.json", _answer(lambda request, reader: document(), reader)),
+        Route("/api/v1", _answer(lambda request, reader: {"control": writer is not None}, reader)),
+        *(_control_routes(writer) if writer is not None else []),
         Route("/metrics", _metrics(metrics)),
         *pages.routes(reader),
     ]
@@ -54,7 +68,7 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(to_json(value, indent=None), status_code=status, media_type="application/json")
 
 
-def _answer(handler: Handler, reader: Reader) -> Callable[[Request], Awaitable[Response]]:
+def _answer(handler: Handler, reader: Any) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return json_response(await run_in_threadpool(handler, request, reader))
@@ -62,10 +76,34 @@ def _answer(handler: Handler, reader: Reader) -> Callable[[Request], Awaitable[R
             return json_response({"error": str(exc), "parameter": exc.parameter}, 400)
         except RunNotFound as exc:
             return json_response({"error": str(exc)}, 404)
+        except InvalidOption as exc:
+            return json_response({"error": str(exc)}, 400)
+        except (InvalidRunState, ConcurrencyConflict, StoreLocked) as exc:
+            return json_response({"error": _conflict(exc)}, 409)
         except EvenflowError as exc:
             return json_response({"error": str(exc)}, 503)
 
     return endpoint
+
+
+def _conflict(exc: Exception) -> str:
+    if isinstance(exc, StoreLocked):
+        return (
+            f"process {exc.pid} owns the embedded store in {exc.home}; cancel or retry through its "
+            "service (evenflow cancel/retry --connect ENDPOINT) or stop it first"
+        )
+    return str(exc)
+
+
+def _control_routes(writer: Writer) -> list[Route]:
+    def route(action: str, handler: Callable[[Request, Writer, bytes], Any]) -> Route:
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            return await _answer(lambda request, _: handler(request, writer, body), None)(request)
+
+        return Route(f"/api/v1/runs/{{run}}/{action}", endpoint, methods=["POST"])
+
+    return [route("cancel", control.cancel), route("retry", control.retry)]
 
 
 def _metrics(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,34 @@ def test_the_stats_page_counts_what_the_api_counts(browser: Any, site: Any, tmp_
     assert {row[0]: row[1] for row in shown} == expected
     assert js(browser, "return document.querySelectorAll('#throughput-chart rect').length") > 0
     shot(browser, "stats", tmp_path)
+
+
+def test_retry_on_a_failed_runs_page_with_the_token_runs_it_again(browser: Any, tmp_path: Path) -> None:
+    from orchestrator.query_source import Source
+    from orchestrator.web import make_app
+
+    marker, token = tmp_path / "marker", "a-token-for-the-page-test-0123456789"
+    with Orchestrator(make_registry(), executor="threads://2", store="mongomock://") as orch:
+        app = make_app(
+            lambda: nullcontext(Source(orch.store)), token=token, writer=lambda: nullcontext(orch.store)
+        )
+        with served(app) as server:
+            failed = orch.submit(call("wait_for_file", str(marker), "found", 0.05), name="needs-a-file")
+            with pytest.raises(Exception, match="did not appear"):
+                failed.result(60)
+            browser.get(f"{server.base}/static/app.css")  # the origin, to hold the token
+            js(browser, f"localStorage.setItem('evenflow.token', '{token}')")
+            browser.get(f"{server.base}/runs/{failed.id}")
+            wait_until(
+                lambda: js(browser, "return document.body.dataset.state") == "failed", what="drawn failed"
+            )
+            marker.touch()
+            js(browser, "window.confirm = () => true")
+            press = "const b = document.getElementById('retry'); if (b) b.click(); return Boolean(b)"
+            wait_until(lambda: js(browser, press), what="the retry button pressed")
+            wait_until(lambda: failed.id not in browser.current_url, what="the new run's page")
+            wait_until(
+                lambda: js(browser, "return document.body.dataset.state") == "succeeded", what="retried"
+            )
+            shot(browser, "run-retried", tmp_path)
+        js(browser, "localStorage.clear()")

@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ import pytest
 from orchestrator import Orchestrator, RetryPolicy, call, each, sequence
 from orchestrator.cli.event_lines import line_bytes
 from orchestrator.cli.exchange import imported
-from orchestrator.core.errors import InvalidOption
-from orchestrator.query_source import Source
+from orchestrator.core.errors import ConfigurationError, InvalidOption
+from orchestrator.query_source import Source, source
 from orchestrator.store import open_store
 from orchestrator.store.exchange import Selection, exported
 from orchestrator.web import make_app
@@ -318,3 +318,49 @@ def test_each_server_answers_from_its_own_store_only(home: Home, embedded: Serve
             assert [row["run"] for row in server.get("/api/v1/runs").json()["runs"]] == [other.id]
             assert server.get(f"/api/v1/runs/{home.orders[0]}").status == 404
     assert embedded.get(f"/api/v1/runs/{other.id}").status == 404
+
+
+def test_control_needs_a_token_then_cancels_and_retries_through_the_log(tmp_path: Path) -> None:
+    gate, marker = tmp_path / "gate", tmp_path / "marker"
+    with Orchestrator(make_registry(), executor="threads://2", store="mongomock://") as orch:
+        app = make_app(lambda: kept(orch.store), token=TOKEN, writer=lambda: nullcontext(orch.store))
+        with served(app) as server:
+            assert server.get("/api/v1", TOKEN).json() == {"control": True}
+            gated = orch.submit(call("wait_for_file", str(gate), "opened"))
+            wait_until(lambda: server.get(f"/api/v1/runs/{gated.id}", TOKEN).json()["attempts"] == 1)
+            path = f"/api/v1/runs/{gated.id}/cancel"
+            assert server.post(path, {"reason": "no longer wanted"}).status == 401
+            assert server.post(path, {"reason": "no longer wanted"}, TOKEN).json()["cancelled"] is True
+            assert server.post(path, None, TOKEN).json()["cancelled"] is False
+            assert server.post(path, {"reason": 7}, TOKEN).status == 400
+            gate.touch()
+            wait_until(lambda: server.get(f"/api/v1/runs/{gated.id}", TOKEN).json()["state"] == "cancelled")
+
+            failed = orch.submit(call("wait_for_file", str(marker), "found", 0.05))
+            with pytest.raises(Exception, match="did not appear"):
+                failed.result(60)
+            assert server.post(f"/api/v1/runs/{failed.id}/cancel", None, TOKEN).status == 409
+            assert server.post("/api/v1/runs/no-such-run/retry", None, TOKEN).status == 404
+            marker.touch()
+            retried = server.post(f"/api/v1/runs/{failed.id}/retry", None, TOKEN).json()
+            assert retried["retry_of"] == failed.id
+            status = f"/api/v1/runs/{retried['run']}"
+            wait_until(lambda: server.get(status, TOKEN).json()["state"] == "succeeded", what="the retry ran")
+            assert server.get(status, TOKEN).json()["result"] == "found"
+
+
+def test_control_is_refused_without_a_token_and_on_a_home_another_process_owns(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="token"):
+        make_app(lambda: kept(None), writer=lambda: nullcontext(None))
+    home = tmp_path / "home"
+    with Orchestrator(make_registry(), executor="inline", home=home) as orch:
+        run = orch.submit(call("square", 3))
+        run.result(60)
+        app = make_app(
+            lambda: source(None, str(home)),
+            token=TOKEN,
+            writer=lambda: closing(open_store(f"embedded://{home}")),
+        )
+        with served(app) as server:
+            refused = server.post(f"/api/v1/runs/{run.id}/retry", None, TOKEN)
+    assert refused.status == 409 and "--connect" in refused.json()["error"]

@@ -30,7 +30,15 @@ class Served:
     base: str
 
     def get(self, path: str, token: str | None = None) -> Answer:
-        request = urllib.request.Request(self.base + path)
+        return self._send(urllib.request.Request(self.base + path), token)
+
+    def post(self, path: str, body: Any = None, token: str | None = None) -> Answer:
+        data = b"" if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        return self._send(request, token)
+
+    def _send(self, request: urllib.request.Request, token: str | None) -> Answer:
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         try:

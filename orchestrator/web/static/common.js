@@ -7,14 +7,17 @@ const STATE_COLOURS = {
   cancelled: "#6d6d6d", failing: "#ef6c00", waiting: "#ef6c00", idle: "#9e9e9e", pending: "#9e9e9e",
 };
 
-async function api(path) {
-  const headers = {};
+function withToken(headers) {
   const token = localStorage.getItem("evenflow.token");
-  if (token) headers.Authorization = "Bearer " + token;
-  const response = await fetch(path, { headers });
+  return token ? { ...headers, Authorization: "Bearer " + token } : headers;
+}
+
+async function api(path, init) {
+  const headers = withToken((init && init.headers) || {});
+  const response = await fetch(path, { ...(init || {}), headers });
   if (response.status === 401) {
     const given = prompt("This evenflow server needs its token:");
-    if (given) { localStorage.setItem("evenflow.token", given); return api(path); }
+    if (given) { localStorage.setItem("evenflow.token", given); return api(path, init); }
   }
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
@@ -58,4 +61,28 @@ function header(active) {
 
 function showError(where, error) {
   where.replaceChildren(el("p", { class: "error", role: "alert" }, "Could not load: " + error.message));
+}
+
+function apiPost(path, body) {
+  return api(path, { method: "POST", body: JSON.stringify(body || {}), headers: { "Content-Type": "application/json" } });
+}
+
+// Server-sent events read through fetch, not EventSource, so the token travels in a header.
+async function listen(path, handlers) {
+  const response = await fetch(path, { headers: withToken({}) });
+  if (!response.ok || !response.body) return;
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const name = (block.match(/^event: (.*)$/m) || [])[1] || "message";
+      if (handlers[name]) handlers[name]();
+    }
+  }
 }

@@ -3,6 +3,27 @@
 "use strict";
 
 const RUN = decodeURIComponent(location.pathname.split("/").pop());
+let CONTROL = false;
+
+function controls(state) {
+  const act = (label) => el("button", { id: label.toLowerCase(), type: "button" }, label);
+  const buttons = [];
+  if (CONTROL && state === "running") buttons.push(act("Cancel"));
+  if (CONTROL && (state === "failed" || state === "cancelled")) buttons.push(act("Retry"));
+  for (const button of buttons) button.addEventListener("click", () => control(button.id));
+  return buttons;
+}
+
+async function control(action) {
+  if (!confirm(`${action} run ${RUN}?`)) return;
+  try {
+    const done = await apiPost(`/api/v1/runs/${encodeURIComponent(RUN)}/${action}`, action === "cancel" ? { reason: "cancelled from the run's page" } : {});
+    if (action === "retry") location.assign("/runs/" + encodeURIComponent(done.run));
+    else draw();
+  } catch (error) {
+    showError(document.getElementById("controls"), error);
+  }
+}
 
 function summary(status) {
   const nodes = Object.entries(status.nodes || {}).filter(([, n]) => n).map(([s, n]) => `${s}=${n}`).join(" ");
@@ -41,6 +62,7 @@ async function draw() {
     ]);
     document.getElementById("title").textContent = "Run " + RUN;
     document.getElementById("summary").replaceChildren(summary(status));
+    document.getElementById("controls").replaceChildren(...controls(status.state));
     drawGraph(document.getElementById("graph"), graph.nodes);
     drawTimeline(document.getElementById("timeline"), graph.attempts);
     document.getElementById("outcome").replaceChildren(outcome(status));
@@ -53,10 +75,8 @@ async function draw() {
 }
 
 function follow() {
-  const source = new EventSource(`/api/v1/runs/${encodeURIComponent(RUN)}/stream`);
-  source.addEventListener("changed", draw);
-  source.addEventListener("ended", () => source.close());
+  listen(`/api/v1/runs/${encodeURIComponent(RUN)}/stream`, { changed: draw });
 }
 
 header("Runs");
-draw().then(follow);
+api("/api/v1").then((info) => { CONTROL = info.control; }).catch(() => {}).finally(() => draw().then(follow));
