@@ -32,6 +32,7 @@ def document() -> dict[str, Any]:
         "properties": {"runs": _array("RunStatus"), "next": {"type": ["string", "null"]}},
         "required": ["runs", "next"],
     }
+    schemas["RunGraph"] = _graph_schema()
     schemas["Error"] = {
         "type": "object",
         "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}},
@@ -69,6 +70,20 @@ def _paths() -> dict[str, Any]:
             _array("AuditEntry"),
             [run, _query("run_only", "true: this run's events alone", {"type": "boolean"})],
         ),
+        "/api/v1/runs/{run}/graph": _get(
+            "The flow as a tree of nodes with their states, and every attempt", "RunGraph", [run]
+        ),
+        "/api/v1/runs/{run}/stream": {
+            "get": {
+                "summary": "Server-sent events: 'changed' each time the run's log grows, 'ended' once",
+                "parameters": [run],
+                "responses": {
+                    "200": {"description": "an event stream", "content": {"text/event-stream": {}}}
+                },
+            }
+        },
+        "/api/v1/runs/{run}/cancel": _post("Cancel a running run (with --control and the token)", run),
+        "/api/v1/runs/{run}/retry": _post("Log the run that continues a failed one (--control, token)", run),
         "/api/v1/stats": _get(
             "Per command: calls, failures, retries, durations", _array("CommandStats"), window
         ),
@@ -101,6 +116,29 @@ def _get(summary: str, answer: str | dict[str, Any], parameters: list[dict[str, 
                 "400": {"description": "a parameter it cannot take, named", **error},
                 "401": {"description": "a token is set and the request did not carry it", **error},
                 "404": {"description": "no such run", **error},
+            },
+        }
+    }
+
+
+def _post(summary: str, run: dict[str, Any]) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [run],
+            "security": [{"token": []}],
+            "responses": {
+                "200": {
+                    "description": "done",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "401": {"description": "no token, or the wrong one", **error},
+                "404": {"description": "no such run", **error},
+                "409": {
+                    "description": "the run's state forbids it, or another process owns the home",
+                    **error,
+                },
             },
         }
     }
@@ -150,3 +188,33 @@ def _version() -> str:
         return version("evenflow")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _graph_schema() -> dict[str, Any]:
+    text, maybe = {"type": "string"}, {"type": ["string", "null"]}
+    node = {
+        "type": "object",
+        "properties": {
+            "path": text, "parent": maybe, "kind": maybe, "command": maybe, "state": text,
+            "attempts": {"type": "integer"}, "children": {"type": "array", "items": text},
+            "hidden": {"type": "object", "additionalProperties": {"type": "integer"}}, "error": maybe,
+        },
+        "required": ["path", "parent", "kind", "state", "children", "hidden"],
+    }  # fmt: skip
+    attempt = {
+        "type": "object",
+        "properties": {
+            "node": maybe, "attempt": {"type": ["integer", "null"]}, "command": maybe, "worker": maybe,
+            "dispatched_at": text, "started_at": maybe, "ended_at": maybe, "outcome": maybe,
+            "reason": maybe, "error_type": maybe, "duration_s": {"type": ["number", "null"]},
+        },
+        "required": ["node", "attempt", "command", "dispatched_at", "outcome"],
+    }  # fmt: skip
+    return {
+        "type": "object",
+        "properties": {
+            "run": text, "state": text, "flow": maybe,
+            "nodes": {"type": "array", "items": node}, "attempts": {"type": "array", "items": attempt},
+        },
+        "required": ["run", "state", "nodes", "attempts"],
+    }  # fmt: skip
