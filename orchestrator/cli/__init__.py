@@ -172,7 +172,7 @@ def _execute(
     with orch, terminable(orch, grace=args.grace, resume=resume):
         run = orch.submit(flow, input=value, name=name)
         try:
-            run.result(args.timeout)
+            _wait_showing_progress(orch, run, args)
         except RunFailed:
             print_run(orch, run.id, as_json=args.json)
             _mention_others(orch, run.id, resume)
@@ -180,6 +180,20 @@ def _execute(
         print_run(orch, run.id, as_json=args.json)
         _mention_others(orch, run.id, resume)
     return 0
+
+
+def _wait_showing_progress(orch: Any, run: Any, args: argparse.Namespace) -> None:
+    """The run's result, with its progress redrawn on stderr while it goes when that is a terminal."""
+    if args.json or not sys.stderr.isatty():
+        run.result(args.timeout)
+        return
+    from .progress import Progress, in_background
+
+    finish = in_background(lambda: orch.store.read(run.id), Progress(run.id, sys.stderr))
+    try:
+        run.result(args.timeout)
+    finally:
+        finish()
 
 
 def _mention_others(orch: Any, mine: str, resume: str) -> None:

@@ -34,21 +34,56 @@ def runs_command(args: argparse.Namespace) -> int:
         page = src.history(
             state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
         )
+    if args.follow:
+        return _follow_runs(args, page.rows)
     if args.json:
         _print_json({"runs": [plain(row) for row in page.rows], "next": page.next})
         return 0
-    rows = [
-        (r.run, r.flow, r.state, _time(r.submitted_at), r.duration_s, _nodes(r.nodes), r.attempts)
-        for r in page.rows
-    ]
-    print(table(("run", "flow", "state", "submitted", "duration_s", "nodes", "attempts"), rows))
+    print(table(RUN_HEADERS, [_run_row(r) for r in page.rows]))
     if page.next:
         print(f"\nmore: evenflow runs --after {page.next}")
     return 0
 
 
+RUN_HEADERS = ("run", "flow", "state", "submitted", "duration_s", "nodes", "attempts")
+
+
+def _run_row(r: Any) -> tuple[Any, ...]:
+    return (r.run, r.flow, r.state, _time(r.submitted_at), r.duration_s, _nodes(r.nodes), r.attempts)
+
+
+def _follow_runs(args: argparse.Namespace, first: list[Any]) -> int:
+    """Print the newest runs, then each run that starts or changes state, as a line (a JSON object a
+    line with ``--json``), until stopped (Ctrl-C or SIGTERM)."""
+    import threading
+
+    seen: dict[str, str] = {}
+    pause = threading.Event()
+    rows = list(reversed(first))
+    while True:
+        for row in rows:
+            if seen.get(row.run) != row.state:
+                seen[row.run] = row.state
+                line = (
+                    to_json(plain(row), indent=None)
+                    if args.json
+                    else "  ".join(str(cell if cell is not None else "-") for cell in _run_row(row))
+                )
+                print(line, flush=True)
+        pause.wait(FOLLOW_S)
+        with source(args.store, args.home) as src:
+            page = src.history(state=args.state, flow=args.flow, since=_since(args), limit=args.limit)
+        rows = list(reversed(page.rows))
+
+
+FOLLOW_S = 1.0
+"""How often ``runs --follow`` reads the newest runs again."""
+
+
 def status_command(args: argparse.Namespace) -> int:
     with source(args.store, args.home) as src:
+        if args.follow:
+            _follow(src, args.run, quiet=args.json)
         status = src.status(args.run)
     if status is None:
         raise RunNotFound(args.run)
@@ -68,6 +103,20 @@ def status_command(args: argparse.Namespace) -> int:
     ]
     print(table(("field", "value"), [(name, _short(value)) for name, value in fields]))
     return 0
+
+
+def _follow(src: Any, run: str, *, quiet: bool) -> None:
+    """Until ``run`` ends: its progress on stdout (nothing with ``--json``, which prints the end)."""
+    import io
+    import sys
+    import threading
+
+    from .progress import Progress, watch
+
+    if not src.store.read(run):
+        raise RunNotFound(run)
+    out = io.StringIO() if quiet else sys.stdout
+    watch(lambda: src.store.read(run), Progress(run, out), threading.Event())
 
 
 def audit_command(args: argparse.Namespace) -> int:
@@ -155,21 +204,7 @@ def _since(args: argparse.Namespace) -> datetime | None:
 
 def add_parsers(commands: Any, common: Any) -> None:
     """Register the query subcommands on the CLI's parser."""
-    runs = commands.add_parser("runs", help="list runs, newest first", description="List runs, newest first.")
-    runs.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"),
-                      help="only runs in this state (default: any)")  # fmt: skip
-    runs.add_argument("--flow", help="only runs of this flow name (default: any)")
-    runs.add_argument(
-        "--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time (default: ever)"
-    )
-    runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
-    runs.add_argument(
-        "--after",
-        metavar="CURSOR",
-        help="the next page, as printed at the end of the last one (default: first)",
-    )
-    common(runs)
-    runs.set_defaults(handler=runs_command)
+    _add_runs(commands, common)
     for name, handler, one_run, what in (
         ("status", status_command, True, "one run at a glance"),
         ("audit", audit_command, True, "every event of a run and its chain of listeners, with who and why"),
@@ -189,27 +224,52 @@ def add_parsers(commands: Any, common: Any) -> None:
                 metavar="WHEN",
                 help="only events after: 15m, 1h, 2d or an ISO time (default: ever)",
             )
-        if name == "throughput":
-            parser.add_argument(
-                "--bucket", default="1h", metavar="SPAN",
-                help="the length of each bucket, aligned to the epoch: 30s, 15m, 1h, 1d [default 1h]",
-            )  # fmt: skip
-            parser.add_argument(
-                "--completions",
-                action="store_true",
-                help="count only ended attempts (succeeded or failed), not every event",
-            )
-        if name == "audit":
-            parser.add_argument(
-                "--run-only",
-                action="store_true",
-                help="only RUN's events, not those of the runs its chain of listeners started",
-            )
+        for flag, kind, help_text in _OWN_OPTIONS.get(name, ()):
+            if kind == "flag":
+                parser.add_argument(flag, action="store_true", help=help_text)
+            else:
+                parser.add_argument(flag, default=kind, metavar="SPAN", help=help_text)
         common(parser)
         parser.set_defaults(handler=handler)
     from .init_store import add_parser
 
     add_parser(commands, common)
+
+
+_OWN_OPTIONS = {
+    "throughput": (
+        ("--bucket", "1h", "the length of each bucket, aligned to the epoch: 30s, 15m, 1h, 1d [default 1h]"),
+        ("--completions", "flag", "count only ended attempts (succeeded or failed), not every event"),
+    ),
+    "status": (("--follow", "flag", "show the run's progress until it ends, then its status"),),
+    "audit": (
+        ("--run-only", "flag", "only RUN's events, not those of the runs its chain of listeners started"),
+    ),
+}
+"""Each command's options beyond RUN or --since: a flag, or a value with its default."""
+
+
+def _add_runs(commands: Any, common: Any) -> None:
+    runs = commands.add_parser("runs", help="list runs, newest first", description="List runs, newest first.")
+    runs.add_argument("--state", choices=("running", "succeeded", "failed", "cancelled"),
+                      help="only runs in this state (default: any)")  # fmt: skip
+    runs.add_argument("--flow", help="only runs of this flow name (default: any)")
+    runs.add_argument(
+        "--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time (default: ever)"
+    )
+    runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
+    runs.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print each run that starts or changes state, until stopped",
+    )
+    runs.add_argument(
+        "--after",
+        metavar="CURSOR",
+        help="the next page, as printed at the end of the last one (default: first)",
+    )
+    common(runs)
+    runs.set_defaults(handler=runs_command)
 
 
 _WORKER_EVENTS = frozenset({"command.started", "command.succeeded", "command.expanded", "command.failed"})
