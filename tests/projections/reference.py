@@ -58,7 +58,7 @@ def audit(docs: Iterable[Doc], run: str) -> list[AuditEntry]:
                 worker=worker,
                 causation=doc["causation"],
                 summary=summarize(doc, worker),
-                event=dict(doc),
+                event={name: doc[name] for name in ev.DOC_FIELDS if name in doc},  # not the store's own
             )
         )
     return entries
