@@ -51,6 +51,11 @@ def _add_serve(commands: Any, store_options: Adder) -> None:
                        help="the service's NAME.key_secret; turns on CURVE (default: off)")  # fmt: skip
     serve.add_argument("--authorized", metavar="DIR",
                        help="folder of the public keys allowed to connect (default: any key)")  # fmt: skip
+    serve.add_argument("--http", metavar="HOST:PORT",
+                       help="also serve the pages, API and metrics of evenflow ui here; with --token-file, "
+                       "cancel and retry too (default: off)")  # fmt: skip
+    serve.add_argument("--token-file", metavar="FILE",
+                       help="the secret --http requests carry (default: none, loopback only)")  # fmt: skip
     store_options(serve, prints_data=False)
     serve.set_defaults(handler=_serve)
 
@@ -152,14 +157,41 @@ def _serve(args: argparse.Namespace) -> int:
         schedule_timeout_s=args.schedule_timeout,
         retain_s=args.retain,
     )
+    http = _http(args, service) if args.http else None
     stop = threading.Event()
     signals = Signals(stop.set, args.grace).install()
     print(f"evenflow: serving on {service.endpoint}", flush=True)
-    service.serve(stop, drain_s=args.grace)
+    if http is not None:
+        print(f"evenflow: pages and API on {http.url}/runs", flush=True)
+    try:
+        service.serve(stop, drain_s=args.grace)
+    finally:
+        if http is not None:
+            http.stop()
     unfinished = sorted(service.orchestrator.engine.book.live)
     again = " ".join(["evenflow serve --bind", args.bind, *_where(args)])
     print(stopped_line(signals.what or "request", unfinished, again), file=sys.stderr)
     return signals.code or 0
+
+
+def _http(args: argparse.Namespace, service: Any) -> Any:
+    """``--http``: the pages and API over the service's own store, cancel and retry through its
+    orchestrator when a token is given."""
+    from contextlib import nullcontext
+
+    with extra_needed("evenflow serve --http"):
+        from ..query_source import Source
+        from ..web import make_app
+        from ..web.control import EngineControl
+        from ..web.guard import check_bind, read_token
+        from ..web.server import HttpServer, parse_bind
+    host, port = parse_bind(args.http, "--http")
+    token = read_token(args.token_file) if args.token_file else None
+    check_bind(host, token)
+    orchestrator = service.orchestrator
+    control = EngineControl(orchestrator) if token else None
+    app = make_app(lambda: nullcontext(Source(orchestrator.store)), token=token, control=control)
+    return HttpServer(app, host, port, option="--http").start()
 
 
 def retention(text: str) -> float:

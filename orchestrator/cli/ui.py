@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 from contextlib import closing
 from typing import Any
 
@@ -37,49 +36,22 @@ def add_parser(commands: Any, store_options: Any) -> None:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    host, port = parse_bind(args.bind)
     with extra_needed("evenflow ui"):
-        import uvicorn
-
         from ..query_source import source
         from ..store import open_store
         from ..web import make_app
+        from ..web.control import LogControl
         from ..web.guard import check_bind, read_token
+        from ..web.server import HttpServer, parse_bind
+    host, port = parse_bind(args.bind)
     token = read_token(args.token_file) if args.token_file else None
     check_bind(host, token)
     if args.control and token is None:
         raise InvalidOption("--control lets requests change runs: give --token-file FILE too")
-    writer = (lambda: closing(open_store(args.store, home=args.home))) if args.control else None
-    listening = _listen(host, port)
-    app = make_app(lambda: source(args.store, args.home), token=token, writer=writer)
-    bound_host, bound_port = listening.getsockname()[:2]
-    print(f"evenflow ui: serving http://{_url_host(bound_host)}:{bound_port}/api/v1/runs "
+    control = LogControl(lambda: closing(open_store(args.store, home=args.home))) if args.control else None
+    app = make_app(lambda: source(args.store, args.home), token=token, control=control)
+    server = HttpServer(app, host, port)
+    print(f"evenflow ui: serving {server.url}/runs "
           f"({'token required' if token else 'loopback, no token'}; Ctrl-C stops)", flush=True)  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    server.run(sockets=[listening])
+    server.run()
     return 0
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidOption(f"--bind {text!r} is not HOST:PORT, like 127.0.0.1:8765")
-    return host, int(port)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((host, port))
-    except OSError as exc:
-        listening.close()
-        raise InvalidOption(f"--bind {host}:{port}: cannot listen there ({exc.strerror})") from None
-    listening.listen(128)
-    return listening
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

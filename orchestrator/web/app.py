@@ -29,9 +29,10 @@ from ..core.errors import (
     StoreLocked,
 )
 from ..json_text import to_json
-from . import api, control, pages
+from . import api, pages
+from . import control as web_control
 from .api import BadParameter, Reader
-from .control import Writer
+from .control import Control
 from .guard import allowed
 from .metrics import LogCollector
 from .openapi import document
@@ -39,10 +40,10 @@ from .openapi import document
 Handler = Callable[[Request, Reader], Any]
 
 
-def make_app(reader: Reader, *, token: str | None = None, writer: Writer | None = None) -> Starlette:
-    """The API over what ``reader`` opens; with ``token``, every request must carry it. With ``writer``
+def make_app(reader: Reader, *, token: str | None = None, control: Control | None = None) -> Starlette:
+    """The API over what ``reader`` opens; with ``token``, every request must carry it. With ``control``
     (which needs a token) runs may be cancelled and retried too."""
-    if writer is not None and token is None:
+    if control is not None and token is None:
         raise ConfigurationError("control (cancel, retry) needs a token: give --token-file with --control")
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(LogCollector(reader))
@@ -56,8 +57,8 @@ def make_app(reader: Reader, *, token: str | None = None, writer: Writer | None 
         Route("/api/v1/throughput", _answer(api.throughput, reader)),
         Route("/api/v1/workers", _answer(api.workers, reader)),
         Route("/api/v1/openapi.json", _answer(lambda request, reader: document(), reader)),
-        Route("/api/v1", _answer(lambda request, reader: {"control": writer is not None}, reader)),
-        *(_control_routes(writer) if writer is not None else []),
+        Route("/api/v1", _answer(lambda request, reader: {"control": control is not None}, reader)),
+        *(_control_routes(control) if control is not None else []),
         Route("/metrics", _metrics(metrics)),
         *pages.routes(reader),
     ]
@@ -95,15 +96,15 @@ def _conflict(exc: Exception) -> str:
     return str(exc)
 
 
-def _control_routes(writer: Writer) -> list[Route]:
-    def route(action: str, handler: Callable[[Request, Writer, bytes], Any]) -> Route:
+def _control_routes(acting: Control) -> list[Route]:
+    def route(action: str, handler: Callable[[Request, Control, bytes], Any]) -> Route:
         async def endpoint(request: Request) -> Response:
             body = await request.body()
-            return await _answer(lambda request, _: handler(request, writer, body), None)(request)
+            return await _answer(lambda request, _: handler(request, acting, body), None)(request)
 
         return Route(f"/api/v1/runs/{{run}}/{action}", endpoint, methods=["POST"])
 
-    return [route("cancel", control.cancel), route("retry", control.retry)]
+    return [route("cancel", web_control.cancel), route("retry", web_control.retry)]
 
 
 def _metrics(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:

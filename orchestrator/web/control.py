@@ -1,10 +1,10 @@
-"""``POST /api/v1/runs/RUN/cancel`` and ``/retry``: control through the log alone, as the CLI does.
+"""``POST /api/v1/runs/RUN/cancel`` and ``/retry``: who carries them out, and the request bodies.
 
-Served only with ``--control``, which needs a token: a page may change what
-runs. Each request opens the store writable for just that append
-(``orchestrator.control``); an orchestrator that owns the run notices on its
-next append. An embedded home another process owns cannot be written: that
-is a 409 saying to act through its service instead.
+Served only with a token, since a page may then change what runs. Two ways to
+act: ``LogControl`` through the log alone, as ``evenflow cancel`` and ``retry``
+do (``evenflow ui --control``; an orchestrator that owns the run notices on its
+next append; an embedded home another process owns cannot be written, a 409);
+``EngineControl`` through the service's own orchestrator (``serve --http``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
@@ -20,25 +20,61 @@ from ..control import cancel_run, retry_run
 from ..core.errors import InvalidOption
 from ..core.ports import EventStore
 
-Writer = Callable[[], AbstractContextManager[EventStore]]
-"""Opens the store writable for one control request and closes it after."""
-
 MAX_REASON_BYTES = 4_000
 
 
-def cancel(request: Request, writer: Writer, body: bytes) -> Any:
-    run = request.path_params["run"]
-    reason = _reason(body)
-    with writer() as store:
-        fresh = cancel_run(store, run, reason)
-    return {"run": run, "cancelled": fresh}
+class Control(Protocol):
+    def cancel(self, run: str, reason: str) -> bool:
+        """True if this cancelled it, False if it was cancelled already."""
+
+    def retry(self, run: str) -> str:
+        """The id of the run that continues ``run``."""
 
 
-def retry(request: Request, writer: Writer, body: bytes) -> Any:
+class LogControl:
+    """Appends to the log itself, opening the store writable for each request."""
+
+    def __init__(self, writer: Callable[[], AbstractContextManager[EventStore]]) -> None:
+        self.writer = writer
+
+    def cancel(self, run: str, reason: str) -> bool:
+        with self.writer() as store:
+            return cancel_run(store, run, reason)
+
+    def retry(self, run: str) -> str:
+        with self.writer() as store:
+            return retry_run(store, run)
+
+
+class EngineControl:
+    """Asks the orchestrator of the process (the service's), which logs and acts at once."""
+
+    def __init__(self, orchestrator: Any) -> None:
+        self.orchestrator = orchestrator
+
+    def cancel(self, run: str, reason: str) -> bool:
+        from ..core.errors import RunNotFound
+        from ..core.evolve import fold
+
+        events = self.orchestrator.store.read(run)
+        if not events:
+            raise RunNotFound(run)
+        already = fold(run, events).status == "cancelled"
+        self.orchestrator.cancel(run, reason)
+        return not already
+
+    def retry(self, run: str) -> str:
+        return str(self.orchestrator.retry(run).id)
+
+
+def cancel(request: Request, control: Control, body: bytes) -> Any:
     run = request.path_params["run"]
-    with writer() as store:
-        new = retry_run(store, run)
-    return {"run": new, "retry_of": run}
+    return {"run": run, "cancelled": control.cancel(run, _reason(body))}
+
+
+def retry(request: Request, control: Control, body: bytes) -> Any:
+    run = request.path_params["run"]
+    return {"run": control.retry(run), "retry_of": run}
 
 
 def _reason(body: bytes) -> str:

@@ -152,11 +152,14 @@ def test_the_stats_page_counts_what_the_api_counts(browser: Any, site: Any, tmp_
 def test_retry_on_a_failed_runs_page_with_the_token_runs_it_again(browser: Any, tmp_path: Path) -> None:
     from orchestrator.query_source import Source
     from orchestrator.web import make_app
+    from orchestrator.web.control import LogControl
 
     marker, token = tmp_path / "marker", "a-token-for-the-page-test-0123456789"
     with Orchestrator(make_registry(), executor="threads://2", store="mongomock://") as orch:
         app = make_app(
-            lambda: nullcontext(Source(orch.store)), token=token, writer=lambda: nullcontext(orch.store)
+            lambda: nullcontext(Source(orch.store)),
+            token=token,
+            control=LogControl(lambda: nullcontext(orch.store)),
         )
         with served(app) as server:
             failed = orch.submit(call("wait_for_file", str(marker), "found", 0.05), name="needs-a-file")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Orchestrator, RetryPolicy, call, each, sequence
+from orchestrator import Client, Orchestrator, RetryPolicy, call, each, sequence
 from orchestrator.cli.event_lines import line_bytes
 from orchestrator.cli.exchange import imported
 from orchestrator.core.errors import ConfigurationError, InvalidOption
@@ -27,13 +27,16 @@ from orchestrator.query_source import Source, source
 from orchestrator.store import open_store
 from orchestrator.store.exchange import Selection, exported
 from orchestrator.web import make_app
+from orchestrator.web.control import LogControl
 from orchestrator.web.detail import SHOWN
 from orchestrator.web.guard import check_bind
 from tests.acceptance.test_cli import EVENFLOW, evenflow
+from tests.acceptance.test_remote_cli import live_workers
 from tests.commands import make_registry
 from tests.support.exchange_homes import Home, build
 from tests.support.http_server import Served, served
 from tests.support.polling import wait_until
+from tests.support.zmq_cluster import free_endpoint, service, worker
 
 pytest.importorskip("starlette", reason="the ui extra is not installed: pip install -e '.[ui]'")
 
@@ -184,9 +187,9 @@ def test_metrics_count_what_stats_and_activity_count(embedded: Served) -> None:
         key = ("evenflow_attempts_total", (("command", row["command"]), ("outcome", "failed")))
         assert samples[key] == row["failures"]
         assert samples[("evenflow_retries_total", (("command", row["command"]),))] == row["retries"]
-    for worker in embedded.get("/api/v1/workers").json():
-        labels = (("worker", worker["worker"]),)
-        assert samples[("evenflow_worker_attempts_total", labels)] == worker["calls"]
+    for row in embedded.get("/api/v1/workers").json():
+        labels = (("worker", row["worker"]),)
+        assert samples[("evenflow_worker_attempts_total", labels)] == row["calls"]
 
 
 def test_the_openapi_document_describes_every_answer(home: Home, embedded: Served) -> None:
@@ -323,7 +326,8 @@ def test_each_server_answers_from_its_own_store_only(home: Home, embedded: Serve
 def test_control_needs_a_token_then_cancels_and_retries_through_the_log(tmp_path: Path) -> None:
     gate, marker = tmp_path / "gate", tmp_path / "marker"
     with Orchestrator(make_registry(), executor="threads://2", store="mongomock://") as orch:
-        app = make_app(lambda: kept(orch.store), token=TOKEN, writer=lambda: nullcontext(orch.store))
+        control = LogControl(lambda: nullcontext(orch.store))
+        app = make_app(lambda: kept(orch.store), token=TOKEN, control=control)
         with served(app) as server:
             assert server.get("/api/v1", TOKEN).json() == {"control": True}
             gated = orch.submit(call("wait_for_file", str(gate), "opened"))
@@ -351,7 +355,7 @@ def test_control_needs_a_token_then_cancels_and_retries_through_the_log(tmp_path
 
 def test_control_is_refused_without_a_token_and_on_a_home_another_process_owns(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="token"):
-        make_app(lambda: kept(None), writer=lambda: nullcontext(None))
+        make_app(lambda: kept(None), control=LogControl(lambda: nullcontext(None)))
     home = tmp_path / "home"
     with Orchestrator(make_registry(), executor="inline", home=home) as orch:
         run = orch.submit(call("square", 3))
@@ -359,8 +363,38 @@ def test_control_is_refused_without_a_token_and_on_a_home_another_process_owns(t
         app = make_app(
             lambda: source(None, str(home)),
             token=TOKEN,
-            writer=lambda: closing(open_store(f"embedded://{home}")),
+            control=LogControl(lambda: closing(open_store(f"embedded://{home}"))),
         )
         with served(app) as server:
             refused = server.post(f"/api/v1/runs/{run.id}/retry", None, TOKEN)
     assert refused.status == 409 and "--connect" in refused.json()["error"]
+
+
+def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(tmp_path: Path) -> None:
+    endpoint, gate, secret = free_endpoint(), tmp_path / "gate", tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    extra = ("--debug", "--http", "127.0.0.1:0", "--token-file", str(secret))
+    with (
+        service(endpoint, tmp_path / "home", tmp_path, extra=extra) as serving,
+        worker(endpoint, tmp_path),
+        Client(endpoint) as client,
+    ):
+        live_workers(serving, 1)
+        found = wait_until(
+            lambda: re.search(r"pages and API on (http://\S+)/runs", serving.output()), what="url"
+        )
+        server = Served(found.group(1))
+        gated = client.submit(call("wait_for_file", str(gate), "opened"))
+        wait_until(lambda: server.get(f"/api/v1/runs/{gated}", TOKEN).json()["attempts"] == 1, what="started")
+        assert server.get("/api/v1/runs").status == 401
+        assert [row["run"] for row in server.get("/api/v1/runs", TOKEN).json()["runs"]] == [gated]
+        assert server.post(f"/api/v1/runs/{gated}/cancel", None, TOKEN).json() == {
+            "run": gated,
+            "cancelled": True,
+        }
+        assert (
+            server.get(f"/api/v1/runs/{gated}", TOKEN).json()["state"] == "cancelled"
+        )  # at once: in-process
+        gate.touch()
+        again = server.post(f"/api/v1/runs/{gated}/retry", None, TOKEN).json()["run"]
+        assert client.result(again, 60) == "opened"
