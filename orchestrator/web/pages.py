@@ -38,6 +38,7 @@ def routes(reader: Reader) -> list[BaseRoute]:
         Route("/runs", _page("runs.html")),
         Route("/runs/{run}", _page("run.html")),
         Route("/stats", _page("stats.html")),
+        Route("/workers", _page("workers.html")),
         Route("/api/v1/runs/{run}/stream", _stream(reader)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

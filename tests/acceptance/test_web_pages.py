@@ -181,3 +181,18 @@ def test_retry_on_a_failed_runs_page_with_the_token_runs_it_again(browser: Any, 
             )
             shot(browser, "run-retried", tmp_path)
         js(browser, "localStorage.clear()")
+
+
+def test_the_workers_page_lists_what_the_api_lists(browser: Any, site: Any, tmp_path: Path) -> None:
+    server, orch, _ = site
+    assert orch.submit(call("square", 5)).result(60) == 25
+    browser.get(f"{server.base}/workers")
+    listed = (
+        "return [...document.querySelectorAll('#workers-table tbody tr')]"
+        ".map(r => [r.dataset.worker, r.cells[1].textContent])"
+    )
+    shown = wait_until(lambda: js(browser, listed) or None, what="the workers table")
+    assert sorted(map(tuple, shown)) == sorted(
+        (w["worker"], str(w["calls"])) for w in server.get("/api/v1/workers").json()
+    )
+    shot(browser, "workers", tmp_path)

@@ -54,7 +54,7 @@ function when(iso) {
 }
 
 function header(active) {
-  const links = [["Runs", "/runs"], ["Stats", "/stats"]].map(([name, href]) =>
+  const links = [["Runs", "/runs"], ["Stats", "/stats"], ["Workers", "/workers"]].map(([name, href]) =>
     el("a", { href, "aria-current": name === active ? "page" : null }, name));
   document.body.prepend(el("header", {}, el("span", { class: "brand" }, "evenflow"), ...links));
 }
