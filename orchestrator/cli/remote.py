@@ -184,13 +184,15 @@ def _http(args: argparse.Namespace, service: Any) -> Any:
         from ..web import make_app
         from ..web.control import EngineControl
         from ..web.guard import check_bind, read_token
+        from ..web.metrics import Live
         from ..web.server import HttpServer, parse_bind
     host, port = parse_bind(args.http, "--http")
     token = read_token(args.token_file) if args.token_file else None
     check_bind(host, token)
     orchestrator = service.orchestrator
     control = EngineControl(orchestrator) if token else None
-    app = make_app(lambda: nullcontext(Source(orchestrator.store)), token=token, control=control)
+    live = lambda: Live(service.executor.workers(), len(orchestrator.engine.book.inflight))  # noqa: E731
+    app = make_app(lambda: nullcontext(Source(orchestrator.store)), token=token, control=control, live=live)
     return HttpServer(app, host, port, option="--http").start()
 
 

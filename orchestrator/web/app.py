@@ -34,19 +34,28 @@ from . import control as web_control
 from .api import BadParameter, Reader
 from .control import Control
 from .guard import allowed
-from .metrics import LogCollector
+from .metrics import Live, LiveCollector, LogCollector
 from .openapi import document
 
 Handler = Callable[[Request, Reader], Any]
 
 
-def make_app(reader: Reader, *, token: str | None = None, control: Control | None = None) -> Starlette:
+def make_app(
+    reader: Reader,
+    *,
+    token: str | None = None,
+    control: Control | None = None,
+    live: Callable[[], Live] | None = None,
+) -> Starlette:
     """The API over what ``reader`` opens; with ``token``, every request must carry it. With ``control``
-    (which needs a token) runs may be cancelled and retried too."""
+    (which needs a token) runs may be cancelled and retried too; with ``live``, ``/metrics`` adds the
+    service's own figures."""
     if control is not None and token is None:
         raise ConfigurationError("control (cancel, retry) needs a token: give --token-file with --control")
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(LogCollector(reader))
+    if live is not None:
+        metrics.register(LiveCollector(live))
     routes = [
         Route("/api/v1/runs", _answer(api.runs, reader)),
         Route("/api/v1/runs/{run}", _answer(api.run, reader)),

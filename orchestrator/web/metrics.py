@@ -7,7 +7,9 @@ O(history) on the embedded store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -59,3 +61,38 @@ def _worker_metrics(workers: list[WorkerActivity]) -> Iterator[Metric]:
         busy.add_metric([worker], row.busy_s)
         failed.add_metric([worker], row.failures)
     yield from (calls, busy, failed)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What only a running service knows: its connected workers and the attempts it has in flight."""
+
+    workers: Sequence[Any]
+    """Each with ``name``, ``slots`` and ``busy`` (the transport's ``WorkerInfo``)."""
+    inflight: int
+
+
+class LiveCollector(Collector):
+    """The service's own figures, read at each scrape (``serve --http``)."""
+
+    def __init__(self, live: Callable[[], Live]) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.live()
+        connected = GaugeMetricFamily("evenflow_workers_connected", "Workers connected to the service")
+        connected.add_metric([], len(now.workers))
+        slots = GaugeMetricFamily(
+            "evenflow_worker_slots", "Attempts a worker may run at once", labels=["worker"]
+        )
+        busy = GaugeMetricFamily(
+            "evenflow_worker_busy_slots", "Attempts a worker is running", labels=["worker"]
+        )
+        for worker in now.workers:
+            slots.add_metric([worker.name], worker.slots)
+            busy.add_metric([worker.name], worker.busy)
+        inflight = GaugeMetricFamily(
+            "evenflow_attempts_in_flight", "Attempts dispatched and not yet ended (queued or running)"
+        )
+        inflight.add_metric([], now.inflight)
+        yield from (connected, slots, busy, inflight)

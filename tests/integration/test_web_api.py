@@ -392,9 +392,10 @@ def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(t
             "run": gated,
             "cancelled": True,
         }
-        assert (
-            server.get(f"/api/v1/runs/{gated}", TOKEN).json()["state"] == "cancelled"
-        )  # at once: in-process
+        state = server.get(f"/api/v1/runs/{gated}", TOKEN).json()["state"]
+        assert state == "cancelled"  # at once: the service's own orchestrator logged it
+        metrics = server.get("/metrics", TOKEN).body.decode()
+        assert "evenflow_workers_connected 1.0" in metrics and "evenflow_worker_slots{worker=" in metrics
         gate.touch()
         again = server.post(f"/api/v1/runs/{gated}/retry", None, TOKEN).json()["run"]
         assert client.result(again, 60) == "opened"
