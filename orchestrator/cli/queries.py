@@ -31,9 +31,7 @@ from .render import table, to_json
 
 def runs_command(args: argparse.Namespace) -> int:
     with source(args.store, args.home) as src:
-        page = src.history(
-            state=args.state, flow=args.flow, since=_since(args), limit=args.limit, after=args.after
-        )
+        page = src.history(**_run_filters(args), limit=args.limit, after=args.after)
     if args.follow:
         return _follow_runs(args, page.rows)
     if args.json:
@@ -43,6 +41,12 @@ def runs_command(args: argparse.Namespace) -> int:
     if page.next:
         print(f"\nmore: evenflow runs --after {page.next}")
     return 0
+
+
+def _run_filters(args: argparse.Namespace) -> dict[str, Any]:
+    until = parse_moment(args.until, option="--until") if args.until else None
+    return {"state": args.state, "flow": args.flow, "since": _since(args), "until": until,
+            "command": args.command, "error_type": args.error_type}  # fmt: skip
 
 
 RUN_HEADERS = ("run", "flow", "state", "submitted", "duration_s", "nodes", "attempts")
@@ -72,7 +76,7 @@ def _follow_runs(args: argparse.Namespace, first: list[Any]) -> int:
                 print(line, flush=True)
         pause.wait(FOLLOW_S)
         with source(args.store, args.home) as src:
-            page = src.history(state=args.state, flow=args.flow, since=_since(args), limit=args.limit)
+            page = src.history(**_run_filters(args), limit=args.limit)
         rows = list(reversed(page.rows))
 
 
@@ -257,6 +261,13 @@ def _add_runs(commands: Any, common: Any) -> None:
     runs.add_argument(
         "--since", metavar="WHEN", help="submitted after: 15m, 1h, 2d or an ISO time (default: ever)"
     )
+    runs.add_argument(
+        "--until", metavar="WHEN", help="submitted before: 15m, 1h, 2d or an ISO time (default: now)"
+    )
+    runs.add_argument("--command", metavar="NAME", help="only runs that called this command (default: any)")
+    runs.add_argument("--error-type", metavar="TYPE",
+                      help="only runs that failed an attempt with this error, e.g. builtins.ValueError "
+                      "(default: any)")  # fmt: skip
     runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
     runs.add_argument(
         "--follow",

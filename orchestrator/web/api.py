@@ -41,11 +41,16 @@ def runs(request: Request, reader: Reader) -> Any:
     if state is not None and state not in STATES:
         raise BadParameter("state", f"{state!r} is not one of {', '.join(STATES)}")
     limit = _integer(query.get("limit", "20"), "limit", 1, MAX_LIMIT)
-    since = _moment(query.get("since"), "since")
+    since, until = _window(request)
+    names = {
+        "flow": query.get("flow"),
+        "command": query.get("command"),
+        "error_type": query.get("error_type"),
+    }
     with reader() as source:
         try:
             page = source.history(
-                state=state, flow=query.get("flow"), since=since, limit=limit, after=query.get("after")
+                state=state, since=since, until=until, **names, limit=limit, after=query.get("after")
             )
         except InvalidOption as exc:
             raise BadParameter("after", str(exc)) from None

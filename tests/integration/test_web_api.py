@@ -79,6 +79,14 @@ def questions(home: Home) -> dict[str, list[str]]:
     return {
         "/api/v1/runs?limit=50": ["runs", "--limit", "50"],
         "/api/v1/runs?state=failed": ["runs", "--state", "failed"],
+        "/api/v1/runs?command=receipt": ["runs", "--command", "receipt"],
+        "/api/v1/runs?error_type=builtins.ValueError&until=2100-01-01": [
+            "runs",
+            "--error-type",
+            "builtins.ValueError",
+            "--until",
+            "2100-01-01",
+        ],
         "/api/v1/runs?flow=orders&since=2000-01-01T00:00": [
             "runs",
             "--flow",
@@ -399,3 +407,12 @@ def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(t
         gate.touch()
         again = server.post(f"/api/v1/runs/{gated}/retry", None, TOKEN).json()["run"]
         assert client.result(again, 60) == "opened"
+
+
+def test_runs_filter_by_command_error_type_and_until(home: Home, embedded: Served) -> None:
+    receipts = embedded.get("/api/v1/runs?command=receipt&limit=50").json()["runs"]
+    assert len(receipts) == len(home.orders) - 1 and all(row["commands"] == ["receipt"] for row in receipts)
+    failing = embedded.get("/api/v1/runs?error_type=builtins.ValueError").json()["runs"]
+    assert {row["run"] for row in failing} == set(home.orders[-2:])  # the retried one and the failed one
+    assert embedded.get("/api/v1/runs?until=2000-01-01").json()["runs"] == []
+    assert embedded.get("/api/v1/runs?until=later").json()["parameter"] == "until"
