@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..core.errors import RunNotFound
+from ..core.errors import ConfigurationError, RunNotFound
 from ..core.events import KNOWN_TYPES
 from ..core.timespec import parse_moment, parse_span
 from ..json_text import plain
@@ -168,6 +168,21 @@ def activity_command(args: argparse.Namespace) -> int:
     return _emit(args, workers, headers, lambda w: (w.worker, w.calls, w.busy_s, w.failures))
 
 
+def listeners_command(args: argparse.Namespace) -> int:
+    from ..store.checkpoints import lags
+
+    with source(args.store, args.home) as src:
+        found = lags(src.store)
+    if found is None:
+        raise ConfigurationError("this store keeps no listener places; listeners need a feed store")
+    headers = ("listener", "behind", "oldest_unread")
+
+    def row(lag: Any) -> tuple[Any, ...]:
+        return (lag.name, f"{lag.behind}+" if lag.at_least else lag.behind, _time(lag.oldest_unread_at))
+
+    return _emit(args, found, headers, row)
+
+
 def _stats_row(s: Any) -> tuple[Any, ...]:
     durations = (s.mean_duration_s, s.p95_duration_s, s.max_duration_s)
     return (s.command, s.calls, s.successes, s.failures, s.retries, *durations)
@@ -235,6 +250,10 @@ def add_parsers(commands: Any, common: Any) -> None:
                 parser.add_argument(flag, default=kind, metavar="SPAN", help=help_text)
         common(parser)
         parser.set_defaults(handler=handler)
+    lag = "each listener: how many events were logged after its place, and when the first was"
+    listeners = commands.add_parser("listeners", help=lag, description=lag[0].upper() + lag[1:] + ".")
+    common(listeners)
+    listeners.set_defaults(handler=listeners_command)
     from .init_store import add_parser
 
     add_parser(commands, common)

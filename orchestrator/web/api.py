@@ -162,3 +162,11 @@ def last_seq(reader: Reader, run: str) -> tuple[int, str] | None:
     with reader() as source:
         status = source.status(run)
     return None if status is None else (status.last_seq, status.state)
+
+
+def listeners(request: Request, reader: Reader) -> Any:
+    from ..store.checkpoints import lags
+
+    with reader() as source:
+        found = lags(source.store)
+    return [plain(lag) for lag in found or ()]

@@ -65,6 +65,7 @@ def make_app(
         Route("/api/v1/failures", _answer(api.failures, reader)),
         Route("/api/v1/throughput", _answer(api.throughput, reader)),
         Route("/api/v1/workers", _answer(api.workers, reader)),
+        Route("/api/v1/listeners", _answer(api.listeners, reader)),
         Route("/api/v1/openapi.json", _answer(lambda request, reader: document(), reader)),
         Route("/api/v1", _answer(lambda request, reader: {"control": control is not None}, reader)),
         *(_control_routes(control) if control is not None else []),

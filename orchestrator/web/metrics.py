@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 
 from projections.worker_activity import WorkerActivity
 
+from ..core.events import utcnow
+from ..store.checkpoints import ListenerLag, lags
 from .api import Reader
 
 
@@ -29,6 +31,7 @@ class LogCollector(Collector):
         with self.reader() as source:
             stats = source.command_stats(None)
             workers = source.worker_activity(None)
+            listeners = lags(source.store)
         attempts = CounterMetricFamily(
             "evenflow_attempts", "Attempts that ended, by command and outcome", labels=["command", "outcome"]
         )
@@ -45,6 +48,7 @@ class LogCollector(Collector):
                 slowest.add_metric([command], row.max_duration_s)
         yield from (attempts, retries, slowest)
         yield from _worker_metrics(workers)
+        yield from _listener_metrics(listeners or ())
 
 
 def _worker_metrics(workers: list[WorkerActivity]) -> Iterator[Metric]:
@@ -96,3 +100,16 @@ class LiveCollector(Collector):
         )
         inflight.add_metric([], now.inflight)
         yield from (connected, slots, busy, inflight)
+
+
+def _listener_metrics(listeners: Sequence[ListenerLag]) -> Iterator[Metric]:
+    by = ["listener"]
+    behind = GaugeMetricFamily("evenflow_listener_behind_events", "Events logged after its place", labels=by)
+    lag = GaugeMetricFamily(
+        "evenflow_listener_lag_seconds", "How long ago the first event after its place was logged", labels=by
+    )
+    for row in listeners:
+        behind.add_metric([row.name], row.behind)
+        if row.oldest_unread_at is not None:
+            lag.add_metric([row.name], max(0.0, (utcnow() - row.oldest_unread_at).total_seconds()))
+    yield from (behind, lag)

@@ -25,7 +25,9 @@ def document() -> dict[str, Any]:
     from projections.throughput import Bucket
     from projections.worker_activity import WorkerActivity
 
-    shapes = (RunStatus, AuditEntry, CommandStats, FailureGroup, Bucket, WorkerActivity)
+    from ..store.checkpoints import ListenerLag
+
+    shapes = (RunStatus, AuditEntry, CommandStats, FailureGroup, Bucket, WorkerActivity, ListenerLag)
     schemas = {shape.__name__: schema_of(shape) for shape in shapes}
     schemas["RunPage"] = {
         "type": "object",
@@ -72,6 +74,11 @@ def _paths() -> dict[str, Any]:
             "The run's events with who and why, and the runs its listeners chained",
             _array("AuditEntry"),
             [run, _query("run_only", "true: this run's events alone", {"type": "boolean"})],
+        ),
+        "/api/v1/listeners": _get(
+            "Each listener's place: events logged after it (any type) and when the first was logged",
+            _array("ListenerLag"),
+            [],
         ),
         "/api/v1/runs/{run}/graph": _get(
             "The flow as a tree of nodes with their states, and every attempt", "RunGraph", [run]

@@ -18,10 +18,10 @@ from tests.acceptance.test_cli import evenflow
 from tests.support.zmq_cluster import REPO
 
 COMMANDS = ("demo", "run", "serve", "worker", "submit", "keys", "listen", "runs", "status", "audit",
-            "stats", "failures", "throughput", "activity", "init", "cancel", "retry", "resume", "doctor",
-            "migrate", "ui")  # fmt: skip
+            "stats", "failures", "throughput", "activity", "listeners", "init", "cancel", "retry", "resume",
+            "doctor", "migrate", "ui")  # fmt: skip
 PRINT_DATA = ("demo", "run", "submit", "keys", "runs", "status", "audit", "stats", "failures", "throughput",
-              "activity", "cancel", "retry", "resume", "doctor", "migrate")  # fmt: skip
+              "activity", "listeners", "cancel", "retry", "resume", "doctor", "migrate")  # fmt: skip
 PRINT_NOTHING = ("serve", "init", "ui")
 
 FLOWS = """

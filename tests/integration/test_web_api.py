@@ -36,6 +36,7 @@ from tests.commands import make_registry
 from tests.support.exchange_homes import Home, build
 from tests.support.http_server import Served, served
 from tests.support.polling import wait_until
+from tests.support.stores import open_kind
 from tests.support.zmq_cluster import free_endpoint, service, worker
 
 pytest.importorskip("starlette", reason="the ui extra is not installed: pip install -e '.[ui]'")
@@ -102,6 +103,7 @@ def questions(home: Home) -> dict[str, list[str]]:
         "/api/v1/throughput?bucket=1m": ["throughput", "--bucket", "1m"],
         "/api/v1/throughput?completions=true": ["throughput", "--completions"],
         "/api/v1/workers": ["activity"],
+        "/api/v1/listeners": ["listeners"],
     }
 
 
@@ -116,6 +118,9 @@ def test_every_endpoint_answers_what_the_cli_prints(home: Home, embedded: Served
 
 def test_mongomock_answers_as_the_embedded_store(home: Home, embedded: Served, mongomock: Served) -> None:
     for path in questions(home):
+        if path == "/api/v1/listeners":  # an export carries runs, not the listeners' places
+            assert mongomock.get(path).json() == [] and embedded.get(path).json()
+            continue
         mine, theirs = embedded.get(path), mongomock.get(path)
         assert (mine.status, mine.json()) == (theirs.status, theirs.json()), path
     assert len(embedded.get("/api/v1/runs?limit=50").json()["runs"]) == home.runs
@@ -416,3 +421,23 @@ def test_runs_filter_by_command_error_type_and_until(home: Home, embedded: Serve
     assert {row["run"] for row in failing} == set(home.orders[-2:])  # the retried one and the failed one
     assert embedded.get("/api/v1/runs?until=2000-01-01").json()["runs"] == []
     assert embedded.get("/api/v1/runs?until=later").json()["parameter"] == "until"
+
+
+@pytest.mark.parametrize("kind", ["embedded", "mongomock"])
+def test_a_listeners_lag_is_what_was_logged_after_its_place(kind: str, tmp_path: Path) -> None:
+    store = open_kind(kind, tmp_path / "home", "unused")
+    try:
+        with Orchestrator(make_registry(), executor="inline", store=store) as orch:
+            assert orch.run(call("square", 2)) == 4
+            store.save_checkpoint("caught-up", store.feed_head(["*"]))
+            later = orch.submit(call("square", 3))
+            later.result(60)
+            with served(make_app(lambda: kept(store))) as server:
+                found = {row["name"]: row for row in server.get("/api/v1/listeners").json()}
+                metrics = server.get("/metrics").body.decode()
+        appended = store.read(later.id)
+        assert found["caught-up"]["behind"] == len(appended) and not found["caught-up"]["at_least"]
+        assert found["caught-up"]["oldest_unread_at"] == appended[0].at.isoformat()
+        assert f'evenflow_listener_behind_events{{listener="caught-up"}} {float(len(appended))}' in metrics
+    finally:
+        store.close()

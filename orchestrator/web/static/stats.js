@@ -21,8 +21,9 @@ function bars(buckets) {
 async function load() {
   const fixed = (v) => (v === null || v === undefined ? "-" : Number(v).toPrecision(3));
   try {
-    const [stats, buckets, failures, workers] = await Promise.all([
+    const [stats, buckets, failures, workers, listeners] = await Promise.all([
       api("/api/v1/stats"), api("/api/v1/throughput?bucket=1h"), api("/api/v1/failures"), api("/api/v1/workers"),
+      api("/api/v1/listeners"),
     ]);
     document.getElementById("stats").replaceChildren(tableOf("stats-table",
       ["command", "calls", "ok", "failed", "retries", "mean s", "p95 s", "max s"],
@@ -34,6 +35,9 @@ async function load() {
       failures.map((f) => [f.error_type, f.command, f.count, when(f.latest.at), f.latest.message])));
     document.getElementById("workers").replaceChildren(tableOf("workers-table",
       ["worker", "attempts", "busy s", "failed"], workers.map((w) => [w.worker, w.calls, fixed(w.busy_s), w.failures])));
+    document.getElementById("listeners").replaceChildren(tableOf("listeners-table",
+      ["listener", "events behind", "first unread logged"],
+      listeners.map((l) => [l.name, l.behind + (l.at_least ? "+" : ""), when(l.oldest_unread_at)])));
   } catch (error) {
     showError(document.getElementById("stats"), error);
   }
