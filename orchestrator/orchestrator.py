@@ -82,7 +82,11 @@ class Orchestrator:
         self._owns_store = store is None or isinstance(store, str)  # else its caller may share it
         self._checker = wiring.flow_checker(registry, routes)
         self.read_models = wiring.runs_projector(self.store, self.abilities) if read_models else None
-        self._projecting = Projecting(self.read_models) if self.read_models is not None else None
+        self._projecting = (
+            Projecting(self.read_models, rebuild_from=wiring.private_log(self.abilities))
+            if self.read_models is not None
+            else None
+        )
         self.by = wiring.orchestrator_id()
         self.cascade_limit = cascade_limit
         self.listener_poll_s = float(listener_poll_s)
@@ -156,6 +160,8 @@ class Orchestrator:
     def runs_collection(self) -> Documents | None:
         """The ``runs`` read model kept here (query it with ``projections.run_history``), or None;
         once it holds every batch this orchestrator has appended (it follows on a thread of its own)."""
+        if self._projecting is not None:
+            self._projecting.wake()  # a private model sleeps until someone asks for it
         if self._projecting is not None and not self._projecting.settle(READ_MODEL_SETTLE_S):
             log.warning("the runs read model lags more than %gs behind the log", READ_MODEL_SETTLE_S)
         return None if self.read_models is None else self.read_models.runs

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,9 +42,21 @@ class Lag:
     writes: int = 0
 
 
+_REBUILD: list[Event] = []
+"""Queued by ``wake``: fold the whole log in first (compared by identity)."""
+
+
 class Projecting:
-    def __init__(self, projector: RunsProjector) -> None:
+    """With ``rebuild_from`` (a private model, in memory: no reader but this process's) it sleeps, so
+    no append pays for it, until ``wake``: then it folds the whole log in on its thread, and each
+    batch from then on."""
+
+    def __init__(
+        self, projector: RunsProjector, *, rebuild_from: Callable[[], Iterable[Event]] | None = None
+    ) -> None:
         self.projector = projector
+        self._rebuild_from = rebuild_from
+        self._dormant = rebuild_from is not None
         self.lag = Lag()
         self._queue: deque[tuple[float, list[Event]]] = deque()
         self._changed = threading.Condition()
@@ -58,7 +71,19 @@ class Projecting:
     def put(self, batch: list[Event]) -> None:
         """On the engine's thread: a durable batch, for the read model to fold in soon."""
         with self._changed:
+            if self._dormant:
+                return
             self._queue.append((time.monotonic(), batch))
+            self._handed += 1
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Start following the log, if asleep: the whole log first, then every batch handed over."""
+        with self._changed:
+            if not self._dormant:
+                return
+            self._dormant = False  # batches from now on queue behind the rebuild, which skips none
+            self._queue.append((time.monotonic(), _REBUILD))
             self._handed += 1
             self._changed.notify_all()
 
@@ -91,10 +116,29 @@ class Projecting:
                 taken = self._take()
             self._apply(taken)
 
+    def _rebuild(self) -> None:
+        """The whole log folded in, a bounded batch at a time; batches queued meanwhile repeat some of
+        it, and the projector skips what it holds already."""
+        assert self._rebuild_from is not None
+        chunk: list[Event] = []
+        for event in self._rebuild_from():
+            chunk.append(event)
+            if len(chunk) >= MAX_EVENTS_PER_WRITE:
+                self.projector.apply(chunk)
+                chunk = []
+        if chunk:
+            self.projector.apply(chunk)
+
     def _take(self) -> list[tuple[float, list[Event]]]:
         taken = [self._queue.popleft()]
+        if taken[0][1] is _REBUILD:
+            return taken
         size = len(taken[0][1])
-        while self._queue and size + len(self._queue[0][1]) <= MAX_EVENTS_PER_WRITE:
+        while (
+            self._queue
+            and self._queue[0][1] is not _REBUILD
+            and size + len(self._queue[0][1]) <= MAX_EVENTS_PER_WRITE
+        ):
             taken.append(self._queue.popleft())
             size += len(taken[-1][1])
         return taken
@@ -102,7 +146,10 @@ class Projecting:
     def _apply(self, taken: list[tuple[float, list[Event]]]) -> None:
         events = [event for _, batch in taken for event in batch]
         try:
-            self.projector.apply(events)
+            if taken[0][1] is _REBUILD:
+                self._rebuild()
+            else:
+                self.projector.apply(events)
         except Exception:
             log.exception("the runs read model failed to fold %d events; it mends them later", len(events))
         lag = time.monotonic() - taken[0][0]

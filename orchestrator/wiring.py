@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor as StdExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +85,15 @@ def runs_projector(store: EventStore, can: StoreAbilities) -> RunsProjector:
     if can.read_models is not None:
         return RunsProjector.beside(can.read_models.events, read_log=store.read)
     return RunsProjector.in_memory(client()["evenflow"]["runs"], read_log=store.read)
+
+
+def private_log(can: StoreAbilities) -> Callable[[], Iterator[Event]] | None:
+    """How a ``runs`` model kept in memory (no stored one beside the log) is built when first asked
+    for: the store's whole log. None where the model lives beside the log and follows every append."""
+    if can.read_models is not None or can.scan is None:
+        return None
+    scan = can.scan
+    return lambda: scan.scan(lambda run, exc: log.warning("the runs model skips run %s: %s", run, exc))
 
 
 def catch_up(can: StoreAbilities, read_models: RunsProjector | None) -> None:

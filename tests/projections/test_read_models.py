@@ -448,6 +448,21 @@ def test_the_embedded_engine_keeps_its_read_model_without_loading_the_journal_mi
         assert statuses(rebuilt) == maintained
 
 
+def test_a_runs_model_kept_in_memory_sleeps_until_asked_for_then_holds_every_run(tmp_path: Path) -> None:
+    """On the embedded store nobody but this process reads ``runs``: no append pays for it until
+    ``runs_collection`` is asked for; then it is the log's, and it follows the log from then on."""
+    with Orchestrator(make_registry(), executor="inline", home=tmp_path / "home") as orch:
+        earlier = run_random_flows(orch, 7, count=3)
+        lag = orch.read_model_lag
+        assert lag is not None and lag.batches == 0  # asleep: nothing was handed over
+        journal = orch.store
+        assert statuses(orch.runs_collection) == {run: tally(run, journal.read(run)) for run in earlier}
+        later = orch.submit(call("noop", 3))
+        assert later.result(30) == 3
+        assert stored_status(orch.runs_collection, later.id) == tally(later.id, journal.read(later.id))
+        assert orch.read_model_lag.batches > 1  # the rebuild, then the later run's batches
+
+
 def test_the_read_model_can_be_queried_while_the_engine_writes_it(runs_backend: Backend) -> None:
     with Orchestrator(make_registry(), executor="threads://2", store=runs_backend.store()) as orch:
         runs = orch.runs_collection
