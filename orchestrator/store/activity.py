@@ -77,27 +77,31 @@ class Work:
 
 
 def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
-    """Fold a flush's events into the tables and the timeline, in the caller's transaction."""
+    """Fold a flush's events into the tables and the timeline, in the caller's transaction.
+
+    On the append path (every few hundred events): each event's time is computed once, and
+    attempts are grouped by position, not by event id."""
+    stamps = [millis(event.at) for event in events]
     counts: dict[tuple[int, int, str], int] = {}
-    attempts: dict[tuple[Any, ...], list[Event]] = {}
-    for event in events:
-        at = millis(event.at)
-        for size in LEVELS:
-            if at >= 0:
+    attempts: dict[tuple[Any, ...], list[int]] = {}
+    for i, event in enumerate(events):
+        at = stamps[i]
+        if at >= 0:
+            for size in LEVELS:
                 key = (size, at // size, event.type)
                 counts[key] = counts.get(key, 0) + 1
         if event.type in WORK:
-            attempts.setdefault(_attempt(event), []).append(event)
+            attempts.setdefault(_attempt(event), []).append(i)
     workers: dict[tuple[int, Name], Work] = {}
-    paired: set[str] = set()
+    paired: set[int] = set()
     for found in attempts.values():
-        if _a_pair(found):
-            name, busy, failed = _figures(found)
-            workers.setdefault((millis(found[0].at) // HOUR_MS, name), Work()).add(1, busy, failed)
-            paired.update(event.id for event in found)
+        if _a_pair([events[i] for i in found], [stamps[i] for i in found]):
+            name, busy, failed = _figures(events[i] for i in found)
+            workers.setdefault((stamps[found[0]] // HOUR_MS, name), Work()).add(1, busy, failed)
+            paired.update(found)
     db.executemany(
         "INSERT INTO timeline (at, type, id, loose) VALUES (?, ?, ?, ?)",
-        [(millis(e.at), e.type, e.id, int(e.type in WORK and e.id not in paired)) for e in events],
+        [(stamps[i], e.type, e.id, int(e.type in WORK and i not in paired)) for i, e in enumerate(events)],
     )
     db.executemany(
         "INSERT INTO event_counts (size, unit, type, n) VALUES (?, ?, ?, ?)"
@@ -116,11 +120,10 @@ def _attempt(event: Event) -> tuple[Any, ...]:
     return (event.run, event.node, event.attempt)
 
 
-def _a_pair(found: list[Event]) -> bool:
+def _a_pair(found: list[Event], stamps: list[int]) -> bool:
     """A start and one ending of the same hour: all the pipeline would group for this attempt."""
     starts = sum(event.type == ev.COMMAND_STARTED for event in found)
-    hours = {millis(event.at) // HOUR_MS for event in found}
-    return len(found) == 2 and starts == 1 and len(hours) == 1
+    return len(found) == 2 and starts == 1 and stamps[0] // HOUR_MS == stamps[1] // HOUR_MS
 
 
 def _figures(found: Iterable[Event]) -> tuple[Name, int, int]:
