@@ -217,7 +217,10 @@ class Hub:
         if known is None:
             self._unknown(peer, now)
         elif isinstance(message, Started):
-            self.scheduler.started(peer, message.ids)
+            begun = self.scheduler.started(peer, message.ids)
+            if known.go:  # recorded: it may begin them now (and they end as lost with it)
+                held = set(begun)
+                self._send(peer, protocol.go(begun, [i for i in message.ids if i not in held]))
         elif isinstance(message, Done):
             self._done(peer, message)
         elif isinstance(message, Signal) and message.type == "bye":
@@ -253,7 +256,7 @@ class Hub:
             hello.slots,
             extra=fields(worker=hello.name),
         )
-        if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness)):
+        if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness, go=True)):
             self._send_batch(self.scheduler.fill(peer))
 
     def announced(self, command: str) -> Mapping[str, Any] | None:

@@ -5,12 +5,15 @@ with its type in ``"t"``. Workers and clients talk to the service's ROUTER
 socket from DEALER sockets; the ROUTER prefixes each message with the peer's
 routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
 
-    worker -> service   hello  {name, commands, queues, slots, session, starts?, options?}
-                        started {ids: [...]}           (these calls begin now; sent before they do)
+    worker -> service   hello  {name, commands, queues, slots, session, starts?, go?, options?}
+                        started {ids: [...]}           (these calls are to begin; sent before they do)
                         hb     {}                      (also while commands run)
                         done   {outcomes: [...]}       (kept until acked)
                         bye    {}
-    service -> worker   welcome {heartbeat_s, liveness, starts?}
+    service -> worker   welcome {heartbeat_s, liveness, starts?, go?}
+                        go      {ids: [...], refused?: [...]}  (the answer to a ``started``: ids are
+                                                        recorded as begun and may begin; refused
+                                                        ones are not this worker's to run)
                         call    {envelopes: [...], acks?}  (never more than the free slots)
                         ack     {ids: [...]}           (these outcomes are in the log; when no
                                                         call is going that way to carry them)
@@ -24,8 +27,16 @@ A worker that says ``starts: true`` in its hello (to a service whose welcome
 says ``starts: true``) holds the calls it prefetched until a slot is free and
 reports each one in a ``started`` message before it begins: a call it held
 but never started is given to another worker when it leaves, and is no
-attempt lost. ``options`` are the retry policy (its stored form) and timeout
-(``timeout_s``) each command was registered with on the worker, by name.
+attempt lost. If both also say ``go: true``, the service answers each ``started``
+with a ``go`` and the worker begins a call only once the ``go`` for it has come:
+a report only handed to the worker's socket may still be in that process when
+the command kills it, and the service would then hand a call that did begin
+(a poison, or one whose outcome died with it) to another worker as never
+started. Every outcome sent before a ``started`` reaches the service before
+it, so a ``go`` also says those outcomes are there.
+
+``options`` are the retry policy (its stored form) and timeout (``timeout_s``)
+each command was registered with on the worker, by name.
 """
 
 from __future__ import annotations
@@ -67,6 +78,8 @@ class Hello:
     session: str
     starts: bool = False
     """The worker reports each call in a ``started`` message before it begins (and holds the rest)."""
+    go: bool = False
+    """The worker waits for the service's ``go`` before it begins a call it reported."""
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per command, the options it was registered with: ``retry`` (a policy's stored form), ``timeout_s``."""
 
@@ -103,6 +116,8 @@ class Welcome:
     liveness: int
     starts: bool = False
     """The service wants ``started`` reports (an older one would drop the message as unknown)."""
+    go: bool = False
+    """The service answers each ``started`` with a ``go`` (an older one never does: do not wait for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +133,21 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Go:
+    """The answer to a ``started``: ``ids`` are recorded as begun (they end as lost with the worker) and
+    may begin; ``refused`` are calls this worker does not hold here (handed elsewhere): drop them."""
+
+    ids: list[str]
+    refused: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Reset:
     why: str
 
 
 FromPeer = Hello | Started | Done | Signal | Request
-FromService = Welcome | Calls | Ack | Reset | Signal
+FromService = Welcome | Calls | Ack | Go | Reset | Signal
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -136,9 +160,14 @@ def hello(
     slots: int,
     session: str,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    go: bool = False,
 ) -> bytes:
     doc = {"t": "hello", "v": VERSION, "name": name, "commands": commands, "queues": queues}
-    return dumps({**doc, "slots": slots, "session": session, "starts": True, "options": dict(options or {})})
+    more = {"go": True} if go else {}
+    return dumps(
+        {**doc, "slots": slots, "session": session, "starts": True, **more, "options": dict(options or {})}
+    )
 
 
 def started(ids: list[str]) -> bytes:
@@ -194,8 +223,9 @@ def signal(kind: str) -> bytes:
     return dumps({"t": kind})
 
 
-def welcome(heartbeat_s: float, liveness: int) -> bytes:
-    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True})
+def welcome(heartbeat_s: float, liveness: int, *, go: bool = False) -> bytes:
+    more = {"go": True} if go else {}
+    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True, **more})
 
 
 def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:
@@ -205,6 +235,10 @@ def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:
 
 def ack(ids: list[str]) -> bytes:
     return dumps({"t": "ack", "ids": ids})
+
+
+def go(ids: list[str], refused: list[str] | None = None) -> bytes:
+    return dumps({"t": "go", "ids": ids, **({"refused": refused} if refused else {})})
 
 
 def reset(why: str) -> bytes:
@@ -236,6 +270,7 @@ def from_peer(frame: bytes) -> FromPeer:
             slots=_bounded(doc, "slots", MAX_SLOTS),
             session=_text(doc, "session"),
             starts=doc.get("starts") is True,
+            go=doc.get("go") is True,
             options=_options(doc.get("options")),
         )
     if kind == "started":
@@ -262,7 +297,11 @@ def from_service(frame: bytes) -> FromService:
         heartbeat = doc.get("heartbeat_s")
         if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
             raise ProtocolError("welcome heartbeat_s must be a number of seconds in (0, 3600]")
-        return Welcome(float(heartbeat), _bounded(doc, "liveness", 1_000), doc.get("starts") is True)
+        liveness = _bounded(doc, "liveness", 1_000)
+        return Welcome(float(heartbeat), liveness, doc.get("starts") is True, doc.get("go") is True)
+    if kind == "go":
+        refused = _list_of_ids(doc, "refused", MAX_SLOTS) if "refused" in doc else []
+        return Go(_list_of_ids(doc, "ids", MAX_SLOTS), refused)
     if kind == "reset":
         return Reset(str(doc.get("why", ""))[:200])
     if kind == "hb":

@@ -67,6 +67,8 @@ class Peer:
     calls: dict[str, Envelope] = field(default_factory=dict)
     starts: bool = False
     """Reports each call it begins (``started``); the calls it holds and has not reported never ran."""
+    go: bool = False
+    """Begins a reported call only once told ``go``: the hub answers each ``started`` report."""
     started: set[str] = field(default_factory=set)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     draining: bool = False
@@ -159,6 +161,7 @@ class Scheduler:
         known = self.peers.get(peer)
         calls = known.calls if known is not None else {}
         joined = Peer(peer, hello.name, hello.commands, hello.queues, hello.slots, now, calls, hello.starts)
+        joined.go = hello.starts and hello.go
         if known is not None:  # a second hello: a worker that reports starts dropped what it had not begun
             joined.started = known.started
             if hello.starts:
@@ -174,11 +177,15 @@ class Scheduler:
         """The options in force for ``command`` (``retry``, ``timeout_s``); None if no worker has it."""
         return self.options.get(command)
 
-    def started(self, peer: bytes, attempt_ids: Iterable[str]) -> None:
-        """The worker begins these calls: from now on they end as lost with it."""
+    def started(self, peer: bytes, attempt_ids: Iterable[str]) -> list[str]:
+        """The worker begins these calls: from now on they end as lost with it. Returns those it holds
+        here (the others were handed on, or ended): a worker that waits for ``go`` begins only these."""
         known = self.peers.get(peer)
-        if known is not None:
-            known.started.update(attempt_id for attempt_id in attempt_ids if attempt_id in known.calls)
+        if known is None:
+            return []
+        begun = [attempt_id for attempt_id in attempt_ids if attempt_id in known.calls]
+        known.started.update(begun)
+        return begun
 
     def heard(self, peer: bytes, now: float) -> Peer | None:
         """A known worker is alive as of ``now``; None for a peer that never said hello (or was forgotten)."""

@@ -3,8 +3,13 @@
 A name no worker has is not sent anywhere: it waits out the schedule timeout
 and fails as ``UnknownCommand``, so the contract's unknown-command case holds
 with nothing executed, after a 1 s schedule timeout. The tests that kill a worker
-process get a generous one instead: a worker rebuilding its pool on a busy machine
-may take a while to take the next attempt, and that is not a failure.
+process get a generous one instead. Nothing restarts that worker (its commands run
+on threads in it, so ``die_once`` ends it): the calls it never began must have
+been given to it before the one that kills it, and on the service they wait by
+command, so the fan-out's all go first. Each begins only after the service's
+``go`` for its ``started`` report; before, a busy machine could leave the report
+of the killer (and the outcomes sent just before it) in the dying process, and
+the service waited out the schedule timeout for another worker to run it again.
 """
 
 from __future__ import annotations

@@ -11,11 +11,17 @@ and re-dispatched it) is not run twice here: a running one is skipped, a
 finished one has its kept outcome resent.
 
 Calls beyond the running slots (prefetched) wait here, not in the local pool,
-and each is reported ``started`` to the service, and that report handed to the
-socket, before it begins: if this process dies, the service knows which calls
-ran here and gives the others to another worker (none pays an attempt of the
-lost-worker cap). A reconnect or a reset drops the calls waiting here: the
-service that forgot us has handed them on. If the service goes silent for
+and each is reported ``started`` to the service before it begins, and begins
+only once the service has answered ``go``: if this process dies, the service
+knows which calls ran here and gives the others to another worker (none pays
+an attempt of the lost-worker cap). Handing the report to the socket is not
+enough: ZeroMQ writes it from its own thread, later, and a command that kills
+this process at once (or a busy machine) would leave it unsent, the call
+handed on as never started. The ``go`` also means every outcome sent before
+the report has arrived. (An older service that sends no ``go`` gets the report
+and the call begins at once.) A reconnect or a reset drops the calls waiting
+here: the service that forgot us has handed them on; so do reported calls its
+welcome finds unanswered. If the service goes silent for
 ``heartbeat_s * liveness`` the worker drops its socket and connects afresh.
 On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye`` so no new calls
 come, lets running commands finish, and waits (bounded) for their acks.
@@ -43,7 +49,7 @@ from orchestrator.core.logfields import fields
 from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
 from orchestrator.transport.endpoints import check_endpoint
-from orchestrator.transport.protocol import Ack, Calls, Reset, Welcome
+from orchestrator.transport.protocol import Ack, Calls, Go, Reset, Welcome
 from orchestrator.transport.scheduler import credit
 from orchestrator.transport.security import ClientKeys
 from orchestrator.transport.waker import Waker
@@ -57,8 +63,6 @@ from ..threads import ThreadExecutor
 log = logging.getLogger("evenflow.zmq.worker")
 
 POOLS = ("threads", "processes", "asyncio")
-START_REPORT_WAIT_S = 1.0
-"""How long a call's start waits for ZeroMQ to have written its ``started`` report."""
 
 
 class Worker:
@@ -108,6 +112,11 @@ class Worker:
         """Calls sent ahead (prefetched), to start when a slot is free, oldest first."""
         self._reports_starts = False
         """The service asked for ``started`` reports (its welcome said so)."""
+        self._waits_for_go = False
+        """The service answers each ``started`` report with a ``go`` (its welcome said so)."""
+        self._reported: dict[str, tuple[Envelope, int]] = {}
+        """Calls reported ``started``, waiting for their ``go``; with the hello they were reported under."""
+        self._hellos = 0
         self._unacked: OrderedDict[str, bytes] = OrderedDict()
         """Outcomes sent and not yet acknowledged, encoded, by attempt."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -179,7 +188,7 @@ class Worker:
         self._draining = True
         self._send(protocol.signal("bye"))
         if self._reports_starts:  # the service hands the calls we had not started to other workers
-            self._waiting.clear()
+            self._waiting.clear()  # (those reported reached it before the bye: they get their go)
         self._serve(self._drained, deadline=time.monotonic() + self.drain_timeout_s)
         if self._running or self._unacked:
             log.warning(
@@ -196,7 +205,7 @@ class Worker:
         if self._running or self._waiting:
             return False
         silent = time.monotonic() - self._answered > self.heartbeat_s * self.liveness
-        return not self._unacked or silent
+        return silent or not (self._unacked or self._reported)
 
     def _connect(self) -> None:
         """A fresh DEALER: say hello, then resend every outcome not yet acknowledged."""
@@ -226,9 +235,13 @@ class Worker:
     def _hello(self) -> None:
         """Say who we are; the calls waiting here belong to a service that forgot us, and go."""
         self._waiting.clear()
-        self._reports_starts = False
+        self._reports_starts = self._waits_for_go = False
+        self.connected.clear()  # nothing starts until the welcome says how to report it
+        self._hellos += 1
         commands, queues = self.registry.names(), list(self.queues)
-        hello = protocol.hello(self.name, commands, queues, self.slots, self._session, self._options())
+        hello = protocol.hello(
+            self.name, commands, queues, self.slots, self._session, self._options(), go=True
+        )
         self._send(hello)
         if self._draining:  # a service that met us afresh must know we take nothing new
             self._send(protocol.signal("bye"))
@@ -279,9 +292,15 @@ class Worker:
         elif isinstance(message, Ack):
             for attempt_id in message.ids:
                 self._unacked.pop(attempt_id, None)
+        elif isinstance(message, Go):
+            self._go(message)
         elif isinstance(message, Welcome):
             self._reports_starts = message.starts
+            self._waits_for_go = message.starts and message.go
+            # a report sent before our latest hello was answered before this welcome, if at all
+            self._drop_reported(lambda hello: hello < self._hellos)
             self.connected.set()
+            self._start_waiting()
         elif isinstance(message, Reset):
             log.info("the service asked for a fresh hello (%s)", message.why, extra=fields(worker=self.name))
             self._hello()
@@ -290,7 +309,7 @@ class Worker:
         waiting = {envelope.attempt_id for envelope in self._waiting}
         for envelope in envelopes:
             attempt = envelope.attempt_id
-            if attempt in self._running or attempt in waiting:
+            if attempt in self._running or attempt in waiting or attempt in self._reported:
                 self.stats["skipped_duplicates"] += 1
             elif attempt in self._unacked:
                 self.stats["skipped_duplicates"] += 1
@@ -302,29 +321,46 @@ class Worker:
         self._start_waiting()
 
     def _start_waiting(self) -> None:
-        """Start waiting calls while slots are free, each reported ``started`` before it begins."""
+        """Start waiting calls while slots are free, each reported ``started`` before it begins: once
+        the service's ``go`` for it has come, if the service sends one (``_go``), else at once."""
+        if not self.connected.is_set():  # until the welcome, we do not know how to report
+            return
         limit = self.slots if self.pool == "asyncio" else self.concurrency  # asyncio runs all it holds
         fresh: list[Envelope] = []
-        while self._waiting and len(self._running) < limit:
+        while self._waiting and len(self._running) + len(self._reported) < limit:
             envelope = self._waiting.popleft()
-            self._running.add(envelope.attempt_id)
             fresh.append(envelope)
+            if self._waits_for_go:
+                self._reported[envelope.attempt_id] = (envelope, self._hellos)
+            else:
+                self._running.add(envelope.attempt_id)
         if not fresh:
             return
         if self._reports_starts:
-            self._report_starts([envelope.attempt_id for envelope in fresh])
-        self._executor.dispatch(fresh)
+            self._send(protocol.started([envelope.attempt_id for envelope in fresh]))
+        if not self._waits_for_go:
+            self._executor.dispatch(fresh)
 
-    def _report_starts(self, attempt_ids: list[str]) -> None:
-        """Hand the ``started`` report to the socket and wait (briefly) until ZeroMQ has written it, so
-        a command that kills this process at once cannot outrun the news that it began."""
-        assert self._socket is not None
-        try:
-            tracker = self._socket.send(protocol.started(attempt_ids), zmq.NOBLOCK, copy=False, track=True)
-        except zmq.Again:  # not connected: the service forgets us and counts every call as started
-            return
-        with contextlib.suppress(zmq.NotDone):
-            tracker.wait(START_REPORT_WAIT_S)
+    def _go(self, message: protocol.Go) -> None:
+        """The service has recorded these calls as begun here: begin them; refused ones are not ours."""
+        fresh: list[Envelope] = []
+        for attempt_id in message.ids:
+            reported = self._reported.pop(attempt_id, None)
+            if reported is not None:
+                self._running.add(attempt_id)
+                fresh.append(reported[0])
+        if fresh:
+            self._executor.dispatch(fresh)
+        refused = set(message.refused)
+        if refused:
+            self._drop_reported(lambda hello: True, refused)
+            self._start_waiting()
+
+    def _drop_reported(self, when: Callable[[int], bool], only: set[str] | None = None) -> None:
+        """Forget reported calls that will get no ``go`` (the service handed them on or forgot us)."""
+        for attempt_id, (_, hello) in list(self._reported.items()):
+            if when(hello) and (only is None or attempt_id in only):
+                del self._reported[attempt_id]
 
     def _report(self, outcome: Outcome) -> None:
         """From the local executor's threads: hand the outcome to the socket's thread."""
