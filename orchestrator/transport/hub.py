@@ -236,8 +236,7 @@ class Hub:
             self._fill_all()
 
     def _unknown(self, peer: bytes, now: float) -> None:
-        """Drop what a peer that never said hello (or was forgotten) sends; ask it for a hello, once
-        (if that reset is lost, the worker hears nothing, counts the service as silent, reconnects)."""
+        """Drop what an unknown peer sends; ask it for a hello once (a lost ask: it reconnects)."""
         self.stats["unknown"] += 1
         if self.scheduler.should_reset(peer, now):
             self.stats["reset"] += 1
@@ -327,8 +326,7 @@ class Hub:
             self._lose(ended)
 
     def _forget_unreachable(self) -> None:
-        """Read what gone peers sent before they went (a result, a start) and only then forget them:
-        an outcome still in the socket is not lost with its worker."""
+        """Read what gone peers sent before they went, then forget them: no outcome is lost with them."""
         for _ in range(10):  # reading may find more peers gone
             if not self._unreachable:
                 return

@@ -81,14 +81,7 @@ class Worker:
         keys: ClientKeys | None = None,
         drain_timeout_s: float = 30.0,
     ) -> None:
-        if pool not in POOLS:
-            raise ConfigurationError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
-        if type(concurrency) is not int or not 1 <= concurrency <= protocol.MAX_SLOTS // 2:
-            raise ConfigurationError(
-                f"concurrency must be a whole number from 1 to 5000, got {concurrency!r}"
-            )
-        if not len(registry):
-            raise ConfigurationError("the worker's registry is empty: register the commands it should run")
+        _check(pool, concurrency, registry)
         self.connect = check_endpoint(connect, binding=False)
         self.registry = registry
         self.concurrency = concurrency
@@ -389,3 +382,13 @@ class Worker:
         assert self._socket is not None
         with contextlib.suppress(zmq.Again):  # not connected: outcomes stay unacked, go again after hello
             self._socket.send(frame, zmq.NOBLOCK)
+
+
+def _check(pool: str, concurrency: int, registry: Registry) -> None:
+    """A worker's settings, refused in one line each."""
+    if pool not in POOLS:
+        raise ConfigurationError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
+    if type(concurrency) is not int or not 1 <= concurrency <= protocol.MAX_SLOTS // 2:
+        raise ConfigurationError(f"concurrency must be a whole number from 1 to 5000, got {concurrency!r}")
+    if not len(registry):
+        raise ConfigurationError("the worker's registry is empty: register the commands it should run")
