@@ -69,6 +69,15 @@ class Source:
         rows = history.command_rows if history is not None else None
         return self._window(rows, stats_of_rows, command_stats, since, until)
 
+    def duration_histograms(self, since: datetime | None, until: datetime | None = None) -> Any:
+        """Per-command duration histograms: from the store's rollups where it keeps them, else its
+        pipeline."""
+        from projections.command_stats import duration_histograms, histograms_of_rows
+
+        history = self.abilities.history
+        rows = history.command_rows if history is not None else None
+        return self._window(rows, histograms_of_rows, duration_histograms, since, until)
+
     def failures(self, since: datetime | None, until: datetime | None = None) -> Any:
         """Failures by error type and command: from rollups where the store keeps them, else its pipeline."""
         from projections import failures

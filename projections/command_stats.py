@@ -151,6 +151,44 @@ def command_stats(
     return [_stats(row) for row in aggregate(events, command_stats_pipeline(since, until))]
 
 
+@dataclass(frozen=True, slots=True)
+class DurationHistogram:
+    """A command's timed successes by duration bucket (``orchestrator.core.histogram``): for
+    exporting the distribution (Prometheus), where ``CommandStats`` keeps only its p95."""
+
+    command: str | None
+    count: int
+    total_s: float
+    buckets: dict[int, int]
+    """Bucket ``k`` holds durations in (10^((k-1)/B), 10^(k/B)] seconds, B = ``BUCKETS_PER_DECADE``."""
+
+    def at_most(self, seconds_bucket: int) -> int:
+        """How many durations were at most bucket ``seconds_bucket``'s upper bound (exact)."""
+        return sum(n for k, n in self.buckets.items() if k <= seconds_bucket)
+
+
+def duration_histograms(
+    events: EventsCollection, since: datetime | None = None, until: datetime | None = None
+) -> list[DurationHistogram]:
+    """Every command's duration histogram in [since, until), by command name."""
+    return histograms_of_rows(aggregate(events, command_stats_pipeline(since, until)))
+
+
+def histograms_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[DurationHistogram]:
+    """``duration_histograms`` of rows shaped as the stats pipeline's."""
+    found = []
+    for row in rows:
+        buckets: dict[int, int] = {}
+        for entry in row.get("histogram") or ():
+            buckets[int(entry["k"])] = buckets.get(int(entry["k"]), 0) + int(entry["n"])
+        found.append(
+            DurationHistogram(
+                row.get("command"), int(row.get("timed") or 0), float(row.get("total_s") or 0), buckets
+            )
+        )
+    return found
+
+
 def stats_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[CommandStats]:
     """``command_stats`` of rows shaped as its pipeline's (``HistoryStore.command_rows`` gives them)."""
     return [_stats(row) for row in rows]

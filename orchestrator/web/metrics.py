@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from projections.command_stats import DurationHistogram
 from projections.worker_activity import WorkerActivity
 
 from ..core.events import utcnow
+from ..core.histogram import BUCKETS_PER_DECADE
 from ..store.checkpoints import ListenerLag, lags
 from .api import Reader
 
@@ -30,6 +32,7 @@ class LogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.reader() as source:
             stats = source.command_stats(None)
+            histograms = source.duration_histograms(None)
             workers = source.worker_activity(None)
             listeners = lags(source.store)
         attempts = CounterMetricFamily(
@@ -46,7 +49,7 @@ class LogCollector(Collector):
             retries.add_metric([command], row.retries)
             if row.max_duration_s is not None:
                 slowest.add_metric([command], row.max_duration_s)
-        yield from (attempts, retries, slowest)
+        yield from (attempts, retries, slowest, _durations(histograms))
         yield from _worker_metrics(workers)
         yield from _listener_metrics(listeners or ())
 
@@ -113,3 +116,21 @@ def _listener_metrics(listeners: Sequence[ListenerLag]) -> Iterator[Metric]:
         if row.oldest_unread_at is not None:
             lag.add_metric([row.name], max(0.0, (utcnow() - row.oldest_unread_at).total_seconds()))
     yield from (behind, lag)
+
+
+QUARTER_DECADES = range(-24, 9)
+"""Prometheus bucket bounds 10^(j/4) s, 1 µs to 100 s: each an exact bound of the log's finer
+buckets (B = 100 a decade), so every count is exact."""
+
+
+def _durations(histograms: Sequence[DurationHistogram]) -> Metric:
+    family = HistogramMetricFamily(
+        "evenflow_attempt_duration_seconds",
+        "How long successful attempts ran, by command",
+        labels=["command"],
+    )
+    step = BUCKETS_PER_DECADE // 4
+    for row in histograms:
+        buckets = [(f"{10 ** (j / 4):.6g}", row.at_most(j * step)) for j in QUARTER_DECADES]
+        family.add_metric([row.command or ""], [*buckets, ("+Inf", row.count)], sum_value=row.total_s)
+    return family

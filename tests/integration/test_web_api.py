@@ -200,6 +200,18 @@ def test_metrics_count_what_stats_and_activity_count(embedded: Served) -> None:
         key = ("evenflow_attempts_total", (("command", row["command"]), ("outcome", "failed")))
         assert samples[key] == row["failures"]
         assert samples[("evenflow_retries_total", (("command", row["command"]),))] == row["retries"]
+    for row in embedded.get("/api/v1/stats").json():
+        labels = (("command", row["command"]),)
+        count = samples[("evenflow_attempt_duration_seconds_count", labels)]
+        cumulative = [
+            value
+            for (name, found), value in samples.items()
+            if name == "evenflow_attempt_duration_seconds_bucket" and dict(found)["command"] == row["command"]
+        ]
+        assert cumulative == sorted(cumulative) and cumulative[-1] == count  # +Inf last: every one
+        assert count == row["successes"]  # each success is timed
+        total = samples[("evenflow_attempt_duration_seconds_sum", labels)]
+        assert row["mean_duration_s"] is None or abs(total / count - row["mean_duration_s"]) < 1e-5
     for row in embedded.get("/api/v1/workers").json():
         labels = (("worker", row["worker"]),)
         assert samples[("evenflow_worker_attempts_total", labels)] == row["calls"]
