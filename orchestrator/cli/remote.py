@@ -191,7 +191,12 @@ def _http(args: argparse.Namespace, service: Any) -> Any:
     check_bind(host, token)
     orchestrator = service.orchestrator
     control = EngineControl(orchestrator) if token else None
-    live = lambda: Live(service.executor.workers(), len(orchestrator.engine.book.inflight))  # noqa: E731
+
+    def live() -> Live:
+        times = orchestrator.engine.append_times
+        inflight = len(orchestrator.engine.book.inflight)
+        return Live(service.executor.workers(), inflight, (times.count, times.total_s, times.max_s))
+
     app = make_app(lambda: nullcontext(Source(orchestrator.store)), token=token, control=control, live=live)
     return HttpServer(app, host, port, option="--http").start()
 

@@ -9,7 +9,9 @@ of the turn are appended and go on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..core import events as ev
@@ -35,12 +37,27 @@ Isolated = Callable[[str | None], bool]
 """Whether a route's executor runs commands outside the orchestrator's process."""
 
 
+@dataclass
+class AppendTimes:
+    """How long the store's appends took (the durable write each turn waits for): for ``/metrics``."""
+
+    count: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+
+
 class Journal:
     def __init__(self, store: EventStore, clock: Clock, by: str, isolated: Isolated) -> None:
         self.store = store
         self.clock = clock
         self.by = by
         self._isolated = isolated
+        self.times = AppendTimes()
 
     def apply(self, state: RunState, draft: Draft, turn: Turn, *, causation: str | None) -> None:
         """Make ``draft`` the run's next event, in memory and in ``turn``."""
@@ -91,7 +108,9 @@ class Journal:
         """Append the turn; runs whose events the store refuses go to ``on_refused``, the rest land."""
         while batch := turn.batch():
             try:
+                began = time.perf_counter()
                 self.store.append(batch)
+                self.times.add(time.perf_counter() - began)
                 return
             except EventRefused as exc:
                 guilty = {ev.run_of(event_id) for event_id in exc.events} & set(turn.events)

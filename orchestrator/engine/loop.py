@@ -28,7 +28,7 @@ from .book import RunBook
 from .commit import AppendHook, Committer
 from .dispatch import Dispatcher
 from .intake import Intake
-from .journal import Journal
+from .journal import AppendTimes, Journal
 from .messages import Abort, Cancel, Stop, Submit, Turn, Watch, answer_the_rest, refuse
 from .ownership import Leases, Ownership
 from .recovery import Recovery, Unrunnable
@@ -87,6 +87,11 @@ class Engine:
     @property
     def executors(self) -> dict[str, Executor]:
         return self.dispatcher.executors
+
+    @property
+    def append_times(self) -> AppendTimes:
+        """How long the store's appends took so far (read from any thread; a snapshot may tear)."""
+        return self._journal.times
 
     # --- the outside world -----------------------------------------------------------------
 

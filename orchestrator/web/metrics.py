@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from projections.command_stats import DurationHistogram
@@ -77,6 +83,8 @@ class Live:
     workers: Sequence[Any]
     """Each with ``name``, ``slots`` and ``busy`` (the transport's ``WorkerInfo``)."""
     inflight: int
+    appends: tuple[int, float, float] = (0, 0.0, 0.0)
+    """The store's appends so far: how many, their total and longest seconds."""
 
 
 class LiveCollector(Collector):
@@ -102,7 +110,12 @@ class LiveCollector(Collector):
             "evenflow_attempts_in_flight", "Attempts dispatched and not yet ended (queued or running)"
         )
         inflight.add_metric([], now.inflight)
-        yield from (connected, slots, busy, inflight)
+        count, total, longest = now.appends
+        what = "Durable appends of the log (each turn waits for one)"
+        appends = SummaryMetricFamily("evenflow_append_seconds", what, count_value=count, sum_value=total)
+        slowest = GaugeMetricFamily("evenflow_append_max_seconds", "The longest append so far")
+        slowest.add_metric([], longest)
+        yield from (connected, slots, busy, inflight, appends, slowest)
 
 
 def _listener_metrics(listeners: Sequence[ListenerLag]) -> Iterator[Metric]:

@@ -421,6 +421,8 @@ def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(t
         assert state == "cancelled"  # at once: the service's own orchestrator logged it
         metrics = server.get("/metrics", TOKEN).body.decode()
         assert "evenflow_workers_connected 1.0" in metrics and "evenflow_worker_slots{worker=" in metrics
+        appended = re.search(r"^evenflow_append_seconds_count (\S+)$", metrics, re.MULTILINE)
+        assert appended is not None and float(appended.group(1)) >= 2  # the submission, the cancel
         gate.touch()
         again = server.post(f"/api/v1/runs/{gated}/retry", None, TOKEN).json()["run"]
         assert client.result(again, 60) == "opened"
