@@ -36,7 +36,6 @@ from tests.commands import make_registry
 from tests.support.exchange_homes import Home, build
 from tests.support.http_server import Served, served
 from tests.support.polling import wait_until
-from tests.support.stores import open_kind
 from tests.support.zmq_cluster import free_endpoint, service, worker
 
 pytest.importorskip("starlette", reason="the ui extra is not installed: pip install -e '.[ui]'")
@@ -439,7 +438,7 @@ def test_runs_filter_by_command_error_type_and_until(home: Home, embedded: Serve
 
 @pytest.mark.parametrize("kind", ["embedded", "mongomock"])
 def test_a_listeners_lag_is_what_was_logged_after_its_place(kind: str, tmp_path: Path) -> None:
-    store = open_kind(kind, tmp_path / "home", "unused")
+    store = open_store(f"embedded://{tmp_path / 'home'}" if kind == "embedded" else "mongomock://")
     try:
         with Orchestrator(make_registry(), executor="inline", store=store) as orch:
             assert orch.run(call("square", 2)) == 4
