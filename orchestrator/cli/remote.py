@@ -83,6 +83,9 @@ def _add_worker(commands: Any, load: Callable[[str, type, str], Any]) -> None:
                         help="also take calls routed to this queue (repeatable; default: none)")  # fmt: skip
     worker.add_argument("--name", metavar="NAME",
                         help="how logs and the audit name this worker (default HOST:PID)")  # fmt: skip
+    worker.add_argument("--confirm-starts", action="store_true",
+                        help="begin each call only once the service recorded its start: a killed worker "
+                        "loses exactly the calls it ran, for a round trip a call (default: off)")  # fmt: skip
     _timing(worker)
     client_keys(worker)
     logs.add_options(worker)
@@ -236,6 +239,7 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
         liveness=args.liveness,
         keys=client_keys(args.secret_key, args.server_key),
         drain_timeout_s=args.grace,
+        confirm_starts=args.confirm_starts,
     )
     signals = Signals(worker.stop, args.grace).install()
     print(f"evenflow: worker {worker.name} connecting to {args.connect}", flush=True)

@@ -48,7 +48,8 @@ class TestZmqExecutor(ExecutorContract):
                     schedule_timeout_s=patience,
                 )
                 stack.callback(executor.close)
-                stack.enter_context(worker(executor.endpoint, tmp_path, concurrency=2))
+                confirm = ("--confirm-starts",)  # the contract's exactness: a kill loses what ran alone
+                stack.enter_context(worker(executor.endpoint, tmp_path, concurrency=2, extra=confirm))
                 executor.hub.start()
                 wait_for_workers(executor, 1)
                 return executor

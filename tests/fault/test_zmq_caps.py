@@ -12,10 +12,13 @@ poison is logged lost once per attempt and fails at the lost-worker cap
 What the service knows of a worker's last moments can be cut short: a
 worker killed with unread data in its socket resets the connection, and the
 service loses what it had not read yet (a result). So an innocent that had
-just finished there may be logged lost and run again. A start report cannot
-be lost that way any more: a worker begins a call only once the service has
-answered its ``started`` with ``go`` (tests/fault/test_zmq_start_reports.py),
-so the poison's attempts are each counted.
+just finished there may be logged lost and run again (or, its start report
+lost too, run again as the same attempt), and the poison may kill one more
+worker than it has attempts (its start report lost, its attempt handed on
+uncounted: ``MAX_REQUEUES`` bounds that). A worker started with
+``--confirm-starts`` begins a call only once the service has answered its
+``started`` with ``go``, so no start report is lost
+(tests/fault/test_zmq_start_reports.py); it costs a round trip a call.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ it, unsent. The service then took the call for one never started and handed it
 on as the same attempt: with one worker, it waited out the schedule timeout (a
 fan-out in the executor contract got no outcome for 60 s); with several, a
 poison killed the next worker uncounted, and innocents that had run there ran
-again. Now the service answers each report with ``go`` and the worker begins
-only then.
+again. A worker started with ``confirm_starts`` (``evenflow worker
+--confirm-starts``) now asks the service to answer each report with ``go`` and
+begins only then; that costs a round trip a call (half the throughput of tiny
+calls in ``bench/run.py``), so it is off by default, and a worker without it
+keeps the old, at-least-once behaviour.
 
 Here the test is the service: a raw ROUTER speaking the protocol to a real
 ``Worker`` (threads, in this process), so it decides when ``go`` goes out, and
@@ -33,6 +36,7 @@ from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
 from orchestrator.transport.protocol import Done, FromPeer, Hello, Signal, Started
 from tests.fault.zmq_peers import RawPeer, forged_done
+from tests.support.polling import wait_until
 from workers.zmq import Worker, ZmqExecutor
 
 pytestmark = pytest.mark.slow
@@ -112,7 +116,13 @@ def gates() -> Gates:
 def service(gates: Gates) -> Iterator[FakeService]:
     fake = FakeService()
     worker = Worker(
-        fake.endpoint, gates.registry(), concurrency=1, prefetch=4, heartbeat_s=HEARTBEAT_S, drain_timeout_s=5
+        fake.endpoint,
+        gates.registry(),
+        concurrency=1,
+        prefetch=4,
+        heartbeat_s=HEARTBEAT_S,
+        drain_timeout_s=5,
+        confirm_starts=True,
     )
     thread = threading.Thread(target=worker.run, name="worker-under-test", daemon=True)
     thread.start()
@@ -247,3 +257,23 @@ def test_a_worker_that_does_not_wait_for_go_is_sent_none(executor: ZmqExecutor) 
         peer.send(protocol.started([first.attempt_id]))
         peer.send(forged_done("run-1", "r.0", 1))
         assert [doc["node"] for doc in next_of(peer, "call")["envelopes"]] == ["r.1"]
+
+
+def test_by_default_a_worker_does_not_ask_for_go_and_begins_at_once(gates: Gates) -> None:
+    fake = FakeService()
+    worker = Worker(
+        fake.endpoint, gates.registry(), concurrency=1, heartbeat_s=HEARTBEAT_S, drain_timeout_s=5
+    )
+    thread = threading.Thread(target=worker.run, name="worker-under-test", daemon=True)
+    thread.start()
+    try:
+        hello = fake.next_not_heartbeat()
+        assert isinstance(hello, Hello) and hello.starts and not hello.go
+        fake.send(protocol.welcome(HEARTBEAT_S, 3, go=True))  # a service that offers go, unasked
+        fake.send(protocol.calls([call("a")]))
+        wait_until(lambda: gates.began, what="the call begun without a go")
+        assert gates.began == [("a", False)]
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        fake.close()

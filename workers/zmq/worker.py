@@ -80,6 +80,7 @@ class Worker:
         liveness: int = 3,
         keys: ClientKeys | None = None,
         drain_timeout_s: float = 30.0,
+        confirm_starts: bool = False,
     ) -> None:
         _check(pool, concurrency, registry)
         self.connect = check_endpoint(connect, binding=False)
@@ -92,6 +93,9 @@ class Worker:
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.drain_timeout_s = drain_timeout_s
+        self.confirm_starts = confirm_starts
+        """Begin a call only once the service has recorded its start (its ``go``): a SIGKILL then loses
+        exactly the calls running, for a round trip per call."""
         self.by = f"{name}/zmq" if name else worker_id("zmq")
         """Who ran an attempt, as the log (and ``evenflow audit``) records it: the worker's name if given."""
         self.stats: dict[str, int] = {"calls": 0, "reconnects": 0, "resent": 0, "skipped_duplicates": 0}
@@ -233,7 +237,7 @@ class Worker:
         self._hellos += 1
         commands, queues = self.registry.names(), list(self.queues)
         hello = protocol.hello(
-            self.name, commands, queues, self.slots, self._session, self._options(), go=True
+            self.name, commands, queues, self.slots, self._session, self._options(), go=self.confirm_starts
         )
         self._send(hello)
         if self._draining:  # a service that met us afresh must know we take nothing new
@@ -289,7 +293,7 @@ class Worker:
             self._go(message)
         elif isinstance(message, Welcome):
             self._reports_starts = message.starts
-            self._waits_for_go = message.starts and message.go
+            self._waits_for_go = self.confirm_starts and message.starts and message.go
             # a report sent before our latest hello was answered before this welcome, if at all
             self._drop_reported(lambda hello: hello < self._hellos)
             self.connected.set()
