@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from orchestrator.core.keys import run_for_key
 from orchestrator.core.listening import trigger_key
 from orchestrator.store.embedded import EmbeddedStore
 from projections.run_tally import tally
+from tests.support.polling import wait_until
 
 COMMANDS = ("charge", "ship", "charge", "ship")
 OK = Shape(COMMANDS, tuple((7, i) for i in range(4)), {1: 1, 3: 2})
@@ -86,9 +86,7 @@ def _logged(home: Path) -> tuple[list[Event], list[Event], list[Event]]:
         with pytest.raises(RunFailed):
             failing.result(60)
         answer = run_for_key(trigger_key(RECEIPTS, orch.events(ok.id)[-1].id, 0))
-        deadline = time.monotonic() + 60
-        while not orch.events(answer) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: orch.events(answer), what="the listener's answer logged")
         orch.result(answer, 60)
         return orch.events(ok.id), orch.events(failing.id), orch.events(answer)
 
