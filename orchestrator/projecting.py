@@ -151,6 +151,9 @@ class Projecting:
             else:
                 self.projector.apply(events)
         except Exception:
+            if taken[0][1] is _REBUILD:
+                with self._changed:
+                    self._dormant = True  # the next ``wake`` tries the whole log again
             log.exception("the runs read model failed to fold %d events; it mends them later", len(events))
         lag = time.monotonic() - taken[0][0]
         with self._changed:

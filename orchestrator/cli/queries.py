@@ -58,28 +58,50 @@ def _run_row(r: Any) -> tuple[Any, ...]:
 
 def _follow_runs(args: argparse.Namespace, first: list[Any]) -> int:
     """Print the newest runs, then each run that starts or changes state, as a line (a JSON object a
-    line with ``--json``), until stopped (Ctrl-C or SIGTERM)."""
+    line with ``--json``), until stopped (Ctrl-C or SIGTERM).
+
+    Each look reads every run submitted since following began (page by page, so a burst is not cut
+    to one page) and the runs already shown that had not ended; a run seen ended is not read again.
+    """
     import threading
 
+    from ..core.events import utcnow
+
+    began, pause = utcnow(), threading.Event()
     seen: dict[str, str] = {}
-    pause = threading.Event()
     rows = list(reversed(first))
     while True:
         for row in rows:
             if seen.get(row.run) != row.state:
                 seen[row.run] = row.state
-                line = (
-                    to_json(plain(row), indent=None)
-                    if args.json
-                    else "  ".join(str(cell if cell is not None else "-") for cell in _run_row(row))
-                )
-                print(line, flush=True)
+                print(_follow_line(row, as_json=args.json), flush=True)
         pause.wait(FOLLOW_S)
         with source(args.store, args.home) as src:
-            page = src.history(**_run_filters(args), limit=args.limit)
-        rows = list(reversed(page.rows))
+            going = [src.status(run) for run, state in seen.items() if state == "running"]
+            rows = [row for row in going if row is not None] + _since_following(src, args, began)
 
 
+def _since_following(src: Any, args: argparse.Namespace, began: datetime) -> list[Any]:
+    """Every run submitted since ``began`` that matches the filters, oldest first."""
+    filters = {**_run_filters(args), "since": began}
+    found, after = [], None
+    for _ in range(FOLLOW_PAGES):
+        page = src.history(**filters, limit=200, after=after)
+        found += page.rows
+        if page.next is None:
+            break
+        after = page.next
+    return list(reversed(found))
+
+
+def _follow_line(row: Any, *, as_json: bool) -> str:
+    if as_json:
+        return to_json(plain(row), indent=None)
+    return "  ".join(str(cell if cell is not None else "-") for cell in _run_row(row))
+
+
+FOLLOW_PAGES = 50
+"""At most this many pages of 200 new runs a look (10,000 runs a second is more than a log takes)."""
 FOLLOW_S = 1.0
 """How often ``runs --follow`` reads the newest runs again."""
 

@@ -150,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         from ..service import Service
         from ..transport.security import server_keys
 
+    web = _http_settings(args) if args.http else None  # refused before anything is opened
     service = Service(
         args.bind,
         store=args.store,
@@ -160,7 +161,11 @@ def _serve(args: argparse.Namespace) -> int:
         schedule_timeout_s=args.schedule_timeout,
         retain_s=args.retain,
     )
-    http = _http(args, service) if args.http else None
+    try:
+        http = _http(web, service) if web is not None else None
+    except BaseException:
+        service.close()
+        raise
     stop = threading.Event()
     signals = Signals(stop.set, args.grace).install()
     print(f"evenflow: serving on {service.endpoint}", flush=True)
@@ -177,21 +182,29 @@ def _serve(args: argparse.Namespace) -> int:
     return signals.code or 0
 
 
-def _http(args: argparse.Namespace, service: Any) -> Any:
-    """``--http``: the pages and API over the service's own store, cancel and retry through its
-    orchestrator when a token is given."""
-    from contextlib import nullcontext
-
+def _http_settings(args: argparse.Namespace) -> tuple[str, int, str | None]:
+    """``--http`` and ``--token-file``, checked: where to listen and the token."""
     with extra_needed("evenflow serve --http"):
-        from ..query_source import Source
-        from ..web import make_app
-        from ..web.control import EngineControl
         from ..web.guard import check_bind, read_token
-        from ..web.metrics import Live
-        from ..web.server import HttpServer, parse_bind
+        from ..web.server import parse_bind
     host, port = parse_bind(args.http, "--http")
     token = read_token(args.token_file) if args.token_file else None
     check_bind(host, token)
+    return host, port, token
+
+
+def _http(settings: tuple[str, int, str | None], service: Any) -> Any:
+    """The pages and API over the service's own store, cancel and retry through its orchestrator when
+    a token is given."""
+    from contextlib import nullcontext
+
+    from ..query_source import Source
+    from ..web import make_app
+    from ..web.control import EngineControl
+    from ..web.metrics import Live
+    from ..web.server import HttpServer
+
+    host, port, token = settings
     orchestrator = service.orchestrator
     control = EngineControl(orchestrator) if token else None
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,7 +34,7 @@ from . import api, pages
 from . import control as web_control
 from .api import BadParameter, Reader
 from .control import Control
-from .guard import allowed
+from .guard import LOOPBACK_HOSTS, allowed
 from .metrics import Live, LiveCollector, LogCollector
 from .openapi import document
 
@@ -72,7 +73,10 @@ def make_app(
         Route("/metrics", _metrics(metrics)),
         *pages.routes(reader),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_TokenCheck, token=token)])
+    middleware = [Middleware(_TokenCheck, token=token)]
+    if token is None:  # only a loopback name may reach it: no page elsewhere rebinds its name to us
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS)))
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -109,6 +113,9 @@ def _conflict(exc: Exception) -> str:
 def _control_routes(acting: Control) -> list[Route]:
     def route(action: str, handler: Callable[[Request, Control, bytes], Any]) -> Route:
         async def endpoint(request: Request) -> Response:
+            if int(request.headers.get("content-length") or 0) > web_control.MAX_REASON_BYTES:
+                error = f"the request body is over {web_control.MAX_REASON_BYTES} bytes"
+                return json_response({"error": error}, 413)
             body = await request.body()
             return await _answer(lambda request, _: handler(request, acting, body), None)(request)
 

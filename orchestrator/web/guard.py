@@ -13,6 +13,8 @@ from pathlib import Path
 from ..core.errors import InvalidOption
 
 LOOPBACK_NAMES = frozenset({"localhost"})
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+"""Host headers a server without a token answers (any port): a browser tab elsewhere cannot use it."""
 
 
 def is_loopback(host: str) -> bool:
@@ -36,7 +38,7 @@ def check_bind(host: str, token: str | None) -> None:
 def read_token(path: str | Path) -> str:
     """The token in ``path`` (its first line, stripped); refused if empty or unreadable."""
     try:
-        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
+        token = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidOption(f"--token-file {path}: cannot read it ({exc})") from None
     if not token or len(token[0]) < 16:

@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..core.errors import RunNotFound
 from ..core.state import TERMINAL
 from ..json_text import to_json
 from .api import Reader, last_seq
@@ -28,8 +29,8 @@ POLL_S = 0.25
 """How often a stream looks at the log: the page lags the log by at most this much."""
 STREAM_S = 6 * 3600.0
 """A stream ends after this long even if the run has not; the page opens a new one."""
-PUBLIC = ("/static/", "/runs", "/stats", "/workers")
-"""Paths that hold no data (pages and their files), served without the token."""
+PAGES = frozenset({"/", "/runs", "/stats", "/workers"})
+"""Pages that hold no data, served without the token (as are ``/runs/RUN`` and ``/static/FILE``)."""
 
 
 def routes(reader: Reader) -> list[BaseRoute]:
@@ -45,7 +46,13 @@ def routes(reader: Reader) -> list[BaseRoute]:
 
 
 def is_public(path: str) -> bool:
-    return path == "/" or (any(path == p or path.startswith(p) for p in PUBLIC) and "/api/" not in path)
+    """Exactly the pages and their static files: a run's page is ``/runs/`` and one segment."""
+    parts = path.split("/")
+    if path in PAGES:
+        return True
+    if len(parts) == 3 and parts[1] == "runs":
+        return bool(parts[2]) and parts[2] not in (".", "..")
+    return len(parts) == 3 and parts[1] == "static" and bool(parts[2]) and parts[2] not in (".", "..")
 
 
 def _page(name: str) -> Any:
@@ -57,6 +64,9 @@ def _page(name: str) -> Any:
 
 def _stream(reader: Reader) -> Any:
     async def stream(request: Request) -> Response:
+        if await run_in_threadpool(last_seq, reader, request.path_params["run"]) is None:
+            missing = str(RunNotFound(request.path_params["run"]))
+            return Response(to_json({"error": missing}, indent=None), 404, media_type="application/json")
         return StreamingResponse(_changes(request, reader), media_type="text/event-stream")
 
     return stream
@@ -66,7 +76,7 @@ async def _changes(request: Request, reader: Reader) -> AsyncIterator[str]:
     run = request.path_params["run"]
     seen: tuple[int, str] | None = None
     for _ in range(int(STREAM_S / POLL_S)):
-        if await request.is_disconnected():
+        if await request.is_disconnected() or _stopping(request):
             return
         now = await run_in_threadpool(last_seq, reader, run)
         if now is not None and now != seen:
@@ -76,3 +86,8 @@ async def _changes(request: Request, reader: Reader) -> AsyncIterator[str]:
                 yield "event: ended\ndata: {}\n\n"
                 return
         await asyncio.sleep(POLL_S)
+
+
+def _stopping(request: Request) -> bool:
+    """The server is shutting down (``HttpServer.stop`` sets this): a stream ends rather than hold it."""
+    return bool(getattr(request.app.state, "stopping", False))

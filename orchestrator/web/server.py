@@ -10,6 +10,9 @@ from typing import Any
 
 from ..core.errors import InvalidOption
 
+STOP_S = 3
+"""How long a stopping server waits for open requests (a page's event stream) before ending them."""
+
 
 def parse_bind(text: str, option: str = "--bind") -> tuple[str, int]:
     host, _, port = text.rpartition(":")
@@ -28,7 +31,9 @@ class HttpServer:
         self.socket = _listen(host, port, option)
         bound_host, bound_port = self.socket.getsockname()[:2]
         self.url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.app = app
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=STOP_S)
+        self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
@@ -44,7 +49,13 @@ class HttpServer:
         self._thread.start()
         return self
 
+    @property
+    def serving(self) -> bool:
+        """Whether its thread still runs (after ``stop``: whether stopping took longer than its timeout)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
+        self.app.state.stopping = True  # open event streams end at their next look
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)

@@ -84,11 +84,10 @@ def test_runs_follow_prints_runs_as_they_start_and_end(
     try:
         seen = lambda: [json.loads(line) for line in printed.read_text().splitlines() if line.startswith("{")]  # noqa: E731
         wait_until(lambda: any(row["run"] == first.id for row in seen()), what="the first run listed")
-        later = orch.submit(call("square", 3))
-        assert later.result(60) == 9
-        wait_until(
-            lambda: (later.id, "succeeded") in {(r["run"], r["state"]) for r in seen()}, what="the later run"
-        )
+        burst = [orch.submit(call("square", i)) for i in range(25)]  # more than a page of runs
+        assert [run.result(60) for run in burst] == [i * i for i in range(25)]
+        ended = lambda: {(r["run"], r["state"]) for r in seen()}  # noqa: E731
+        wait_until(lambda: {(run.id, "succeeded") for run in burst} <= ended(), what="every later run")
         assert [row["run"] for row in seen()].count(first.id) == 1  # printed once: it did not change
     finally:
         follower.terminate()

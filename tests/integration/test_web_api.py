@@ -11,6 +11,8 @@ import json
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, nullcontext
 from datetime import timedelta
@@ -30,6 +32,8 @@ from orchestrator.web import make_app
 from orchestrator.web.control import LogControl
 from orchestrator.web.detail import SHOWN
 from orchestrator.web.guard import check_bind
+from orchestrator.web.pages import is_public
+from orchestrator.web.server import HttpServer
 from tests.acceptance.test_cli import EVENFLOW, evenflow
 from tests.acceptance.test_remote_cli import live_workers
 from tests.commands import make_registry
@@ -454,3 +458,43 @@ def test_a_listeners_lag_is_what_was_logged_after_its_place(kind: str, tmp_path:
         assert f'evenflow_listener_behind_events{{listener="caught-up"}} {float(len(appended))}' in metrics
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "public"),
+    [
+        ("/", True), ("/runs", True), ("/runs/abc123", True), ("/stats", True), ("/workers", True),
+        ("/static/run.js", True), ("/runsX", False), ("/statsfoo", False), ("/runs/abc/events", False),
+        ("/runs/..", False), ("/static/../app.py", False), ("/static/", False), ("/metrics", False),
+        ("/api/v1/runs", False), ("//api/v1/runs", False), ("/runs/", False),
+    ],
+)  # fmt: skip
+def test_only_the_pages_and_their_files_go_without_the_token(path: str, public: bool) -> None:
+    assert is_public(path) is public
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(embedded: Served) -> None:
+    request = urllib.request.Request(embedded.base + "/api/v1/runs", headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400  # a page elsewhere that rebinds its name to 127.0.0.1 gets nothing
+    assert embedded.get("/api/v1/runs").status == 200
+
+
+def test_a_stream_of_an_unknown_run_is_a_404(embedded: Served) -> None:
+    answer = embedded.get("/api/v1/runs/no-such-run/stream")
+    assert answer.status == 404 and "no run" in answer.json()["error"]
+
+
+def test_a_server_stops_while_a_page_listens_to_a_running_run(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Orchestrator(make_registry(), executor="threads://2", store="mongomock://") as orch:
+        run = orch.submit(call("wait_for_file", str(gate), "opened"))
+        server = HttpServer(make_app(lambda: kept(orch.store)), "127.0.0.1", 0).start()
+        stream = urllib.request.urlopen(f"{server.url}/api/v1/runs/{run.id}/stream", timeout=60)
+        assert stream.readline().startswith(b"event: changed")  # the page is listening
+        server.stop(60)
+        assert not server.serving  # the open stream did not hold it
+        stream.close()
+        gate.touch()
+        assert run.result(60) == "opened"

@@ -56,13 +56,16 @@ def served(app: Any) -> Iterator[Served]:
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     listening.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:
         wait_until(lambda: server.started, what="uvicorn started")
         yield Served(f"http://127.0.0.1:{listening.getsockname()[1]}")
     finally:
+        app.state.stopping = True
         server.should_exit = True
         thread.join(60)
         listening.close()

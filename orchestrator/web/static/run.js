@@ -19,7 +19,7 @@ async function control(action) {
   try {
     const done = await apiPost(`/api/v1/runs/${encodeURIComponent(RUN)}/${action}`, action === "cancel" ? { reason: "cancelled from the run's page" } : {});
     if (action === "retry") location.assign("/runs/" + encodeURIComponent(done.run));
-    else draw();
+    else redraw();
   } catch (error) {
     showError(document.getElementById("controls"), error);
   }
@@ -74,8 +74,28 @@ async function draw() {
   }
 }
 
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+let drawing = null;
+let drawAgain = false;
+
+// One draw at a time, the last change always drawn: an older draw can never finish after a newer one.
+async function redraw() {
+  if (drawing) { drawAgain = true; return; }
+  do {
+    drawAgain = false;
+    drawing = draw();
+    await drawing;
+  } while (drawAgain);
+  drawing = null;
+}
+
+// Follow the run's stream; once it closes, draw what the log says and, if the run goes on (the
+// server ended the stream, or the connection dropped), listen again a second later.
 function follow() {
-  listen(`/api/v1/runs/${encodeURIComponent(RUN)}/stream`, { changed: draw });
+  listen(`/api/v1/runs/${encodeURIComponent(RUN)}/stream`, { changed: redraw })
+    .catch(() => {})
+    .then(redraw)
+    .then(() => { if (!ENDED.has(document.body.dataset.state)) setTimeout(follow, 1000); });
 }
 
 header("Runs");
