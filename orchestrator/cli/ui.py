@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from contextlib import closing
+from contextlib import closing, nullcontext
 from typing import Any
 
 from ..core.errors import InvalidOption, extra_needed
@@ -37,7 +37,7 @@ def add_parser(commands: Any, store_options: Any) -> None:
 
 def ui_command(args: argparse.Namespace) -> int:
     with extra_needed("evenflow ui"):
-        from ..query_source import source
+        from ..query_source import Source
         from ..store import open_store
         from ..web import make_app
         from ..web.control import LogControl
@@ -49,9 +49,13 @@ def ui_command(args: argparse.Namespace) -> int:
     if args.control and token is None:
         raise InvalidOption("--control lets requests change runs: give --token-file FILE too")
     control = LogControl(lambda: closing(open_store(args.store, home=args.home))) if args.control else None
-    app = make_app(lambda: source(args.store, args.home), token=token, control=control)
-    server = HttpServer(app, host, port)
-    print(f"evenflow ui: serving {server.url}/runs "
-          f"({'token required' if token else 'loopback, no token'}; Ctrl-C stops)", flush=True)  # fmt: skip
-    server.run()
+    store = open_store(args.store, home=args.home, read_only=True)  # one, shared: a request only reads
+    try:
+        app = make_app(lambda: nullcontext(Source(store)), token=token, control=control)
+        server = HttpServer(app, host, port)
+        who = "token required" if token else "loopback, no token"
+        print(f"evenflow ui: serving {server.url}/runs ({who}; Ctrl-C stops)", flush=True)
+        server.run()
+    finally:
+        store.close()
     return 0

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator import Orchestrator, call, parallel, sequence
-from orchestrator.query_source import source
 from tests.commands import make_registry
 from tests.support.http_server import Served, served
 from tests.support.polling import wait_until
@@ -59,15 +58,23 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Orc
     folder = tmp_path_factory.mktemp("pages")
     home, gate = folder / "home", folder / "gate"
     with Orchestrator(make_registry(), executor="threads://4", home=home) as orch:
-        with served(_app(home)) as server:
+        with _app(home) as app, served(app) as server:
             yield server, orch, gate
         gate.touch()
 
 
-def _app(home: Path) -> Any:
+@contextmanager
+def _app(home: Path) -> Iterator[Any]:
+    """As ``evenflow ui`` serves a home: one read-only store, shared by every request."""
+    from orchestrator.query_source import Source
+    from orchestrator.store import open_store
     from orchestrator.web import make_app
 
-    return make_app(lambda: source(None, str(home)))
+    store = open_store(f"embedded://{home}", read_only=True)
+    try:
+        yield make_app(lambda: nullcontext(Source(store)))
+    finally:
+        store.close()
 
 
 def shot(browser: Any, name: str, tmp_path: Path) -> None:
