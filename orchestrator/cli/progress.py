@@ -18,6 +18,9 @@ from ..core.events import Event
 
 EVERY_S = 0.25
 """How often the log is read while a run goes on."""
+PER_EVENT_S = 25e-6
+"""Between reads of a big run, this long per event it holds: reading it costs the engine about
+that much of the store's lock, so a watcher takes a small, bounded share."""
 QUIET_S = 1.0
 """Off a TTY, counts that change are printed at most this often; a change of state at once."""
 
@@ -103,13 +106,14 @@ def watch(read: Callable[[], Sequence[Event]], progress: Progress, stop: threadi
     last: Snapshot | None = None
     while True:
         stopping = stop.is_set()  # read before the log: the snapshot after it is the final word
-        now = snapshot(progress.run, read())
+        events = read()
+        now = snapshot(progress.run, events)
         if now is not None:
             progress.show(now)
             last = now
         if stopping or (now is not None and now.state in ("succeeded", "failed", "cancelled")):
             break
-        stop.wait(EVERY_S)
+        stop.wait(max(EVERY_S, len(events) * PER_EVENT_S))  # a big run is read less often
     progress.close()
     return last
 
