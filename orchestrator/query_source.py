@@ -69,6 +69,17 @@ class Source:
         rows = history.command_rows if history is not None else None
         return self._window(rows, stats_of_rows, command_stats, since, until)
 
+    def run_states(self) -> dict[str, int] | None:
+        """How many runs are in each state: from the history tables where kept, else from the log's
+        events collection; None for a store with neither."""
+        from projections.run_history import runs_by_state
+
+        history = self.abilities.history
+        found = history.run_states() if history is not None else None
+        if found is not None:
+            return found
+        return runs_by_state(self.abilities.queries.events) if self.abilities.queries is not None else None
+
     def duration_histograms(self, since: datetime | None, until: datetime | None = None) -> Any:
         """Per-command duration histograms: from the store's rollups where it keeps them, else its
         pipeline."""

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from orchestrator.core import events as ev
 from orchestrator.core.errors import InvalidOption
 from orchestrator.core.run_query import RunQuery
 
 from .documents import Documents
 from .run_status import RUN_STATES, RunStatus
-from .source import aggregate, to_bson_time
+from .source import EventsCollection, aggregate, to_bson_time
 
 MAX_LIMIT: Final = 1_000
 NEWEST_FIRST: Final = {"submitted_at": -1, "_id": -1}
@@ -188,3 +189,17 @@ def _utc(moment: datetime | None, name: str) -> datetime | None:
     if not isinstance(moment, datetime):
         raise InvalidOption(f"run_history: {name} must be a datetime, got {moment!r}")
     return to_bson_time(moment)
+
+
+def runs_by_state(events: EventsCollection) -> dict[str, int]:
+    """How many runs are in each state, from the log's run.submitted and terminal events (an index on
+    type serves the match): running is what was submitted and has not ended."""
+    ends = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed", ev.RUN_CANCELLED: "cancelled"}
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"type": {"$in": [ev.RUN_SUBMITTED, *ends]}}},
+        {"$group": {"_id": "$type", "n": {"$sum": 1}}},
+    ]
+    found = {row["_id"]: int(row["n"]) for row in aggregate(events, pipeline)}
+    counts = {state: found.get(kind, 0) for kind, state in ends.items()}
+    counts["running"] = found.get(ev.RUN_SUBMITTED, 0) - sum(counts.values())
+    return {state: n for state, n in sorted(counts.items()) if n}

@@ -173,6 +173,10 @@ class HistoryStore(Protocol):
     version, until a writer opens it): callers then read the whole log.
     """
 
+    def run_states(self) -> dict[str, int] | None:
+        """How many runs are in each state (running, succeeded, failed, cancelled); None if not built."""
+        ...
+
     def run_page(self, query: RunQuery) -> list[str] | None:
         """The ids of the runs on the page ``query`` asks for, newest first."""
 

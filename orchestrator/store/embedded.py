@@ -140,6 +140,10 @@ class EmbeddedStore:
         with self._lock:
             return self._history.work(self._open_db(), (since, until))
 
+    def run_states(self) -> dict[str, int] | None:
+        with self._lock:
+            return self._history.states(self._open_db())
+
     def chain(self, correlation: str) -> list[str]:
         """The runs submitted with ``correlation`` (from the history tables)."""
         with self._lock:

@@ -175,6 +175,20 @@ class History:
     def built(self, db: sqlite3.Connection) -> bool:
         return history.built(db)
 
+    def states(self, db: sqlite3.Connection) -> dict[str, int] | None:
+        """How many runs are in each state, exact: the table's counts, the tail's runs moved on."""
+        if not history.built(db):
+            return None
+        counts: dict[str, int] = dict(
+            db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall()
+        )
+        for run, row in self._tail_rows(db).items():
+            before = stored(db, run)
+            if before is not None:
+                counts[before.state] -= 1
+            counts[row.state] = counts.get(row.state, 0) + 1
+        return {state: n for state, n in sorted(counts.items()) if n}
+
     def _tail(self, db: sqlite3.Connection) -> list[Event]:
         if self._writer and self._pending is not None:
             return list(self._pending)

@@ -39,6 +39,7 @@ class LogCollector(Collector):
         with self.reader() as source:
             stats = source.command_stats(None)
             histograms = source.duration_histograms(None)
+            states = source.run_states()
             workers = source.worker_activity(None)
             listeners = lags(source.store)
         attempts = CounterMetricFamily(
@@ -55,7 +56,10 @@ class LogCollector(Collector):
             retries.add_metric([command], row.retries)
             if row.max_duration_s is not None:
                 slowest.add_metric([command], row.max_duration_s)
-        yield from (attempts, retries, slowest, _durations(histograms))
+        runs = GaugeMetricFamily("evenflow_runs", "Runs in the log, by state", labels=["state"])
+        for state, count in (states or {}).items():
+            runs.add_metric([state], count)
+        yield from (runs, attempts, retries, slowest, _durations(histograms))
         yield from _worker_metrics(workers)
         yield from _listener_metrics(listeners or ())
 

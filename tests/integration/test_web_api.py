@@ -498,3 +498,31 @@ def test_a_server_stops_while_a_page_listens_to_a_running_run(tmp_path: Path) ->
         stream.close()
         gate.touch()
         assert run.result(60) == "opened"
+
+
+def test_runs_by_state_on_every_store_is_what_the_runs_list_says(
+    home: Home, embedded: Served, mongomock: Served
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    listed: dict[str, int] = {}
+    for row in embedded.get("/api/v1/runs?limit=50").json()["runs"]:
+        listed[row["state"]] = listed.get(row["state"], 0) + 1
+    assert sum(listed.values()) == home.runs and listed.get("failed") == 1
+    for server in (embedded, mongomock):
+        families = text_string_to_metric_families(server.get("/metrics").body.decode())
+        runs = next(family for family in families if family.name == "evenflow_runs")
+        assert {s.labels["state"]: s.value for s in runs.samples} == listed
+
+
+def test_embedded_run_states_count_the_runs_past_the_tables_watermark_too(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Orchestrator(make_registry(), executor="threads://2", home=tmp_path / "home") as orch:
+        assert orch.run(call("square", 2)) == 4
+        with pytest.raises(Exception, match="boom"):
+            orch.run(call("raise_value_error"))
+        held = orch.submit(call("wait_for_file", str(gate), "opened"))
+        wait_until(lambda: orch.store.run_states() == {"failed": 1, "running": 1, "succeeded": 1})
+        gate.touch()
+        held.result(60)
+        assert orch.store.run_states() == {"failed": 1, "succeeded": 2}  # a run moved on in the tail
