@@ -175,7 +175,6 @@ class HistoryStore(Protocol):
 
     def run_states(self) -> dict[str, int] | None:
         """How many runs are in each state (running, succeeded, failed, cancelled); None if not built."""
-        ...
 
     def run_page(self, query: RunQuery) -> list[str] | None:
         """The ids of the runs on the page ``query`` asks for, newest first."""
