@@ -61,13 +61,22 @@ class Source:
         return _history_beside(self.events, self.abilities.read_models.database["runs"], query)
 
     def command_stats(self, since: datetime | None, until: datetime | None = None) -> Any:
-        """Per-command statistics: from a store's rollups where it keeps them, else its pipeline."""
-        from projections import command_stats
+        """Per-command statistics (``projections.command_stats``)."""
         from projections.command_stats import stats_of_rows
 
+        return stats_of_rows(self.command_rows(since, until))
+
+    def command_rows(self, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """The per-command rows both the statistics and the duration histograms are made of: from a
+        store's rollups where it keeps them, else its pipeline."""
+        from projections.command_stats import command_stats_pipeline
+        from projections.source import aggregate, to_millis
+
         history = self.abilities.history
-        rows = history.command_rows if history is not None else None
-        return self._window(rows, stats_of_rows, command_stats, since, until)
+        found = history.command_rows(to_millis(since), to_millis(until)) if history is not None else None
+        if found is not None:
+            return list(found)
+        return list(aggregate(self.events, command_stats_pipeline(since, until)))
 
     def run_states(self) -> dict[str, int] | None:
         """How many runs are in each state: from the history tables where kept, else from the log's
@@ -79,15 +88,6 @@ class Source:
         if found is not None:
             return found
         return runs_by_state(self.abilities.queries.events) if self.abilities.queries is not None else None
-
-    def duration_histograms(self, since: datetime | None, until: datetime | None = None) -> Any:
-        """Per-command duration histograms: from the store's rollups where it keeps them, else its
-        pipeline."""
-        from projections.command_stats import duration_histograms, histograms_of_rows
-
-        history = self.abilities.history
-        rows = history.command_rows if history is not None else None
-        return self._window(rows, histograms_of_rows, duration_histograms, since, until)
 
     def failures(self, since: datetime | None, until: datetime | None = None) -> Any:
         """Failures by error type and command: from rollups where the store keeps them, else its pipeline."""

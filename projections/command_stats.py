@@ -167,15 +167,8 @@ class DurationHistogram:
         return sum(n for k, n in self.buckets.items() if k <= seconds_bucket)
 
 
-def duration_histograms(
-    events: EventsCollection, since: datetime | None = None, until: datetime | None = None
-) -> list[DurationHistogram]:
-    """Every command's duration histogram in [since, until), by command name."""
-    return histograms_of_rows(aggregate(events, command_stats_pipeline(since, until)))
-
-
 def histograms_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[DurationHistogram]:
-    """``duration_histograms`` of rows shaped as the stats pipeline's."""
+    """Each command's duration histogram, from rows shaped as the stats pipeline's."""
     found = []
     for row in rows:
         buckets: dict[int, int] = {}

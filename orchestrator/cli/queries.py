@@ -265,11 +265,7 @@ def add_parsers(commands: Any, common: Any) -> None:
                 metavar="WHEN",
                 help="only events after: 15m, 1h, 2d or an ISO time (default: ever)",
             )
-        for flag, kind, help_text in _OWN_OPTIONS.get(name, ()):
-            if kind == "flag":
-                parser.add_argument(flag, action="store_true", help=help_text)
-            else:
-                parser.add_argument(flag, default=kind, metavar="SPAN", help=help_text)
+        _own_options(name, parser)
         common(parser)
         parser.set_defaults(handler=handler)
     lag = "each listener: how many events were logged after its place, and when the first was"
@@ -281,17 +277,30 @@ def add_parsers(commands: Any, common: Any) -> None:
     add_parser(commands, common)
 
 
-_OWN_OPTIONS = {
-    "throughput": (
-        ("--bucket", "1h", "the length of each bucket, aligned to the epoch: 30s, 15m, 1h, 1d [default 1h]"),
-        ("--completions", "flag", "count only ended attempts (succeeded or failed), not every event"),
-    ),
-    "status": (("--follow", "flag", "show the run's progress until it ends, then its status"),),
-    "audit": (
-        ("--run-only", "flag", "only RUN's events, not those of the runs its chain of listeners started"),
-    ),
-}
-"""Each command's options beyond RUN or --since: a flag, or a value with its default."""
+def _own_options(name: str, parser: argparse.ArgumentParser) -> None:
+    """A command's options beyond RUN or --since."""
+    if name == "throughput":
+        parser.add_argument(
+            "--bucket",
+            default="1h",
+            metavar="SPAN",
+            help="the length of each bucket, aligned to the epoch: 30s, 15m, 1h, 1d [default 1h]",
+        )
+        parser.add_argument(
+            "--completions",
+            action="store_true",
+            help="count only ended attempts (succeeded or failed), not every event",
+        )
+    elif name == "status":
+        parser.add_argument(
+            "--follow", action="store_true", help="show the run's progress until it ends, then its status"
+        )
+    elif name == "audit":
+        parser.add_argument(
+            "--run-only",
+            action="store_true",
+            help="only RUN's events, not those of the runs its chain of listeners started",
+        )
 
 
 def _add_runs(commands: Any, common: Any) -> None:

@@ -1,8 +1,9 @@
 """``/metrics``: the log's counters in Prometheus' text format, read from the store at each scrape.
 
 Counters come from the same rollups and pipelines as ``stats`` and
-``activity`` (all time), so a scrape costs O(commands + workers), never
-O(history) on the embedded store.
+``activity`` (all time), read once each, so a scrape costs O(commands +
+workers) on the embedded store, plus each listener's lag: the events after its
+place, counted up to ``LAG_CAP``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from projections.command_stats import DurationHistogram
+from projections.command_stats import DurationHistogram, histograms_of_rows, stats_of_rows
 from projections.worker_activity import WorkerActivity
 
 from ..core.events import utcnow
@@ -37,8 +38,7 @@ class LogCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.reader() as source:
-            stats = source.command_stats(None)
-            histograms = source.duration_histograms(None)
+            rows = source.command_rows(None)
             states = source.run_states()
             workers = source.worker_activity(None)
             listeners = lags(source.store)
@@ -49,7 +49,7 @@ class LogCollector(Collector):
         slowest = GaugeMetricFamily(
             "evenflow_attempt_duration_max_seconds", "The longest attempt, by command", labels=["command"]
         )
-        for row in stats:
+        for row in stats_of_rows(rows):
             command = row.command or ""
             for outcome, count in (("succeeded", row.successes + row.expansions), ("failed", row.failures)):
                 attempts.add_metric([command, outcome], count)
@@ -59,7 +59,7 @@ class LogCollector(Collector):
         runs = GaugeMetricFamily("evenflow_runs", "Runs in the log, by state", labels=["state"])
         for state, count in (states or {}).items():
             runs.add_metric([state], count)
-        yield from (runs, attempts, retries, slowest, _durations(histograms))
+        yield from (runs, attempts, retries, slowest, _durations(histograms_of_rows(rows)))
         yield from _worker_metrics(workers)
         yield from _listener_metrics(listeners or ())
 

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.executor_suite import Harness, MakeExecutor, started
+from tests.contract.executor_suite import Harness, MakeExecutor, harnessed
 
 
 @pytest.fixture
 def harness(kind: str, make_executor: MakeExecutor) -> Iterator[Harness]:
-    executor, outcomes = started(make_executor())
-    try:
-        yield Harness(kind, executor, outcomes)
-    finally:
-        executor.close()
-    outcomes.assert_unique()
+    with harnessed(kind, make_executor()) as found:
+        yield found
 
 
 @pytest.fixture

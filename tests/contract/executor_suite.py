@@ -13,7 +13,8 @@ import collections
 import concurrent.futures
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -113,6 +114,17 @@ class Harness:
 
 
 MakeExecutor = Callable[[], BaseExecutor]
+
+
+@contextmanager
+def harnessed(kind: str, executor: BaseExecutor) -> Iterator[Harness]:
+    """``executor`` started, as a ``Harness``; closed afterwards, each envelope reported once."""
+    executor, outcomes = started(executor)
+    try:
+        yield Harness(kind, executor, outcomes)
+    finally:
+        executor.close()
+    outcomes.assert_unique()
 
 
 def started(executor: BaseExecutor, registry: Registry | None = None) -> tuple[BaseExecutor, Outcomes]:

@@ -20,7 +20,7 @@ import pytest
 from orchestrator.core.registry import Registry
 from tests import commands
 from tests.commands import ledger_read, make_registry
-from tests.contract.executor_suite import WAIT_S, Harness, Outcomes, envelope, started
+from tests.contract.executor_suite import WAIT_S, Harness, Outcomes, envelope, harnessed
 from tests.support.polling import wait_until
 from workers import executor_from_url
 from workers.execution import failed
@@ -33,23 +33,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def processes() -> Iterator[Harness]:
-    executor, outcomes = started(executor_from_url("processes://2"))
-    try:
-        yield Harness("processes", executor, outcomes)
-    finally:
-        executor.close()
-    outcomes.assert_unique()
+    with harnessed("processes", executor_from_url("processes://2")) as found:
+        yield found
 
 
 @pytest.fixture
 def one_child() -> Iterator[Harness]:
     """One child: everything dispatched queues behind whatever runs in it."""
-    executor, outcomes = started(ProcessExecutor(1))
-    try:
-        yield Harness("processes", executor, outcomes)
-    finally:
-        executor.close()
-    outcomes.assert_unique()
+    with harnessed("processes", ProcessExecutor(1)) as found:
+        yield found
 
 
 @pytest.fixture
