@@ -38,7 +38,7 @@ from orchestrator.core.run_query import RunQuery
 
 from . import journal, rollups
 from .embedded_history import History
-from .encoding import decode, decode_doc, round_trip
+from .encoding import decode, decode_doc, encode_events, refusal, round_trip
 from .feed import row_of
 from .memory import plan_append, read_only_error
 from .mongo import MongoStore, oldest_first
@@ -95,18 +95,16 @@ class EmbeddedStore:
             raise read_only_error(f"embedded store in {self.home}")
         with self._lock:
             db = self._open_db()
-            conflict = None
-            rows = journal.rows_of(events)
+            conflict, written = None, events
             try:  # the common case: nothing of this batch is stored yet, so no lookup first
-                self._commit(db, rows, events)
+                self._commit(db, events)
             except ConcurrencyConflict:
                 stored = {event.id: event for event in self.stored([e.id for e in events])}
-                fresh, conflict = plan_append(events, stored, round_trip)
-                rows = journal.rows_of(fresh)
-                if rows:
-                    self._commit(db, rows, fresh)
-            if self._mirror is not None and rows:  # the writer's mirror follows its own appends
-                self._mirror.events.insert_many([decode_doc(row[4]) for row in rows])
+                written, conflict = plan_append(events, stored, round_trip)
+                if written:
+                    self._commit(db, written)
+            if self._mirror is not None and written:  # the writer's mirror follows its own appends
+                self._mirror.events.insert_many([decode_doc(blob) for blob in encode_events(written)])
         if conflict is not None:
             raise conflict
 
@@ -366,17 +364,23 @@ class EmbeddedStore:
             ):
                 yield decode(journal.loaded_doc(*row))
 
-    def _commit(self, db: sqlite3.Connection, rows: list[journal.Row], events: Sequence[Event]) -> None:
+    def _commit(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
         """One transaction per append: the group commit that makes batching pay. The history tables
-        take its events afterwards (``embedded_history.py``)."""
+        take its events afterwards (``embedded_history.py``). An event the log refuses refuses the
+        whole append (each refused one named), as on MongoDB, where they are checked before sending."""
+        refused: list[tuple[Event, str]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(journal.INSERT, rows)
+            db.executemany(journal.INSERT, journal.row_stream(events, refused))
+            if refused:
+                raise refusal(refused)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.Error):
+                raise
             if isinstance(exc, sqlite3.IntegrityError):
                 raise ConcurrencyConflict(
                     f"the embedded journal {self.path} already holds an event of this append, written "

@@ -10,7 +10,7 @@ types that went in: BSON's 64-bit integers come back as ``int``, not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -56,8 +56,20 @@ def encode_events(
     event's own (on MongoDB: the writer's id and counter the feed reads, the
     open mark of a submission); they take at most ``STAMP_BYTES``.
     """
-    blobs: list[bytes] = []
     refused: list[tuple[Event, str]] = []
+    blobs = [blob for _, blob in encoded(events, refused, stamp)]
+    if refused:
+        raise refusal(refused)
+    return blobs
+
+
+def encoded(
+    events: Iterable[Event],
+    refused: list[tuple[Event, str]],
+    stamp: Callable[[Event], Mapping[str, Any]] | None = None,
+) -> Iterator[tuple[Event, bytes]]:
+    """Each event and its stored BSON, one at a time, so a large append never holds all of them; an
+    event that cannot be stored is added to ``refused`` (with why) instead, and the walk goes on."""
     for event in events:
         doc, extra = ev.to_doc(event), stamp(event) if stamp is not None else {}
         doc.update(extra)
@@ -72,10 +84,7 @@ def encode_events(
         if size > EVENT_LIMIT:
             refused.append((event, f"is {size:,} bytes, over the {EVENT_LIMIT:,}-byte limit of one event"))
             continue
-        blobs.append(blob)
-    if refused:
-        raise refusal(refused)
-    return blobs
+        yield event, blob
 
 
 def refusal(refused: Sequence[tuple[Event, str]]) -> EventRefused:
