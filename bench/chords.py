@@ -7,9 +7,8 @@ Each (kind, size) runs in a child process of its own, on the embedded store in a
 temporary home, so one run's memory cannot hide in another's. The child opens an
 orchestrator, warms it up with one call, notes its resident memory, then runs:
 
-- ``chord``: ``chord([square(0), ..., square(n-1)], total)``: one ``run.submitted``
-  holds every child, so the 16 MiB event limit bounds it (at 94,665 children; a
-  wider one is refused, and the line says why);
+- ``chord``: ``chord([square(0), ..., square(n-1)], total)``: its submission holds
+  every child (past 16 MiB, in ``run.flow_part`` events after ``run.submitted``);
 - ``map``: ``span(lo, hi) | each(square) | total`` in chunks of at most
   ``MAP_CHUNK`` items, the chunks a chord's header: a map's children are made at
   run time, so only the list each chunk's ``span`` returns (4 MiB at most) bounds it.

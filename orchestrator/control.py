@@ -57,7 +57,7 @@ def retry_run(store: EventStore, run: str) -> str:
     if not events:
         raise RunNotFound(run)
     retry = retry_submission(run, events)
-    new, data = retry.run, retry.data()
+    new = retry.run
     for _ in range(TRIES):
         existing = store.read(new)
         if existing:
@@ -65,7 +65,14 @@ def retry_run(store: EventStore, run: str) -> str:
                 raise IdempotencyConflict(retry.key or "", new)
             return new
         try:
-            store.append([Event(new, 1, ev.RUN_SUBMITTED, utcnow(), data=data, by=None, correlation=new)])
+            at = utcnow()
+            logged = retry.logged()
+            store.append(
+                [
+                    Event(new, seq, kind, at, data=data, by=None, correlation=new)
+                    for seq, (kind, data) in enumerate(logged, 1)
+                ]
+            )
             return new
         except ConcurrencyConflict:
             continue

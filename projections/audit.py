@@ -193,6 +193,10 @@ def summarize(doc: Mapping[str, Any], worker: str | None = None) -> str:
     data: Mapping[str, Any] = doc.get("data") or {}
     if kind == ev.RUN_SUBMITTED:
         return submitted(doc, data)
+    if kind == ev.RUN_FLOW_PART:
+        return "submission continued: " + (
+            count(len(data["kept"]), "kept result") if data.get("kept") else nodes(data)
+        )
     if kind == ev.COMMAND_DISPATCHED:
         return f"dispatched attempt {doc.get('attempt')} of {doc.get('command') or '?'}" + (
             f" to route {data['route']}" if data.get("route") else ""
@@ -226,7 +230,8 @@ def summarize(doc: Mapping[str, Any], worker: str | None = None) -> str:
 def submitted(doc: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     """A submission, and the listener and event that caused it when one did."""
     name = f"flow {data['name']!r}" if data.get("name") else "a flow"
-    what = f"submitted {name} of {nodes(data.get('flow'))}" + (" with input" if "input" in data else "")
+    size = f"{count(data['parts'], 'part')} that follow" if data.get("parts") else nodes(data.get("flow"))
+    what = f"submitted {name} of {size}" + (" with input" if "input" in data else "")
     if data.get("listener") is None:
         return what
     return f"triggered by listener {data['listener']!r} on {doc.get('causation') or '?'}: {what}"

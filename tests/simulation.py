@@ -7,7 +7,7 @@ evaluator computes what the flow should return under the same plan.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -71,11 +71,22 @@ class Simulation:
             envelope.run, envelope.node, envelope.attempt, True, result, started_at=now, finished_at=now
         )
 
-    def go(self, flow: dict[str, Any], input: Any = NO_INPUT, *, max_steps: int = 100_000) -> RunState:
-        data: dict[str, Any] = {"flow": flow}
-        if input is not NO_INPUT:
-            data["input"] = input
-        self.apply(Draft(ev.RUN_SUBMITTED, data=data))
+    def go(
+        self,
+        flow: dict[str, Any],
+        input: Any = NO_INPUT,
+        *,
+        max_steps: int = 100_000,
+        logged: Sequence[tuple[str, dict[str, Any]]] | None = None,
+    ) -> RunState:
+        """Submit ``flow`` (as ``logged`` events if given: a ``Submission.logged()``) and run it out."""
+        if logged is None:
+            data: dict[str, Any] = {"flow": flow}
+            if input is not NO_INPUT:
+                data["input"] = input
+            logged = [(ev.RUN_SUBMITTED, data)]
+        for kind, data in logged:
+            self.apply(Draft(kind, data=data))
         for _ in range(max_steps):
             drafts = decide(self.state, self.clock.now())
             if drafts:

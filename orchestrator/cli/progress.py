@@ -7,6 +7,7 @@ watching the same run say the same thing.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +49,7 @@ def snapshot(run: str, events: Sequence[Event]) -> Snapshot | None:
         return None
     status = tally(run, events)
     nodes = status.nodes
-    planned = _calls(events[0])
+    planned = _calls(events)
     started = sum(nodes.values()) - nodes.get("expanded", 0)
     return Snapshot(
         state=status.state,
@@ -59,11 +60,16 @@ def snapshot(run: str, events: Sequence[Event]) -> Snapshot | None:
     )
 
 
-def _calls(submitted: Event) -> int:
-    if submitted.type != ev.RUN_SUBMITTED:
+def _calls(events: Sequence[Event]) -> int:
+    """Calls the submission holds: in ``run.submitted``'s flow, or in the parts that follow it."""
+    if events[0].type != ev.RUN_SUBMITTED:
         return 0
-    flow = submitted.data.get("flow") or {}
-    return sum(1 for node in flow.get("nodes", ()) if node.get("kind") == "call")
+    specs = list((events[0].data.get("flow") or {}).get("nodes", ()))
+    for part in itertools.takewhile(
+        lambda event: event.type == ev.RUN_FLOW_PART, itertools.islice(events, 1, None)
+    ):
+        specs.extend(part.data.get("nodes", ()))
+    return sum(1 for node in specs if node.get("kind") == "call")
 
 
 class Progress:

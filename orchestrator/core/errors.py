@@ -174,6 +174,11 @@ class InvalidRunState(EvenflowError):
     pass
 
 
+class SubmissionIncomplete(EvenflowError):
+    """A large submission's ``run.flow_part`` events are not all in the log: whoever submitted it
+    stopped during an append the store did not make atomic. The run fails before anything runs."""
+
+
 class RunParked(EvenflowError):
     """A run this orchestrator cannot drive (its registry lacks a command the run still needs).
 

@@ -24,6 +24,8 @@ RUN_SUBMITTED = "run.submitted"
 RUN_SUCCEEDED = "run.succeeded"
 RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
+RUN_FLOW_PART = "run.flow_part"
+"""The rest of a submission too large for one event, logged right after its ``run.submitted``."""
 # One attempt of one command node
 COMMAND_DISPATCHED = "command.dispatched"
 COMMAND_STARTED = "command.started"
@@ -44,6 +46,7 @@ KNOWN_TYPES = frozenset(
         RUN_SUCCEEDED,
         RUN_FAILED,
         RUN_CANCELLED,
+        RUN_FLOW_PART,
         COMMAND_DISPATCHED,
         COMMAND_STARTED,
         COMMAND_SUCCEEDED,

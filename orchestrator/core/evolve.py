@@ -73,8 +73,28 @@ def _submitted(state: RunState, event: Event) -> None:
     state.kept = {path: result for path, result in data.get("kept") or ()}
     state.owner = event.by
     state.submitted_at, state.status = event.at, RUN_RUNNING
+    state.parts_due = int(data.get("parts", 0))
+    if state.parts_due:  # the rest follows in run.flow_part events; nothing starts before it is all in
+        state.flow, state.input = {**state.flow, "nodes": []}, data.get("input", NO_INPUT)
+        return
     _add_nodes(state, data["flow"]["nodes"])
     _activate(state, data["flow"]["root"], data.get("input", NO_INPUT))
+
+
+def _flow_part(state: RunState, event: Event) -> None:
+    """One slice of a large submission's node specs or kept results; the last one starts the run."""
+    if state.parts_due <= 0:
+        raise CorruptEvent(f"run {state.run} has no submission part due (event {event.id})")
+    assert state.flow is not None
+    nodes, kept = event.data.get("nodes", ()), event.data.get("kept", ())
+    _add_nodes(state, nodes, link=False)
+    state.flow["nodes"].extend(nodes)
+    state.kept.update((path, result) for path, result in kept)
+    state.parts_due -= 1
+    if not state.parts_due:
+        _link(state, state.flow["nodes"])
+        value, state.input = state.input, NO_INPUT
+        _activate(state, state.flow["root"], value)
 
 
 def _run_ended(state: RunState, event: Event) -> None:
@@ -83,6 +103,8 @@ def _run_ended(state: RunState, event: Event) -> None:
     omitted = "result_omitted" in event.data  # too large to log twice: the nodes hold it
     state.result = state.root.result if omitted else event.data.get("result")
     state.failures = list(event.data.get("failures", ()))
+    if state.parts_due:  # its submission never came whole: it has no nodes to stop
+        return
     if state.root.status not in TERMINAL:
         _cancel(state, state.root.path)
     state.ready.clear()
@@ -279,13 +301,19 @@ def _cancel(state: RunState, path: str) -> None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _add_nodes(state: RunState, specs: Iterable[dict[str, Any]]) -> None:
+def _add_nodes(state: RunState, specs: Sequence[dict[str, Any]], *, link: bool = True) -> None:
     for spec in specs:
         path = spec["path"]
         if path in state.nodes:
             raise CorruptEvent(f"node {path} of run {state.run} is defined twice")
         children = list(spec["children"]) if "children" in spec else ()
         state.nodes[path] = NodeState(path, spec, children=children, parent=spec["parent"])
+    if link:
+        _link(state, specs)
+
+
+def _link(state: RunState, specs: Sequence[dict[str, Any]]) -> None:
+    """Each child's place among its parent's children (all of them must be added by now)."""
     for path in [spec["path"] for spec in specs if spec.get("children")]:
         for index, child in enumerate(state.nodes[path].children):
             state.nodes[child].index = index
@@ -338,6 +366,7 @@ def _bad_map_input(node: NodeState, value: Any) -> dict[str, Any]:
 
 _HANDLERS: dict[str, Callable[[RunState, Event], None]] = {
     ev.RUN_SUBMITTED: _submitted,
+    ev.RUN_FLOW_PART: _flow_part,
     ev.RUN_SUCCEEDED: _run_ended,
     ev.RUN_FAILED: _run_ended,
     ev.RUN_CANCELLED: _run_ended,

@@ -36,10 +36,9 @@ group at once and dispatches nothing more in it."""
 ROOT = "r"
 MAX_DEPTH = 32
 MAX_NODES = 1_000_000
-"""Nodes of one flow document. A run keeps a node in about 1 KB, so a million fit in memory; but the
-document is stored whole in one ``run.submitted`` event, whose 16 MiB bind first: at about 94,000
-calls of a command with one small argument. Wider work is a map (``each``), whose calls are made at
-run time from the list a step returns and are not stored in the submission."""
+"""Nodes of one flow document. A run keeps a node in about 1 KB, so a million fit in memory. A flow
+too large for one event is logged in parts (``submitting.py``); wider work is a map (``each``), whose
+calls are made at run time from the list a step returns and are not stored in the submission."""
 
 
 class Node:

@@ -18,7 +18,7 @@ from typing import Any
 from . import events as ev
 from .codec import check_payload
 from .envelope import Envelope, ErrorInfo, attempt_id
-from .errors import CommandTimeout, PayloadError
+from .errors import CommandTimeout, PayloadError, SubmissionIncomplete
 from .policy import retry_delay, should_retry
 from .state import FAILED, NO_INPUT, RUNNING, SUCCEEDED, WAITING, NodeState, RunState
 from .stored_names import INTERRUPTED
@@ -57,6 +57,8 @@ def decide(state: RunState, now: datetime, limit: int | None = None) -> list[Dra
         return []
     if state.refused is not None:
         return [Draft(ev.RUN_FAILED, data={"failures": [state.refused]})]
+    if state.parts_due:  # the parts are appended with run.submitted: missing now, they never come
+        return [Draft(ev.RUN_FAILED, data={"failures": [_incomplete(state)]})]
     root = state.root
     if root.status == SUCCEEDED:
         return [Draft(ev.RUN_SUCCEEDED, data=_final_result(root.result))]
@@ -68,6 +70,15 @@ def decide(state: RunState, now: datetime, limit: int | None = None) -> list[Dra
         if draft.type == ev.NODE_FAILED:
             break  # failing a node may cancel others: decide again once it is applied
     return drafts
+
+
+def _incomplete(state: RunState) -> dict[str, Any]:
+    error = SubmissionIncomplete(
+        f"run {state.run} lacks {state.parts_due} part(s) of its submission: the process that submitted "
+        "it stopped while logging it, before anything ran. Submit the flow again"
+    )
+    root = state.flow["root"] if state.flow else "r"
+    return {"node": root, "command": None, "attempt": None, **ErrorInfo.from_exception(error).to_doc()}
 
 
 def _final_result(result: Any) -> dict[str, Any]:

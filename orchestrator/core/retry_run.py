@@ -40,6 +40,11 @@ def retry_submission(run: str, events: list[Event]) -> Submission:
             f"run {run} only records that listener {state.listener!r} failed on event {state.cause}; it "
             "holds no work to retry. Fix the listener, then submit the flow it should have answered"
         )
+    if state.parts_due:
+        raise InvalidRunState(
+            f"run {run} never had its whole submission logged (its submitter stopped while logging it), "
+            "so the log cannot say what to retry; submit the flow again"
+        )
     assert state.flow is not None
     return Submission.keyed(
         retry_key(run),

@@ -306,6 +306,10 @@ class RunState:
     failures: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     """A terminal run event is in the log: nothing more is decided."""
+    parts_due: int = 0
+    """``run.flow_part`` events a large submission still waits for; none start before they are in."""
+    input: Any = NO_INPUT
+    """The run's input while its parts are due (then its root node holds it)."""
     ready: dict[str, None] = field(default_factory=dict)
     """Call nodes waiting for their first dispatch, in activation order."""
     failing: dict[str, None] = field(default_factory=dict)

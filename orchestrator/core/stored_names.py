@@ -33,6 +33,7 @@ _DECLARED: dict[type[BaseException], str] = {
     errors.RunNotFound: "orchestrator.core.errors.RunNotFound",
     errors.InvalidRunState: "orchestrator.core.errors.InvalidRunState",
     errors.RunParked: "orchestrator.core.errors.RunParked",
+    errors.SubmissionIncomplete: "orchestrator.core.errors.SubmissionIncomplete",
     errors.IdempotencyConflict: "orchestrator.core.errors.IdempotencyConflict",
     errors.ResultTimeout: "orchestrator.core.errors.ResultTimeout",
     errors.RunFailed: "orchestrator.core.errors.RunFailed",

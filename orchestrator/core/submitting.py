@@ -1,25 +1,48 @@
 """A submission: one run as asked for, built and checked once where it enters, then passed as is.
 
 Every way in (the API, the CLI and a Client through the service, a listener's
-answer, a retry) builds one ``Submission``; the engine logs ``data()`` as
-``run.submitted`` without looking inside. Checking happens in the constructor,
-so a value that exists is one the log can take.
+answer, a retry) builds one ``Submission``; the engine logs ``logged()`` —
+``run.submitted``, and ``run.flow_part`` events if it is too large for one —
+without looking inside. Checking happens in the constructor, so a value that
+exists is one the log can take.
+
+A submission that fits one event is stored whole, as it always was. A larger
+one (a chord of 100,000 calls, a retry keeping 100,000 results) keeps its
+other fields in ``run.submitted``, with empty ``nodes`` and ``kept`` and a
+count of ``parts``; the parts follow in the same append, each holding a slice
+of the node specs or kept results of about ``PART_BYTES``. One event stays
+within MongoDB's 16 MiB, and no single event makes a long flow expensive to
+read. A run whose parts are not all in the log (its submitter died during an
+append that MongoDB does not make atomic) fails as ``SubmissionIncomplete``
+before anything runs.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import check_event_data, check_payload, check_text
+from . import events as ev
+from .codec import EVENT_DEPTH, EVENT_ROOM_BYTES, MAX_EVENT_BYTES, check_payload, check_text
 from .errors import PayloadError
 from .keys import digest, run_for_key
 from .state import NO_INPUT
 
 WIDE_FLOW = 10_000
-"""Nodes from which a submission too large for one event is most likely too wide a flow."""
+"""Nodes from which a submission too large to store is most likely too wide a flow."""
+ONE_EVENT_BYTES = MAX_EVENT_BYTES - EVENT_ROOM_BYTES
+"""A submission up to this size is one ``run.submitted``, as it always was."""
+PART_BYTES = 8 * 1024 * 1024
+"""What one ``run.flow_part`` holds at most: room for any one node spec or kept result (a payload is
+at most 4 MiB), and half an event, so a part always fits."""
+MAX_SUBMISSION_BYTES = 256 * 1024 * 1024
+"""A whole submission, in all its parts: what one run may ask the orchestrator to hold."""
+_ITEM_ROOM = 16
+"""What an array element costs BSON beside its value: type byte, index as text, NUL."""
+_WHAT = "the submission (its flow, input and options)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +67,18 @@ class Submission:
     retry_of: str | None = None
     kept: list[list[Any]] | None = None
     """``[path, result]`` of the calls a retried run keeps."""
+    parts: tuple[dict[str, list[Any]], ...] = field(default=(), init=False, repr=False, compare=False)
+    """``run.flow_part`` data, when the submission is too large for one event; else empty."""
 
     def __post_init__(self) -> None:
         for text, what in ((self.name, "a run's name"), (self.key, "a submission key")):
             if text is not None:
                 check_text(text, what)
         try:
-            check_event_data(self.data(), "the submission (its flow, input and options)")
+            size = check_payload(self.data(), _WHAT, max_bytes=MAX_SUBMISSION_BYTES, max_depth=EVENT_DEPTH)
+            if size > ONE_EVENT_BYTES:
+                parts = (*_slices("nodes", self.flow["nodes"]), *_slices("kept", self.kept or []))
+                object.__setattr__(self, "parts", parts)
         except PayloadError as exc:
             nodes = len(self.flow.get("nodes", ()))
             if nodes < WIDE_FLOW:
@@ -90,8 +118,19 @@ class Submission:
         fingerprint = digest(flow, input, name, **_extras(**extras))
         return cls(run_for_key(key), flow, input, name, key, fingerprint, cause, correlation, **extras)
 
+    def logged(self) -> list[tuple[str, dict[str, Any]]]:
+        """The events that log this submission, as (type, data), to append together in this order."""
+        if not self.parts:
+            return [(ev.RUN_SUBMITTED, self.data())]
+        head = self.data()
+        head["flow"] = {**self.flow, "nodes": []}
+        if "kept" in head:
+            head["kept"] = []
+        head["parts"] = len(self.parts)
+        return [(ev.RUN_SUBMITTED, head), *((ev.RUN_FLOW_PART, dict(part)) for part in self.parts)]
+
     def data(self) -> dict[str, Any]:
-        """``run.submitted``'s data, in the shape the log has always held."""
+        """The whole submission as one ``run.submitted``'s data, the shape the log has always held."""
         extras = _extras(
             listener=self.listener,
             depth=self.depth,
@@ -105,6 +144,26 @@ class Submission:
         if self.key is not None:
             data.update(key=self.key, digest=self.digest)
         return data
+
+
+def _slices(name: str, items: list[Any]) -> Iterator[dict[str, list[Any]]]:
+    """``items`` in ``{name: slice}`` parts of at most ``PART_BYTES`` each, in order."""
+    part: list[Any] = []
+    size = 0
+    for index, item in enumerate(items):
+        item_size = _ITEM_ROOM + check_payload(
+            item,
+            f"{_WHAT}, {name}[{index}]",
+            max_bytes=PART_BYTES - EVENT_ROOM_BYTES,
+            max_depth=EVENT_DEPTH - 2,
+        )
+        if part and size + item_size > PART_BYTES - EVENT_ROOM_BYTES:
+            yield {name: part}
+            part, size = [], 0
+        part.append(item)
+        size += item_size
+    if part:
+        yield {name: part}
 
 
 def _extras(

@@ -59,8 +59,8 @@ class Intake:
         self.book.live[item.run] = state
         if item.watcher is not None:
             self.book.waiters[item.run].append(item.watcher)
-        draft = Draft(ev.RUN_SUBMITTED, data=submission.data())
-        self.journal.apply(state, draft, turn, causation=submission.cause)
+        for kind, data in submission.logged():  # all in this turn's append: one transaction
+            self.journal.apply(state, Draft(kind, data=data), turn, causation=submission.cause)
         turn.submits.append(item)
 
     def _answer_existing(self, item: Submit, state: RunState) -> None:

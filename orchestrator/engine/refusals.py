@@ -50,7 +50,7 @@ def judge(part: Turn, exc: EventRefused, converted: set[str]) -> list[Verdict]:
         verdict = Verdict(run)
         guilty = next((event for event in events if event.id in refused), events[0] if events else None)
         submits = [submit for submit in part.submits if submit.run == run]
-        if guilty is None or guilty.type == ev.RUN_SUBMITTED:
+        if guilty is None or guilty.type in (ev.RUN_SUBMITTED, ev.RUN_FLOW_PART):
             verdict.refused = submits
             verdicts.append(verdict)
             continue

@@ -175,13 +175,11 @@ def test_a_python_timeout_or_delay_past_a_year_is_refused() -> None:
         RetryPolicy(max_delay=timedelta(days=400))
 
 
-def test_a_chord_too_wide_for_its_submission_event_is_told_to_be_a_map(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from orchestrator.core import codec
+def test_a_chord_too_wide_to_submit_at_all_is_told_to_be_a_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.core import submitting
     from orchestrator.core.submitting import WIDE_FLOW, Submission
 
-    monkeypatch.setattr(codec, "MAX_EVENT_BYTES", 1_000_000)  # a 16 MiB flow in miniature
+    monkeypatch.setattr(submitting, "MAX_SUBMISSION_BYTES", 1_000_000)  # 256 MiB in miniature
     doc = encode_flow(chord([call("square", i) for i in range(WIDE_FLOW)], call("total")))
     with pytest.raises(
         PayloadError, match=rf"stores {WIDE_FLOW + 3:,} nodes; map a command .* \(each\(\.\.\.\)\)"
