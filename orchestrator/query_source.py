@@ -50,8 +50,11 @@ class Source:
     def history(self, **query: Any) -> Any:
         """A page of ``run_history`` over ``runs`` as if caught up with the log, writing nothing."""
         from projections import run_history
-        from projections.run_history import indexed_history
+        from projections.run_history import indexed_history, keyed_page
 
+        key = query.pop("key", None)
+        if key is not None:
+            return keyed_page(self.status, key, **query)
         if self.abilities.history is not None:
             page = indexed_history(self.abilities.history.run_page, self._folded, **query)
             if page is not None:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from orchestrator.core import events as ev
 from orchestrator.core.errors import InvalidOption
+from orchestrator.core.keys import run_for_key
 from orchestrator.core.run_query import RunQuery
 
 from .documents import Documents
@@ -103,6 +104,25 @@ def indexed_history(
         return None
     rows = [row for row in map(fold, ids[:limit]) if row is not None]
     return Page(rows, encode_cursor(rows[-1]) if len(ids) > limit and rows else None)
+
+
+def keyed_page(status: Callable[[str], RunStatus | None], key: str, **query: Any) -> Page:
+    """The page ``runs?key=KEY`` asks for: the one run a submission key names (its id derives from
+    the key, so no index is read), if it exists and matches every other filter given."""
+    run_history_pipeline(**query)  # the same checks, so the same errors
+    row = status(run_for_key(key))
+    if row is None or query.get("after") is not None:  # a one-row answer has no second page
+        return Page([], None)
+    since, until = _utc(query.get("since"), "since"), _utc(query.get("until"), "until")
+    at = row.submitted_at
+    takes = (
+        all(query.get(name) in (None, getattr(row, name)) for name in ("state", "flow"))
+        and query.get("command") in (None, *row.commands)
+        and query.get("error_type") in (None, *row.error_types)
+        and (since is None or (at is not None and at >= since))
+        and (until is None or (at is not None and at < until))
+    )
+    return Page([row] if takes else [], None)
 
 
 def _millis(moment: datetime | None) -> int | None:

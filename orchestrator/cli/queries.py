@@ -46,7 +46,7 @@ def runs_command(args: argparse.Namespace) -> int:
 def _run_filters(args: argparse.Namespace) -> dict[str, Any]:
     until = parse_moment(args.until, option="--until") if args.until else None
     return {"state": args.state, "flow": args.flow, "since": _since(args), "until": until,
-            "command": args.command, "error_type": args.error_type}  # fmt: skip
+            "command": args.command, "error_type": args.error_type, "key": args.key}  # fmt: skip
 
 
 RUN_HEADERS = ("run", "flow", "state", "submitted", "duration_s", "nodes", "attempts")
@@ -318,6 +318,7 @@ def _add_runs(commands: Any, common: Any) -> None:
     runs.add_argument("--error-type", metavar="TYPE",
                       help="only runs that failed an attempt with this error, e.g. builtins.ValueError "
                       "(default: any)")  # fmt: skip
+    runs.add_argument("--key", help="only the run submitted with this idempotency key (default: any)")
     runs.add_argument("--limit", type=int, default=20, help="rows per page [default 20]")
     runs.add_argument(
         "--follow",

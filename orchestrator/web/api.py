@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..core.errors import InvalidOption, RunNotFound
+from ..core.keys import run_for_key
 from ..core.timespec import parse_moment, parse_span
 from ..json_text import plain
 from ..query_source import Source
@@ -42,10 +43,17 @@ def runs(request: Request, reader: Reader) -> Any:
         raise BadParameter("state", f"{state!r} is not one of {', '.join(STATES)}")
     limit = _integer(query.get("limit", "20"), "limit", 1, MAX_LIMIT)
     since, until = _window(request)
+    key = query.get("key")
+    if key is not None:
+        try:
+            run_for_key(key)
+        except InvalidOption as exc:
+            raise BadParameter("key", str(exc)) from None
     names = {
         "flow": query.get("flow"),
         "command": query.get("command"),
         "error_type": query.get("error_type"),
+        "key": key,
     }
     with reader() as source:
         try:

@@ -65,6 +65,7 @@ def _paths() -> dict[str, Any]:
                 _query("until", "submitted before: " + _WHEN),
                 _query("command", "only runs that called this command"),
                 _query("error_type", "only runs with an attempt that failed with this error type"),
+                _query("key", "only the run submitted with this idempotency key"),
                 _query("limit", "rows per page, 1 to 1000 (default 20)", {"type": "integer"}),
                 _query("after", "the 'next' of the previous page"),
             ],

@@ -98,6 +98,7 @@ def questions(home: Home) -> dict[str, list[str]]:
             "--since",
             "2000-01-01T00:00",
         ],
+        "/api/v1/runs?key=order-1": ["runs", "--key", "order-1"],
         f"/api/v1/runs/{run}": ["status", run],
         f"/api/v1/runs/{chained}/events": ["audit", chained],
         f"/api/v1/runs/{chained}/events?run_only=true": ["audit", chained, "--run-only"],
@@ -438,6 +439,20 @@ def test_runs_filter_by_command_error_type_and_until(home: Home, embedded: Serve
     assert {row["run"] for row in failing} == set(home.orders[-2:])  # the retried one and the failed one
     assert embedded.get("/api/v1/runs?until=2000-01-01").json()["runs"] == []
     assert embedded.get("/api/v1/runs?until=later").json()["parameter"] == "until"
+
+
+def test_a_key_names_one_run_and_the_other_filters_still_apply(home: Home, embedded: Served) -> None:
+    def runs(query: str) -> list[str]:
+        return [row["run"] for row in embedded.get(f"/api/v1/runs?{query}").json()["runs"]]
+
+    assert runs("key=order-1") == [home.orders[1]]
+    assert runs(f"key=order-{len(home.orders) - 1}&state=failed") == [home.orders[-1]]
+    assert runs("key=order-1&state=failed") == []
+    assert runs("key=order-1&command=receipt") == []
+    assert runs("key=order-1&flow=orders&until=2100-01-01&command=charge") == [home.orders[1]]
+    assert runs("key=no-such-order") == []
+    too_long = embedded.get("/api/v1/runs?key=" + "k" * 2_000)
+    assert (too_long.status, too_long.json()["parameter"]) == (400, "key")
 
 
 @pytest.mark.parametrize("kind", ["embedded", "mongomock"])

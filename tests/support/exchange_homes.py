@@ -31,7 +31,8 @@ ORDERS = 4
 class Home:
     path: Path
     orders: list[str]
-    """The ``orders`` runs, in submission order: the last one failed, the one before it was retried."""
+    """The ``orders`` runs, in submission order, keyed ``order-N``: the last one failed, the one before
+    it was retried."""
     runs: int
     """Every run in the home, the listener's ``receipts`` runs too."""
 
@@ -77,7 +78,7 @@ def build(path: Path) -> Home:
         )
         for order in range(ORDERS):
             fails = {ORDERS - 2: 1, ORDERS - 1: 5}.get(order, 0)  # one retried, one failing for good
-            run = orch.submit(_order(order, fails), name="orders")
+            run = orch.submit(_order(order, fails), name="orders", key=f"order-{order}")
             orders.append(run.id)
             with contextlib.suppress(RunFailed):
                 run.result(60)
