@@ -114,12 +114,16 @@ class LiveCollector(Collector):
             "evenflow_attempts_in_flight", "Attempts dispatched and not yet ended (queued or running)"
         )
         inflight.add_metric([], now.inflight)
+        queued = GaugeMetricFamily(
+            "evenflow_attempts_queued", "Attempts in flight that no worker holds yet (waiting for a slot)"
+        )
+        queued.add_metric([], max(0, now.inflight - sum(worker.busy for worker in now.workers)))
         count, total, longest = now.appends
         what = "Durable appends of the log (each turn waits for one)"
         appends = SummaryMetricFamily("evenflow_append_seconds", what, count_value=count, sum_value=total)
         slowest = GaugeMetricFamily("evenflow_append_max_seconds", "The longest append so far")
         slowest.add_metric([], longest)
-        yield from (connected, slots, busy, inflight, appends, slowest)
+        yield from (connected, slots, busy, inflight, queued, appends, slowest)
 
 
 def _listener_metrics(listeners: Sequence[ListenerLag]) -> Iterator[Metric]:

@@ -425,6 +425,7 @@ def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(t
         assert state == "cancelled"  # at once: the service's own orchestrator logged it
         metrics = server.get("/metrics", TOKEN).body.decode()
         assert "evenflow_workers_connected 1.0" in metrics and "evenflow_worker_slots{worker=" in metrics
+        assert "evenflow_attempts_queued 0.0" in metrics  # the one run was cancelled: nothing waits
         appended = re.search(r"^evenflow_append_seconds_count (\S+)$", metrics, re.MULTILINE)
         assert appended is not None and float(appended.group(1)) >= 2  # the submission, the cancel
         gate.touch()
