@@ -1,5 +1,5 @@
 """Which listeners keep a place in the log, and how far behind it each is: what the ``listeners``
-page and API show. Kept apart from the stores, which only load and save one checkpoint by name."""
+page and API show. Kept apart from the stores, which load, save and list checkpoints by name."""
 
 from __future__ import annotations
 
@@ -24,27 +24,8 @@ class ListenerLag:
 
 def checkpoint_names(store: Any) -> list[str] | None:
     """The names listeners saved places under, sorted; None for a store that keeps none."""
-    from .embedded import EmbeddedStore
-    from .memory import MemoryStore
-    from .mongo import MongoStore
-
-    if isinstance(store, EmbeddedStore):
-        if not store._query(
-            "SELECT 1 FROM sqlite_master WHERE name = 'checkpoints'", (), "listing checkpoints"
-        ):
-            return []
-        return [
-            row[0]
-            for row in store._query("SELECT name FROM checkpoints ORDER BY name", (), "listing checkpoints")
-        ]
-    if isinstance(store, MongoStore):
-        with store._lock, store._guard("listing checkpoints"):
-            found = store.checkpoints.find({"_id": {"$type": "string"}}, {"_id": 1})
-            return sorted(doc["_id"] for doc in found)  # other ids are the store's own notes
-    if isinstance(store, MemoryStore):
-        with store._lock:
-            return sorted(store._checkpoints)
-    return None
+    names = getattr(store, "checkpoint_names", None)
+    return None if names is None else list(names())
 
 
 def lags(store: Any) -> list[ListenerLag] | None:

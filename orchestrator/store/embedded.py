@@ -47,6 +47,9 @@ from .prune import prune as prune_runs
 from .reader import Snapshot, open_to_read
 from .subset import SubsetEvents
 
+CHECKPOINTS_KEPT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'"
+"""Whether the journal has its table of checkpoints yet (a read-only open never creates it)."""
+
 log = logging.getLogger("evenflow.store")
 
 JOURNAL = "events.sqlite3"
@@ -224,15 +227,16 @@ class EmbeddedStore:
         return {"row": self._max_rowid()}
 
     def load_checkpoint(self, name: str) -> Position | None:
-        table = self._query(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
-            (),
-            "reading checkpoints",
-        )
-        if not table:
+        if not self._query(CHECKPOINTS_KEPT, (), "reading checkpoints"):
             return None
         rows = self._query("SELECT position FROM checkpoints WHERE name = ?", (name,), "reading a checkpoint")
         return json.loads(rows[0][0]) if rows else None
+
+    def checkpoint_names(self) -> list[str]:
+        """The names listeners saved places under, sorted."""
+        if not self._query(CHECKPOINTS_KEPT, (), "listing checkpoints"):
+            return []
+        return [row[0] for row in self._query("SELECT name FROM checkpoints ORDER BY name", (), "listing")]
 
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:

@@ -132,6 +132,11 @@ class MemoryStore:
             stored = self._checkpoints.get(name)
         return None if stored is None else dict(decode_doc(stored)["position"])
 
+    def checkpoint_names(self) -> list[str]:
+        """The names listeners saved places under, sorted."""
+        with self._lock:
+            return sorted(self._checkpoints)
+
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
             raise read_only_error("memory store")

@@ -39,15 +39,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.ports import Position
 from orchestrator.core.retention import Pruned
 
-from .encoding import (
-    CODEC_OPTIONS,
-    TYPE_REGISTRY,
-    decode,
-    decode_doc,
-    encode_events,
-    refusal,
-    round_trip,
-)
+from .encoding import CODEC_OPTIONS, TYPE_REGISTRY, decode, decode_doc, encode_events, refusal, round_trip
 from .feed import STAMPS, FeedWindow, Window, type_filter, writer_stamps
 from .index_specs import INDEXES as INDEXES
 from .index_specs import LEASE_INDEXES as LEASE_INDEXES
@@ -202,6 +194,12 @@ class MongoStore:
         with self._lock, self._guard(f"reading the checkpoint of {name!r}"):
             doc = self.checkpoints.find_one({"_id": name})
         return dict(doc["position"]) if doc is not None else None
+
+    def checkpoint_names(self) -> list[str]:
+        """The names listeners saved places under, sorted."""
+        with self._lock, self._guard("listing checkpoints"):
+            found = self.checkpoints.find({"_id": {"$type": "string"}}, {"_id": 1})
+            return sorted(doc["_id"] for doc in found)  # other ids are the store's own notes
 
     def save_checkpoint(self, name: str, position: Position) -> None:
         if self.read_only:
