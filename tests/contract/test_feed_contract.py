@@ -307,6 +307,7 @@ def test_the_head_saved_as_a_checkpoint_starts_a_reader_there(harness: Harness) 
 def test_checkpoints_round_trip_by_name(harness: Harness) -> None:
     store = harness.store
     assert store.load_checkpoint("never saved") is None
+    assert store.checkpoint_names() == []
     append_all(store, interleaved_log(runs=2, per_run=6))
     _, middle = store.read_feed(None, ["*"], 5)
     _, end = read_all(store, None, ["*"])
@@ -318,10 +319,12 @@ def test_checkpoints_round_trip_by_name(harness: Harness) -> None:
     for name, position in names.items():
         loaded = store.load_checkpoint(name)
         assert loaded == position and as_json(loaded) == loaded
+    assert store.checkpoint_names() == sorted(names)  # once each, overwritten or not
     if harness.durable:
         reopened = harness.reopen()
         for name, position in names.items():
             assert reopened.load_checkpoint(name) == position
+        assert reopened.checkpoint_names() == sorted(names)
 
 
 def numbers(value: Any) -> list[Any]:
