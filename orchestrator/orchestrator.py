@@ -237,6 +237,14 @@ class Orchestrator:
         self.start()
         wait(self.engine.cancel(run_id, reason), timeout, run_id)
 
+    def resume(self, run_id: str, timeout: float | None = 30.0) -> None:
+        """Drive an unfinished run from now on: one parked because this orchestrator lacked one of its
+        commands (a worker offering it may have come since), or one whose owner is gone. Raises
+        ``RunParked`` if its commands are still missing, ``InvalidRunState`` if it ended or a live
+        orchestrator drives it."""
+        self.start()
+        wait(self.engine.resume(run_id), timeout, run_id)
+
     def retry(self, run_id: str) -> Run:
         """Continue a failed or cancelled run as a new run keeping every result that succeeded
         (the same new run each time); ``InvalidRunState`` for a running or succeeded run."""

@@ -29,7 +29,7 @@ from .commit import AppendHook, Committer
 from .dispatch import Dispatcher
 from .intake import Intake
 from .journal import AppendTimes, Journal
-from .messages import Abort, Cancel, Stop, Submit, Turn, Watch, answer_the_rest, refuse
+from .messages import Abort, Cancel, Resume, Stop, Submit, Turn, Watch, answer_the_rest, refuse, settle
 from .ownership import Leases, Ownership
 from .recovery import Recovery, Unrunnable
 from .takeover import Takeover
@@ -122,6 +122,12 @@ class Engine:
         check_text(reason, "a cancel reason", max_chars=MAX_REASON, empty=True)
         future: Future[None] = Future()
         self._inbox.put(Cancel(run, reason, future))
+        return future
+
+    def resume(self, run: str) -> Future[None]:
+        """Drive ``run`` from now on (``Takeover.resume``); the future says whether it could."""
+        future: Future[None] = Future()
+        self._inbox.put(Resume(run, future))
         return future
 
     def watch(self, run: str) -> Future[Any]:
@@ -245,6 +251,13 @@ class Engine:
             self.intake.cancel(item, turn)
         elif isinstance(item, Abort):
             self.intake.abort(item, turn)
+        elif isinstance(item, Resume):
+            try:
+                self.takeover.resume(item.run)
+            except Exception as exc:
+                settle(item.future, error=exc)
+            else:
+                settle(item.future)
         elif isinstance(item, Stop):
             self._stop(item)
 

@@ -39,6 +39,14 @@ class Cancel:
 
 
 @dataclass(slots=True)
+class Resume:
+    """Drive a run now: one parked (its commands were missing), or one whose owner is gone."""
+
+    run: str
+    future: Future[None]
+
+
+@dataclass(slots=True)
 class Watch:
     run: str
     future: Future[Any]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..core import events as ev
 from ..core.envelope import ErrorInfo
-from ..core.errors import Interrupted
+from ..core.errors import Interrupted, InvalidRunState
 from ..core.planner import Draft
 from ..core.ports import EventStore
 from ..core.state import RunState
@@ -65,6 +65,29 @@ class Takeover:
         if turn.events:
             log.info("took over runs: %d events of ownership and interrupted attempts", len(turn.batch()))
         self._commit(turn)
+
+    def resume(self, run: str) -> None:
+        """Drive ``run`` from now on, if it can be: ``RunParked`` while its commands are still missing
+        here, ``InvalidRunState`` if it ended or a live orchestrator drives it, ``RunNotFound``."""
+        book = self.book
+        if run in book.live:
+            return
+        book.parked.pop(run, None)  # look again: a worker with its commands may have come since
+        book.stale.pop(run, None)
+        self.take_over([run])
+        if run in book.live:
+            return
+        if run in book.parked:
+            raise book.parked[run]
+        if run in book.foreign:
+            raise InvalidRunState(
+                f"run {run} is driven by {book.foreign[run]}, whose lease is live; it goes on there, "
+                "or here once that lease lapses"
+            )
+        state = self.recovery.load(run)  # RunNotFound for no such run
+        raise InvalidRunState(
+            f"run {run} already {state.status}; nothing to resume (`evenflow retry` runs it again)"
+        )
 
     def _interrupt(self, state: RunState, turn: Turn) -> None:
         for node in state.running():

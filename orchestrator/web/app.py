@@ -27,6 +27,7 @@ from ..core.errors import (
     InvalidOption,
     InvalidRunState,
     RunNotFound,
+    RunParked,
     StoreLocked,
 )
 from ..json_text import to_json
@@ -49,10 +50,12 @@ def make_app(
     live: Callable[[], Live] | None = None,
 ) -> Starlette:
     """The API over what ``reader`` opens; with ``token``, every request must carry it. With ``control``
-    (which needs a token) runs may be cancelled and retried too; with ``live``, ``/metrics`` adds the
+    (which needs a token) runs may be cancelled, retried and resumed too; with ``live``, ``/metrics`` adds the
     service's own figures."""
     if control is not None and token is None:
-        raise ConfigurationError("control (cancel, retry) needs a token: give --token-file with --control")
+        raise ConfigurationError(
+            "control (cancel, retry, resume) needs a token: give --token-file with --control"
+        )
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(LogCollector(reader))
     if live is not None:
@@ -93,7 +96,7 @@ def _answer(handler: Handler, reader: Any) -> Callable[[Request], Awaitable[Resp
             return json_response({"error": str(exc)}, 404)
         except InvalidOption as exc:
             return json_response({"error": str(exc)}, 400)
-        except (InvalidRunState, ConcurrencyConflict, StoreLocked) as exc:
+        except (InvalidRunState, RunParked, ConcurrencyConflict, StoreLocked) as exc:
             return json_response({"error": _conflict(exc)}, 409)
         except EvenflowError as exc:
             return json_response({"error": str(exc)}, 503)
@@ -121,7 +124,7 @@ def _control_routes(acting: Control) -> list[Route]:
 
         return Route(f"/api/v1/runs/{{run}}/{action}", endpoint, methods=["POST"])
 
-    return [route("cancel", web_control.cancel), route("retry", web_control.retry)]
+    return [route(action, getattr(web_control, action)) for action in ("cancel", "retry", "resume")]
 
 
 def _metrics(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:

@@ -1,10 +1,11 @@
-"""``POST /api/v1/runs/RUN/cancel`` and ``/retry``: who carries them out, and the request bodies.
+"""``POST /api/v1/runs/RUN/cancel``, ``/retry`` and ``/resume``: who carries them out, and the bodies.
 
 Served only with a token, since a page may then change what runs. Two ways to
 act: ``LogControl`` through the log alone, as ``evenflow cancel`` and ``retry``
 do (``evenflow ui --control``; an orchestrator that owns the run notices on its
 next append; an embedded home another process owns cannot be written, a 409);
 ``EngineControl`` through the service's own orchestrator (``serve --http``).
+Only the latter resumes: driving a run takes an orchestrator with its commands.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 
 from ..control import cancel_run, retry_run
-from ..core.errors import InvalidOption
+from ..core.errors import InvalidOption, InvalidRunState
 from ..core.ports import EventStore
 
 MAX_REASON_BYTES = 4_000
@@ -29,6 +30,9 @@ class Control(Protocol):
 
     def retry(self, run: str) -> str:
         """The id of the run that continues ``run``."""
+
+    def resume(self, run: str) -> None:
+        """Have ``run`` driven from now on (see ``Orchestrator.resume``)."""
 
 
 class LogControl:
@@ -44,6 +48,13 @@ class LogControl:
     def retry(self, run: str) -> str:
         with self.writer() as store:
             return retry_run(store, run)
+
+    def resume(self, run: str) -> None:
+        raise InvalidRunState(
+            f"this page only reads and writes the log, and driving run {run} takes an orchestrator with "
+            "its commands: run `evenflow resume --registry MODULE:REGISTRY` where they are, or serve the "
+            "pages from the service (`evenflow serve --http`) and resume there"
+        )
 
 
 class EngineControl:
@@ -66,6 +77,9 @@ class EngineControl:
     def retry(self, run: str) -> str:
         return str(self.orchestrator.retry(run).id)
 
+    def resume(self, run: str) -> None:
+        self.orchestrator.resume(run)
+
 
 def cancel(request: Request, control: Control, body: bytes) -> Any:
     run = request.path_params["run"]
@@ -75,6 +89,12 @@ def cancel(request: Request, control: Control, body: bytes) -> Any:
 def retry(request: Request, control: Control, body: bytes) -> Any:
     run = request.path_params["run"]
     return {"run": control.retry(run), "retry_of": run}
+
+
+def resume(request: Request, control: Control, body: bytes) -> Any:
+    run = request.path_params["run"]
+    control.resume(run)
+    return {"run": run, "resumed": True}
 
 
 def _reason(body: bytes) -> str:

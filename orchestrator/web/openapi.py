@@ -95,6 +95,9 @@ def _paths() -> dict[str, Any]:
         },
         "/api/v1/runs/{run}/cancel": _post("Cancel a running run (with --control and the token)", run),
         "/api/v1/runs/{run}/retry": _post("Log the run that continues a failed one (--control, token)", run),
+        "/api/v1/runs/{run}/resume": _post(
+            "Drive a parked or orphaned run from now on (serve --http, token; 409 from evenflow ui)", run
+        ),
         "/api/v1/stats": _get(
             "Per command: calls, failures, retries, durations", _array("CommandStats"), window
         ),

@@ -247,3 +247,26 @@ def test_a_run_needing_a_command_the_registry_lacks_is_parked_and_the_others_go_
     new.register("deployed_later", lambda x: x * 10)
     with Orchestrator(new, store=store, executor="inline") as fixed:
         assert fixed.result(parked, timeout=DEADLINE_S) == 20
+
+
+def test_resume_drives_a_parked_run_once_its_command_is_registered() -> None:
+    from orchestrator import RunParked
+    from orchestrator.core.errors import InvalidRunState, RunNotFound
+    from orchestrator.store import MemoryStore
+
+    store = MemoryStore()
+    parked = unfinished(store, sequence(call("inc", 1), call("deployed_later")))
+    commands = registry()
+    with Orchestrator(commands, store=store, executor="inline") as orch:
+        with pytest.raises(RunParked, match="'deployed_later'"):
+            orch.result(parked, timeout=DEADLINE_S)
+        with pytest.raises(RunParked, match="'deployed_later'"):
+            orch.resume(parked)  # looked at again, still missing
+        commands.register("deployed_later", lambda x: x * 10)
+        orch.resume(parked)
+        assert orch.result(parked, timeout=DEADLINE_S) == 20
+        with pytest.raises(InvalidRunState, match="already succeeded; nothing to resume"):
+            orch.resume(parked)
+        with pytest.raises(RunNotFound):
+            orch.resume("no-such-run")
+    assert [e.node for e in store.read(parked) if e.type == ev.COMMAND_DISPATCHED] == ["r.0", "r.1"]

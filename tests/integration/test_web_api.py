@@ -399,6 +399,37 @@ def test_control_is_refused_without_a_token_and_on_a_home_another_process_owns(t
     assert refused.status == 409 and "--connect" in refused.json()["error"]
 
 
+def test_resume_drives_a_parked_run_through_the_engine_and_is_refused_by_the_log_alone(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.core.events import Event, utcnow
+    from orchestrator.core.flows import encode_flow
+    from orchestrator.store import MemoryStore
+    from orchestrator.web.control import EngineControl
+
+    store = MemoryStore()
+    run = "a-run-its-orchestrator-left"
+    data = {"flow": encode_flow(call("deployed_later", 4)), "name": None}
+    store.append([Event(run, 1, "run.submitted", utcnow(), data=data, by="gone", correlation=run)])
+    commands = make_registry()
+    orch = Orchestrator(commands, executor="inline", store=store)
+    with orch, served(make_app(lambda: kept(store), token=TOKEN, control=EngineControl(orch))) as server:
+        assert server.post(f"/api/v1/runs/{run}/resume").status == 401
+        parked = server.post(f"/api/v1/runs/{run}/resume", None, TOKEN)
+        assert parked.status == 409 and "'deployed_later'" in parked.json()["error"]
+        commands.register("deployed_later", lambda x: x * 10)
+        resumed = server.post(f"/api/v1/runs/{run}/resume", None, TOKEN)
+        assert (resumed.status, resumed.json()) == (200, {"run": run, "resumed": True})
+        assert orch.result(run, timeout=60) == 40
+        ended = server.post(f"/api/v1/runs/{run}/resume", None, TOKEN)
+        assert ended.status == 409 and "already succeeded" in ended.json()["error"]
+        assert server.post("/api/v1/runs/nothing-here/resume", None, TOKEN).status == 404
+    log_only = make_app(lambda: kept(store), token=TOKEN, control=LogControl(lambda: nullcontext(store)))
+    with served(log_only) as server:
+        refused = server.post(f"/api/v1/runs/{run}/resume", None, TOKEN)
+    assert refused.status == 409 and "evenflow resume --registry" in refused.json()["error"]
+
+
 def test_serve_http_shows_the_services_runs_and_cancels_and_retries_through_it(tmp_path: Path) -> None:
     endpoint, gate, secret = free_endpoint(), tmp_path / "gate", tmp_path / "token"
     secret.write_text(TOKEN + "\n")
