@@ -98,6 +98,13 @@ def _paths() -> dict[str, Any]:
         "/api/v1/runs/{run}/resume": _post(
             "Drive a parked or orphaned run from now on (serve --http, token; 409 from evenflow ui)", run
         ),
+        **_figures(window),
+    }
+
+
+def _figures(window: list[dict[str, Any]]) -> dict[str, Any]:
+    """The aggregate answers, each over a window of time."""
+    return {
         "/api/v1/stats": _get(
             "Per command: calls, failures, retries, durations", _array("CommandStats"), window
         ),
