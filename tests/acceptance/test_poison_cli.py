@@ -56,16 +56,17 @@ def test_a_file_name_that_is_not_utf8_fails_only_its_own_run_on_the_service(
 
 
 def test_a_flow_over_the_limit_gets_one_clear_line_from_submit(cluster: str, tmp_path: Path) -> None:
-    nodes = [{"path": "r", "kind": "parallel", "children": [f"r.{i}" for i in range(20)]}]
+    """30 MB of flow: more than one request to the service holds (24 MiB of JSON)."""
+    nodes = [{"path": "r", "kind": "parallel", "children": [f"r.{i}" for i in range(30)]}]
     nodes += [
-        {"path": f"r.{i}", "kind": "call", "command": "noop", "args": ["x" * 1_000_000]} for i in range(20)
+        {"path": f"r.{i}", "kind": "call", "command": "noop", "args": ["x" * 1_000_000]} for i in range(30)
     ]
     flow = tmp_path / "big.json"
     flow.write_text(json.dumps({"root": "r", "nodes": nodes}))
     done = evenflow("submit", "--connect", cluster, str(flow))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "bytes" in lines[0] and "16,777,216" in lines[0], done.stderr
+    assert len(lines) == 1 and "bytes" in lines[0] and "25,165,824" in lines[0], done.stderr
     assert "CURVE" not in done.stderr and "Traceback" not in done.stderr
     with Client(cluster) as client:
         assert client.run(call("inc", 1), timeout=WAIT_S) == 2

@@ -8,6 +8,7 @@ MongoDB's 16 MiB was accepted by mongomock; error types were stored under their 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -143,13 +144,20 @@ def twenty_megabyte_flow() -> Node:
     return parallel([call("noop", "x" * ONE_MB) for _ in range(20)])
 
 
-def test_a_flow_over_the_event_limit_is_refused_at_submission_and_the_next_run_succeeds(
-    orch: Orchestrator,
+def test_a_flow_over_the_event_limit_runs_and_one_over_the_submission_bound_is_refused(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Past one event the submission is logged in parts (tests/integration/test_large_submissions.py);
+    past ``MAX_SUBMISSION_BYTES`` (256 MiB, 10 MB here) it is refused, naming the limit, and the
+    orchestrator goes on."""
+    from orchestrator.core import submitting
+
+    assert orch.run(twenty_megabyte_flow(), timeout=WAIT_S) == ["x" * ONE_MB] * 20
+    monkeypatch.setattr(submitting, "MAX_SUBMISSION_BYTES", 10_000_000)
     with pytest.raises(PayloadError) as caught:
         orch.submit(twenty_megabyte_flow())
     text = str(caught.value)
-    assert "16,777,216" in text and "bytes" in text, text
+    assert "10,000,000-byte limit" in text and "bytes" in text, text
     assert orch.run(call("inc", 1), timeout=WAIT_S) == 2
 
 
@@ -242,19 +250,19 @@ def test_a_run_holding_big_ints_is_taken_over_and_finished_on_mongomock(tmp_path
     assert any(e.type == ev.COMMAND_FAILED and e.data["error"]["type"] == INTERRUPTED for e in events)
 
 
-def test_a_flow_over_the_event_limit_gets_one_line_from_evenflow_run(tmp_path: Path) -> None:
+def test_a_flow_over_the_event_limit_runs_from_evenflow_run(tmp_path: Path) -> None:
     (tmp_path / "bigflow.py").write_text(
         "from orchestrator import call, parallel\n"
         "from tests.commands import make_registry\n"
         "registry = make_registry()\n"
-        "flow = parallel([call('noop', 'x' * 1_000_000) for _ in range(20)])\n"
+        "big = [call('noop', 'x' * 1_000_000) for _ in range(20)]\n"
+        "flow = parallel([call('inc', i) for i in range(3)] + big)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "run", "bigflow:flow", "--registry", "bigflow:registry",
-         "--home", str(tmp_path / "home")],
+         "--home", str(tmp_path / "home"), "--json"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=WAIT_S, check=False,
     )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert "16,777,216" in line and "bytes" in line
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"][:3] == [1, 2, 3]

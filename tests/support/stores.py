@@ -55,6 +55,7 @@ SERVER_LANE: tuple[tuple[str, str], ...] = (
     ("tests/projections/runs_support.py", "runs_backend: every read-model test using it"),
     ("tests/projections/test_read_models.py", "the runs read model maintained, rebuilt, caught up"),
     ("tests/projections/test_run_history.py", "run history pages, and their index on a server"),
+    ("tests/integration/test_large_submissions.py", "a flow past one 16 MiB event, logged in parts"),
     ("tests/integration/test_open_runs.py", "the open-runs index of unfinished runs, on every store"),
     ("tests/integration/test_prune.py", "prune removes exactly the whole finished runs no listener needs"),
     ("tests/integration/test_exchange_stores.py", "export and import: whole runs out and back, same bytes"),
