@@ -14,7 +14,7 @@ from typing import Any
 from . import events as ev
 from .errors import CorruptEvent
 from .events import Event
-from .flows import reroot
+from .flows import reroot, widened
 from .state import (
     ACTIVE,
     CANCELLED,
@@ -92,6 +92,7 @@ def _flow_part(state: RunState, event: Event) -> None:
     state.kept.update((path, result) for path, result in kept)
     state.parts_due -= 1
     if not state.parts_due:
+        _widen(state, state.flow["nodes"])
         _link(state, state.flow["nodes"])
         value, state.input = state.input, NO_INPUT
         _activate(state, state.flow["root"], value)
@@ -310,6 +311,16 @@ def _add_nodes(state: RunState, specs: Sequence[dict[str, Any]], *, link: bool =
         state.nodes[path] = NodeState(path, spec, children=children, parent=spec["parent"])
     if link:
         _link(state, specs)
+
+
+def _widen(state: RunState, specs: list[dict[str, Any]]) -> None:
+    """Name the children of the groups a part stored by their count (``flows.narrowed``), once every
+    node is in: with the paths the nodes hold, so none is kept twice."""
+    for index, spec in enumerate(specs):
+        if "width" in spec:
+            node = state.nodes[spec["path"]]
+            specs[index] = node.spec = widened(spec, lambda path: state.nodes[path].path)
+            node.children = specs[index]["children"]
 
 
 def _link(state: RunState, specs: Sequence[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ order; a chord calls its body once with the list of its header's results.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -330,3 +330,32 @@ def reroot(doc: Mapping[str, Any], root: str) -> dict[str, Any]:
             moved["children"] = [move(child) for child in spec["children"]]
         nodes.append(moved)
     return {"root": root, "nodes": nodes}
+
+
+WIDE_GROUP = 1_000
+"""Children from which a stored part names a group's children by their count (``narrowed``)."""
+
+
+def narrowed(spec: dict[str, Any]) -> dict[str, Any]:
+    """A group's spec as a part stores it: its children as their count (``width``) when there are many
+    and each is ``<path>.<index>``, as ``flows`` names them, so the header of a chord of a million calls
+    is a few bytes, not 22 MB of paths. ``widened`` gives the spec back."""
+    children = spec.get("children")
+    if children is None or len(children) < WIDE_GROUP:
+        return spec
+    path = spec["path"]
+    if any(child != f"{path}.{index}" for index, child in enumerate(children)):
+        return spec
+    stored = {key: value for key, value in spec.items() if key != "children"}
+    stored["width"] = len(children)
+    return stored
+
+
+def widened(spec: dict[str, Any], named: Callable[[str], str] = str) -> dict[str, Any]:
+    """The spec ``narrowed`` stored, with its children named again; ``named`` may hand back the path
+    strings a run already holds, so a million children do not name themselves twice in memory."""
+    if "width" not in spec:
+        return spec
+    whole = {key: value for key, value in spec.items() if key != "width"}
+    whole["children"] = [named(f"{spec['path']}.{index}") for index in range(int(spec["width"]))]
+    return whole

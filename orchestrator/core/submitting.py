@@ -28,6 +28,7 @@ from typing import Any
 from . import events as ev
 from .codec import EVENT_DEPTH, EVENT_ROOM_BYTES, MAX_EVENT_BYTES, check_payload, check_text
 from .errors import PayloadError
+from .flows import narrowed
 from .keys import digest, run_for_key
 from .state import NO_INPUT
 
@@ -150,7 +151,7 @@ def _slices(name: str, items: list[Any]) -> Iterator[dict[str, list[Any]]]:
     """``items`` in ``{name: slice}`` parts of at most ``PART_BYTES`` each, in order."""
     part: list[Any] = []
     size = 0
-    for index, item in enumerate(items):
+    for index, item in enumerate(map(narrowed, items) if name == "nodes" else items):
         item_size = _ITEM_ROOM + check_payload(
             item,
             f"{_WHAT}, {name}[{index}]",

@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core import events as ev
+from orchestrator.core import flows as flow_docs
 from orchestrator.core import submitting
 from orchestrator.core.errors import CorruptEvent, InvalidRunState, PayloadError, SubmissionIncomplete
 from orchestrator.core.events import Event
 from orchestrator.core.evolve import evolve, fold
-from orchestrator.core.flows import call, chord, encode_flow
+from orchestrator.core.flows import call, chord, encode_flow, narrowed, widened
 from orchestrator.core.planner import Draft, decide
 from orchestrator.core.retry_run import retry_submission
 from orchestrator.core.stored_names import stored_name
@@ -39,6 +40,7 @@ def tiny_parts(part_bytes: int) -> Iterator[None]:
         patch.setattr(submitting, "ONE_EVENT_BYTES", 0)
         patch.setattr(submitting, "EVENT_ROOM_BYTES", 0)
         patch.setattr(submitting, "PART_BYTES", part_bytes)
+        patch.setattr(flow_docs, "WIDE_GROUP", 1)  # every group's children stored as their count
         yield
 
 
@@ -59,7 +61,9 @@ def test_a_run_submitted_in_parts_ends_as_the_same_run_submitted_whole(
     assert [kind for kind, _ in logged[:1]] == [ev.RUN_SUBMITTED]
     assert {kind for kind, _ in logged[1:]} == {ev.RUN_FLOW_PART}
     assert logged[0][1]["parts"] == len(logged) - 1
-    assert [spec for _, part in logged[1:] for spec in part["nodes"]] == flow["nodes"]
+    stored = [spec for _, part in logged[1:] for spec in part["nodes"]]
+    assert [widened(spec) for spec in stored] == flow["nodes"]
+    assert not any(spec.get("children") for spec in stored)  # every group here is named by the rule
     split = Simulation(COMMANDS, plan)
     whole = Simulation(COMMANDS, plan)
     got = split.go(flow, logged=logged)
@@ -149,3 +153,14 @@ def test_a_run_cut_short_cannot_be_retried_and_says_to_submit_again() -> None:
         InvalidRunState, match=r"never had its whole submission logged.*submit the flow again"
     ):
         retry_submission("run-1", sim.events)
+
+
+def test_a_wide_group_is_stored_by_its_count_only_when_its_children_follow_the_naming_rule() -> None:
+    wide = {"path": "r.0", "parent": "r", "kind": "parallel", "children": [f"r.0.{i}" for i in range(1_500)]}
+    stored = narrowed(wide)
+    assert stored == {"path": "r.0", "parent": "r", "kind": "parallel", "width": 1_500}
+    assert widened(stored) == wide
+    odd = dict(wide, children=[*wide["children"][:-1], "r.0.x"])
+    assert narrowed(odd) is odd  # a document from elsewhere may name children otherwise: kept whole
+    narrow = dict(wide, children=wide["children"][:10])
+    assert narrowed(narrow) is narrow
