@@ -108,18 +108,23 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
 
 
 def _index_runs(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    noted: set[tuple[str, str, str]] = set()  # a fan-out names one command thousands of times
     for event in events:
         if event.type == ev.RUN_SUBMITTED:
             _submitted(db, event)
         elif event.seq == 1:  # a run's first event, without a submission: listed as the read model does
             db.execute("INSERT OR IGNORE INTO runs (run, state) VALUES (?, ?)", (event.run, RUNNING))
+        name: tuple[str, str, str] | None = None
         if event.type == ev.COMMAND_DISPATCHED and event.command:
-            _name(db, event.run, COMMAND, event.command)
+            name = (event.run, COMMAND, event.command)
         elif event.type == ev.COMMAND_FAILED:
             error_type = (event.data.get("error") or {}).get("type")
             if isinstance(error_type, str) and error_type:
-                _name(db, event.run, ERROR_TYPE, error_type)
-        elif event.type in STATE_OF:
+                name = (event.run, ERROR_TYPE, error_type)
+        if name is not None and name not in noted:
+            noted.add(name)
+            _name(db, *name)
+        if event.type in STATE_OF:
             change = (STATE_OF[event.type], millis(event.at), event.run)
             db.execute("UPDATE runs SET state = ?, ended_at = ? WHERE run = ?", change)
 
