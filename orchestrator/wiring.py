@@ -119,6 +119,8 @@ def unrunnable(registry: Registry) -> Unrunnable:
     """Why a run found unfinished cannot go on here: commands it still needs that ``registry`` lacks."""
 
     def reason(state: RunState) -> str | None:
+        if state.parts_due:  # not all its nodes are known: it fails as incomplete, or is completed
+            return None
         missing = sorted(name for name in state.commands_ahead() if name not in registry)
         if not missing:
             return None

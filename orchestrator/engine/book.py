@@ -38,6 +38,9 @@ class RunBook:
     """Runs whose log could not be read, with the outcomes that arrived meanwhile."""
     unsure: dict[str, Submit] = field(default_factory=dict)
     """Submissions whose append failed: offered again if the log turns out not to hold them."""
+    completing: dict[str, RunState] = field(default_factory=dict)
+    """Runs whose submission landed in part (an append failed midway), left undriven until their
+    ``Submit``, offered again, logs the rest of its parts."""
     parked: dict[str, RunParked] = field(default_factory=dict)
     """Runs taken over but left untouched, with the reason: another orchestrator may drive them."""
     foreign: dict[str, str | None] = field(default_factory=dict)

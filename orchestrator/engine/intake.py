@@ -42,6 +42,10 @@ class Intake:
         self._check_flow = check_flow
 
     def submit(self, item: Submit, turn: Turn) -> None:
+        partial = self.book.completing.pop(item.run, None)
+        if partial is not None:
+            self._complete(item, partial, turn)
+            return
         existing = self.book.known(item.run)
         if existing is None and item.submission.key is not None:
             try:
@@ -61,6 +65,15 @@ class Intake:
             self.book.waiters[item.run].append(item.watcher)
         for kind, data in submission.logged():  # all in this turn's append: one transaction
             self.journal.apply(state, Draft(kind, data=data), turn, causation=submission.cause)
+        turn.submits.append(item)
+
+    def _complete(self, item: Submit, state: RunState, turn: Turn) -> None:
+        """Log the parts of a submission whose append landed only in part (``Recovery.settle_unsure``)."""
+        self.book.live[item.run] = state
+        if item.watcher is not None:
+            self.book.waiters[item.run].append(item.watcher)
+        for kind, data in item.submission.logged()[state.seq :]:
+            self.journal.apply(state, Draft(kind, data=data), turn, causation=item.submission.cause)
         turn.submits.append(item)
 
     def _answer_existing(self, item: Submit, state: RunState) -> None:

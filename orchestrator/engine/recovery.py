@@ -20,7 +20,7 @@ from ..core.ports import EventStore
 from ..core.state import RunState
 from .book import RunBook
 from .dispatch import Dispatcher
-from .messages import Turn, refuse, settle
+from .messages import Submit, Turn, refuse, settle
 from .ownership import Ownership
 
 log = logging.getLogger("evenflow.engine")
@@ -93,7 +93,8 @@ class Recovery:
             log.warning("run %s cannot be read now (%r); will try again", run, exc, extra=fields(run))
             book.stale.setdefault(run, [])
             return None
-        self.settle_unsure(state)  # read back at last, after a failed append and an outage
+        if not self.settle_unsure(state):  # read back at last, after a failed append and an outage
+            return None
         if state.finished:
             book.foreign.pop(run, None)
             book.finish(state)
@@ -118,15 +119,22 @@ class Recovery:
         self.book.fail_waiters(state.run, self.book.parked[state.run])
         return True
 
-    def settle_unsure(self, state: RunState) -> None:
-        """A submission whose append failed is in the log after all: answer it from what landed."""
+    def settle_unsure(self, state: RunState) -> bool:
+        """A submission whose append failed is in the log after all: answer it from what landed. If
+        only its head and some parts landed, offer it again to log the rest, and say so (False)."""
         submit = self.book.unsure.pop(state.run, None)
         if submit is None:
-            return
-        if state.digest == submit.submission.digest:
-            settle(submit.future, result=submit.run)
-        else:
+            return True
+        if state.digest != submit.submission.digest:
             refuse(submit, IdempotencyConflict(submit.submission.key or "", submit.run))
+        elif state.parts_due and _a_prefix_of(state, submit) and submit.tries < SUBMIT_TRIES:
+            submit.tries += 1
+            self.book.completing[state.run] = state
+            self._put(submit)
+            return False
+        else:
+            settle(submit.future, result=submit.run)
+        return True
 
     def not_in_log(self, run: str, exc: RunNotFound) -> None:
         """A submission whose append failed without landing is offered again, a few times."""
@@ -181,3 +189,8 @@ class Recovery:
                 settle(submit.future, error=exc)
         for cancel in turn.cancels:
             settle(cancel.future, error=exc)
+
+
+def _a_prefix_of(state: RunState, submit: Submit) -> bool:
+    """Whether the run's log is the head and first parts of this very submission, nothing else."""
+    return state.seq == len(submit.submission.logged()) - state.parts_due

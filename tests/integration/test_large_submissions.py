@@ -10,7 +10,8 @@ EVENFLOW_TEST_MONGODB_URL to run the mongodb case on a server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,31 @@ import pytest
 from orchestrator import Orchestrator, Registry, RunFailed, call, chord
 from orchestrator.cli.progress import snapshot
 from orchestrator.core import events as ev
+from orchestrator.core import submitting
 from orchestrator.core.codec import MAX_EVENT_BYTES
-from orchestrator.core.errors import SubmissionIncomplete
+from orchestrator.core.errors import StoreUnavailable, SubmissionIncomplete
 from orchestrator.core.events import Event, utcnow
 from orchestrator.core.flow_check import FlowChecker
 from orchestrator.core.stored_names import stored_name
 from orchestrator.core.submitting import Submission
 from orchestrator.store.encoding import encode_events
+from orchestrator.store.memory import MemoryStore
 from projections.audit import summarize
 from tests.support.stores import SERVER, drop_database, open_kind
 
 ARG = 3_500_000
 """Characters of each call's argument: five of them take one event past its 16 MiB."""
 CALLS = 5
+
+
+@contextmanager
+def tiny_parts() -> Iterator[None]:
+    """Every submission split, in parts of about 1.5 KB: a small flow in many parts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(submitting, "ONE_EVENT_BYTES", 0)
+        patch.setattr(submitting, "EVENT_ROOM_BYTES", 0)
+        patch.setattr(submitting, "PART_BYTES", 1_500)
+        yield
 
 
 def registry() -> Registry:
@@ -94,3 +107,54 @@ def test_a_run_whose_parts_never_landed_fails_once_found_and_nothing_runs(store:
         ev.OWNER_CHANGED,
         ev.RUN_FAILED,
     ]
+
+
+class LandsInPart(MemoryStore):
+    """Lands the first events of the first append that holds parts, then fails it, as an ordered
+    ``insert_many`` that passes ``timeoutMS`` halfway may on MongoDB."""
+
+    def __init__(self, landed: int) -> None:
+        super().__init__()
+        self.landed, self.armed = landed, True
+
+    def append(self, events: Sequence[Event]) -> None:
+        if self.armed and any(event.type == ev.RUN_FLOW_PART for event in events):
+            self.armed = False
+            super().append(list(events)[: self.landed])
+            raise StoreUnavailable("timed out after 10000 ms; some of the batch may have landed")
+        super().append(events)
+
+
+@pytest.mark.parametrize("key", [None, "order-7"])
+@pytest.mark.parametrize("landed", [1, 3])
+def test_a_submission_whose_append_landed_in_part_logs_the_rest_and_runs(
+    key: str | None, landed: int
+) -> None:
+    store = LandsInPart(landed)
+    flow = chord([call("size", "x" * 200) for _ in range(30)], call("total"))
+    with tiny_parts(), Orchestrator(registry(), executor="inline", store=store, read_models=False) as orch:
+        run = orch.submit(flow, key=key)
+        assert run.result(timeout=60) == 30 * 200
+        if key is not None:
+            assert orch.submit(flow, key=key).id == run.id
+    assert not store.armed  # the failure did happen
+    events = store.read(run.id)
+    parts = events[0].data["parts"]
+    assert [e.type for e in events[: parts + 1]] == [ev.RUN_SUBMITTED] + [ev.RUN_FLOW_PART] * parts
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == ev.RUN_SUCCEEDED
+
+
+def test_a_run_with_parts_missing_fails_even_where_its_commands_are_not_registered() -> None:
+    """Not all its nodes are known, so it is not parked for a registry that has them: it fails."""
+    store = MemoryStore()
+    checker = FlowChecker(registry(), (), lambda command: False)
+    submission = Submission.of(checker.encode(big_flow()))
+    landed = submission.logged()[:2]  # the head and the first part, which names 'size' calls
+    at, run = utcnow(), submission.run
+    store.append(
+        [Event(run, seq, kind, at, data=data, by="gone") for seq, (kind, data) in enumerate(landed, 1)]
+    )
+    with Orchestrator(Registry(), executor="inline", store=store) as orch, pytest.raises(RunFailed) as failed:
+        orch.result(submission.run, timeout=60)
+    assert failed.value.failures[0].type == stored_name(SubmissionIncomplete)
