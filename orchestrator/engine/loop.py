@@ -253,6 +253,8 @@ class Engine:
             self.intake.abort(item, turn)
         elif isinstance(item, Resume):
             try:
+                if self._drain_until is not None:
+                    raise EvenflowError(STOPPING)
                 self.takeover.resume(item.run)
             except Exception as exc:
                 settle(item.future, error=exc)

@@ -137,7 +137,7 @@ def answer_the_rest(inbox: queue.SimpleQueue[Any], waiters: dict[str, list[Futur
             item = inbox.get_nowait()
         except queue.Empty:
             break
-        if isinstance(item, Submit | Watch | Cancel):
+        if isinstance(item, Submit | Watch | Cancel | Resume):
             settle(item.future, error=closed)
         if isinstance(item, Submit) and item.watcher is not None:
             settle(item.watcher, error=closed)

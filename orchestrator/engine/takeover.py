@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..core import events as ev
 from ..core.envelope import ErrorInfo
-from ..core.errors import Interrupted, InvalidRunState
+from ..core.errors import Interrupted, InvalidRunState, StoreUnavailable
 from ..core.planner import Draft
 from ..core.ports import EventStore
 from ..core.state import RunState
@@ -72,8 +72,11 @@ class Takeover:
         book = self.book
         if run in book.live:
             return
+        if run in book.stale or run in book.completing:
+            raise StoreUnavailable(
+                f"run {run} cannot be read now; this orchestrator goes on with it by itself"
+            )
         book.parked.pop(run, None)  # look again: a worker with its commands may have come since
-        book.stale.pop(run, None)
         self.take_over([run])
         if run in book.live:
             return

@@ -270,3 +270,64 @@ def test_resume_drives_a_parked_run_once_its_command_is_registered() -> None:
         with pytest.raises(RunNotFound):
             orch.resume("no-such-run")
     assert [e.node for e in store.read(parked) if e.type == ev.COMMAND_DISPATCHED] == ["r.0", "r.1"]
+
+
+def test_resume_of_a_run_the_engine_cannot_read_now_keeps_what_it_holds_and_runs_nothing_twice() -> None:
+    """A run whose log could not be read holds the outcomes that came meanwhile; resuming it then is
+    refused, and the engine finishes it by itself once the log answers, each command run once."""
+    import threading
+
+    from orchestrator.core.errors import StoreUnavailable
+    from orchestrator.store import MemoryStore
+
+    class Outage(MemoryStore):
+        down = False
+
+        def append(self, events: Any) -> None:
+            if self.down:
+                raise StoreUnavailable("down")
+            super().append(events)
+
+        def read(self, run: str, after_seq: int = 0) -> list[Event]:
+            if self.down:
+                raise StoreUnavailable("down")
+            return super().read(run, after_seq)
+
+    gate, started, ran = threading.Event(), threading.Event(), []
+
+    def block() -> int:
+        ran.append(1)
+        started.set()
+        gate.wait(DEADLINE_S)
+        return len(ran)
+
+    commands = registry()
+    commands.register("block", block)
+    store = Outage()
+    with Orchestrator(commands, store=store, executor="threads://2", read_models=False) as orch:
+        run = orch.submit(call("block"))
+        assert started.wait(DEADLINE_S)
+        store.down = True
+        gate.set()  # its outcome arrives while the log can be neither written nor read
+        wait_until(lambda: run.id in orch.engine.book.stale, what="the run to be held as unreadable")
+        with pytest.raises(StoreUnavailable, match="cannot be read now"):
+            orch.resume(run.id)
+        store.down = False
+        assert run.result(timeout=DEADLINE_S) == 1
+    assert len(ran) == 1
+    assert not [e for e in store.read(run.id) if e.type == ev.COMMAND_FAILED]
+
+
+def test_a_resume_still_waiting_when_the_orchestrator_closes_is_answered() -> None:
+    import queue
+    from concurrent.futures import Future
+
+    from orchestrator.core.errors import EvenflowError
+    from orchestrator.engine.messages import Resume, answer_the_rest
+
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    waiting: Future[None] = Future()
+    inbox.put(Resume("some-run", waiting))
+    answer_the_rest(inbox, {})
+    with pytest.raises(EvenflowError, match="closed"):
+        waiting.result(timeout=0)
