@@ -18,6 +18,7 @@ writer appends, and costs a reader only the tail's runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -211,12 +212,17 @@ class History:
         written in order)."""
         with self._lock:
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")
             try:
-                work()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    work()
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
             finally:
-                db.execute("PRAGMA synchronous=FULL")
+                if db.in_transaction:  # a ROLLBACK that failed: try once more, or FULL cannot be set
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                if not db.in_transaction:
+                    db.execute("PRAGMA synchronous=FULL")

@@ -510,3 +510,29 @@ def test_importing_the_store_package_does_not_import_pymongo() -> None:
     )
 
     assert done.stdout.strip() == "[]"
+
+
+def test_a_history_fold_that_cannot_start_leaves_the_journal_durable(tmp_path: Path) -> None:
+    """The tables' fold commits without waiting for the disk; if it cannot even begin (another writer
+    holds the lock), the connection is put back to FULL for the journal's own commits."""
+    import sqlite3
+
+    from orchestrator.core import events as ev
+    from orchestrator.core.events import Event, utcnow
+    from orchestrator.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(tmp_path / "home")
+    try:
+        store.append([Event("r1", 1, ev.RUN_SUBMITTED, utcnow(), data={"flow": {"root": "r", "nodes": []}})])
+        db = store._db
+        assert db is not None
+        other = sqlite3.connect(store.path, timeout=0.1, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        db.execute("PRAGMA busy_timeout=100")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store._history.flush(db)
+        other.execute("ROLLBACK")
+        other.close()
+        assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    finally:
+        store.close()
