@@ -54,7 +54,7 @@ class Source:
 
         key = query.pop("key", None)
         if key is not None:
-            return keyed_page(self.status, key, **query)
+            return keyed_page(self._readable_status, key, **query)
         if self.abilities.history is not None:
             page = indexed_history(self.abilities.history.run_page, self._folded, **query)
             if page is not None:
@@ -145,6 +145,14 @@ class Source:
 
         try:
             return tally(run, self.store.read(run))
+        except CorruptEvent as exc:
+            print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
+            return None
+
+    def _readable_status(self, run: str) -> Any:
+        """``status``, or None (said once) for a damaged run, as a page of runs leaves it out."""
+        try:
+            return self.status(run)
         except CorruptEvent as exc:
             print(f"evenflow: skipping run {run}: {exc}", file=sys.stderr)
             return None

@@ -123,3 +123,22 @@ def test_a_corrupt_run_is_skipped_with_a_warning_and_the_others_listed(tmp_path:
     assert done.returncode == 0, done.stderr
     assert [row["flow"] for row in json.loads(done.stdout)["runs"]] == ["demo"]
     assert f"skipping run {broken}" in done.stderr
+
+
+def test_a_corrupt_run_named_by_its_key_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    import sqlite3
+
+    from orchestrator import Orchestrator, call
+    from tests.commands import make_registry
+
+    home = tmp_path / "home"
+    with Orchestrator(make_registry(), executor="inline", home=home) as orch:
+        run = orch.submit(call("inc", 1), key="invoice-9")
+        assert run.result(timeout=60) == 2
+    assert [row["run"] for row in as_json("runs", "--key", "invoice-9", home=home)["runs"]] == [run.id]
+    with sqlite3.connect(home / "events.sqlite3") as db:
+        db.execute("UPDATE events SET doc = ? WHERE run = ? AND seq = 1", (b"\x00not bson", run.id))
+    done = evenflow("runs", "--key", "invoice-9", "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == []
+    assert f"skipping run {run.id}" in done.stderr
