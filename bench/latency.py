@@ -1,6 +1,6 @@
 """Where one W5 round trip's time goes: a single call, start to the caller waking, in µs.
 
-    .venv/bin/python -m bench.latency [--executor processes://2] [--store embedded|mongomock]
+    .venv/bin/python -m bench.latency [--executor processes://2|zmq] [--store embedded|mongomock]
                                       [--calls 1000] [--json FILE]
 
 Each call is ``orch.run(call("noop", i))``. Wrappers on the store's ``append``,
@@ -20,11 +20,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from orchestrator import Orchestrator, call
 
 from .workloads import registry
+
+READY_S = 60.0
+"""How long the zmq workers may take to connect."""
 
 SEGMENTS = (
     ("submit", "caller → the engine starts the first append", "t0", "append1_start"),
@@ -98,12 +103,28 @@ class Stamps:
 
 
 def measure(executor: str, store: str, calls: int) -> tuple[list[dict[str, float]], list[float], int]:
-    with tempfile.TemporaryDirectory(prefix="evenflow-latency-") as home:
+    with tempfile.TemporaryDirectory(prefix="evenflow-latency-") as home, ExitStack() as stack:
         url = None if store == "embedded" else f"{store}://"
-        with Orchestrator(registry(), executor=executor, store=url, home=home) as orch:
+        chosen: Any = _zmq(stack, home) if executor == "zmq" else executor
+        with Orchestrator(registry(), executor=chosen, store=url, home=home) as orch:
+            if executor == "zmq":
+                from tests.support.zmq_cluster import wait_for_workers
+
+                wait_for_workers(chosen, 2, READY_S)
             for i in range(50):
                 orch.run(call("noop", i))
             return _calls(orch, calls)
+
+
+def _zmq(stack: ExitStack, home: str) -> Any:
+    """The zmq executor with two ``evenflow worker`` processes of one slot each, as ``bench.remote``."""
+    from tests.support.zmq_cluster import worker
+    from workers.zmq import ZmqExecutor
+
+    executor = ZmqExecutor("tcp://127.0.0.1:0")
+    for _ in range(2):
+        stack.enter_context(worker(executor.endpoint, Path(home), registry="bench.workloads:registry"))
+    return executor
 
 
 def _calls(orch: Orchestrator, calls: int) -> tuple[list[dict[str, float]], list[float], int]:
@@ -135,7 +156,9 @@ def _calls(orch: Orchestrator, calls: int) -> tuple[list[dict[str, float]], list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--executor", default="processes://2")
+    parser.add_argument(
+        "--executor", default="processes://2", help="an executor URL, or zmq: two `evenflow worker` processes"
+    )
     parser.add_argument("--store", default="embedded", choices=("embedded", "mongomock"))
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--json", metavar="FILE")
