@@ -12,9 +12,10 @@ other fields in ``run.submitted``, with empty ``nodes`` and ``kept`` and a
 count of ``parts``; the parts follow in the same append, each holding a slice
 of the node specs or kept results of about ``PART_BYTES``. One event stays
 within MongoDB's 16 MiB, and no single event makes a long flow expensive to
-read. A run whose parts are not all in the log (its submitter died during an
-append that MongoDB does not make atomic) fails as ``SubmissionIncomplete``
-before anything runs.
+read. MongoDB does not make such an append atomic: a submitter whose append
+failed midway logs the rest once it reads back what landed
+(``engine/recovery.py``); a run whose parts never all land (its submitter died
+meanwhile) fails as ``SubmissionIncomplete`` before anything runs.
 """
 
 from __future__ import annotations
