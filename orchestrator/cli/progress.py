@@ -64,11 +64,12 @@ def _calls(events: Sequence[Event]) -> int:
     """Calls the submission holds: in ``run.submitted``'s flow, or in the parts that follow it."""
     if events[0].type != ev.RUN_SUBMITTED:
         return 0
-    specs = list((events[0].data.get("flow") or {}).get("nodes", ()))
-    for part in itertools.takewhile(
+    parts = itertools.takewhile(
         lambda event: event.type == ev.RUN_FLOW_PART, itertools.islice(events, 1, None)
-    ):
-        specs.extend(part.data.get("nodes", ()))
+    )
+    specs = itertools.chain(
+        (events[0].data.get("flow") or {}).get("nodes", ()), *(part.data.get("nodes", ()) for part in parts)
+    )
     return sum(1 for node in specs if node.get("kind") == "call")
 
 

@@ -77,8 +77,9 @@ def _incomplete(state: RunState) -> dict[str, Any]:
         f"run {state.run} lacks {state.parts_due} part(s) of its submission: the process that submitted "
         "it stopped while logging it, before anything ran. Submit the flow again"
     )
-    root = state.flow["root"] if state.flow else "r"
-    return {"node": root, "command": None, "attempt": None, **ErrorInfo.from_exception(error).to_doc()}
+    assert state.flow is not None  # decide looks no further at a run not yet submitted
+    node = state.flow["root"]
+    return {"node": node, "command": None, "attempt": None, **ErrorInfo.from_exception(error).to_doc()}
 
 
 def _final_result(result: Any) -> dict[str, Any]:

@@ -193,4 +193,4 @@ class Recovery:
 
 def _a_prefix_of(state: RunState, submit: Submit) -> bool:
     """Whether the run's log is the head and first parts of this very submission, nothing else."""
-    return state.seq == len(submit.submission.logged()) - state.parts_due
+    return state.seq == 1 + len(submit.submission.parts) - state.parts_due
