@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import zmq
 
 from orchestrator.core.envelope import Envelope
 from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
-from orchestrator.transport.protocol import Done, FromPeer, Hello, Signal, Started
-from tests.fault.zmq_peers import RawPeer, forged_done
+from orchestrator.transport.protocol import Done, Hello, Signal, Started
+from tests.fault.zmq_peers import FakeService, RawPeer, forged_done
 from tests.support.polling import wait_until
 from workers.zmq import Worker, ZmqExecutor
 
@@ -67,40 +66,6 @@ class Gates:
 
         registry.register("probe", probe)
         return registry
-
-
-class FakeService:
-    """A ROUTER on a free loopback port that reads the worker's messages with deadlines (and answers
-    its heartbeats)."""
-
-    def __init__(self) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind("tcp://127.0.0.1:0")
-        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.peer = b""
-
-    def receive(self) -> FromPeer:
-        if not self.socket.poll(int(WAIT_S * 1000)):
-            raise AssertionError(f"the worker sent nothing within {WAIT_S:g}s")
-        self.peer, frame = self.socket.recv_multipart()
-        message = protocol.from_peer(frame)
-        if message == Signal("hb"):  # beat back, or the worker takes us for silent and reconnects
-            self.send(protocol.signal("hb"))
-        return message
-
-    def next_not_heartbeat(self) -> FromPeer:
-        while isinstance(message := self.receive(), Signal) and message.type == "hb":
-            pass
-        return message
-
-    def send(self, frame: bytes) -> None:
-        self.socket.send_multipart([self.peer, frame])
-
-    def close(self) -> None:
-        self.socket.close(0)
-        self.context.term()
 
 
 def call(name: str) -> Envelope:

@@ -5,6 +5,8 @@ with CURVE on, until it passes the handshake). ``RawPeer`` speaks no protocol
 of its own: tests hand it junk, forged outcomes or bad hellos and watch what
 the service does, through its own monitor (was it hung up on?) and the replies
 it gets. ``junk_frames`` and ``bad_hellos`` are the catalogue of bad input.
+``FakeService`` is the other way round: a ROUTER the test drives, to watch what
+a real ``Worker`` sends.
 """
 
 from __future__ import annotations
@@ -23,9 +25,45 @@ from zmq.utils.monitor import recv_monitor_message
 
 from orchestrator.core.envelope import Outcome
 from orchestrator.transport import protocol
+from orchestrator.transport.protocol import FromPeer, Signal
 from orchestrator.transport.wire import MAX_MESSAGE_BYTES
 
 SEND_TIMEOUT_S = 5.0
+
+
+class FakeService:
+    """A ROUTER on a free loopback port that reads the worker's messages with deadlines (and answers
+    its heartbeats)."""
+
+    def __init__(self, wait_s: float = 30.0) -> None:
+        self.wait_s = wait_s
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind("tcp://127.0.0.1:0")
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.peer = b""
+
+    def receive(self) -> FromPeer:
+        if not self.socket.poll(int(self.wait_s * 1000)):
+            raise AssertionError(f"the worker sent nothing within {self.wait_s:g}s")
+        self.peer, frame = self.socket.recv_multipart()
+        message = protocol.from_peer(frame)
+        if message == Signal("hb"):  # beat back, or the worker takes us for silent and reconnects
+            self.send(protocol.signal("hb"))
+        return message
+
+    def next_not_heartbeat(self) -> FromPeer:
+        while isinstance(message := self.receive(), Signal) and message.type == "hb":
+            pass
+        return message
+
+    def send(self, frame: bytes) -> None:
+        self.socket.send_multipart([self.peer, frame])
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()
 
 
 class RawPeer:

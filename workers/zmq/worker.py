@@ -2,8 +2,11 @@
 
 It runs only names in its own registry (an unknown name fails its attempt with
 ``UnknownCommand`` and nothing executes) through a local evenflow executor
-(threads, processes or asyncio), so the socket's thread stays free to
-heartbeat while commands run: a long command never makes its worker look dead.
+(threads, processes or asyncio). With threads, one call at a time runs on the
+thread that owns the socket, so its outcome goes out with no hand-off between
+threads; a ``Standby`` thread serves the socket if that call outlasts a moment,
+or the pool has an outcome to send, so a long command never makes its worker
+look dead and never holds back another's outcome.
 
 Every outcome is kept until the service acknowledges that it is in the log,
 and sent again after a reconnect; an attempt sent twice (the service restarted
@@ -11,17 +14,14 @@ and re-dispatched it) is not run twice here: a running one is skipped, a
 finished one has its kept outcome resent.
 
 Calls beyond the running slots (prefetched) wait here, not in the local pool,
-and each is reported ``started`` to the service before it begins, and begins
-only once the service has answered ``go``: if this process dies, the service
-knows which calls ran here and gives the others to another worker (none pays
-an attempt of the lost-worker cap). Handing the report to the socket is not
-enough: ZeroMQ writes it from its own thread, later, and a command that kills
-this process at once (or a busy machine) would leave it unsent, the call
-handed on as never started. The ``go`` also means every outcome sent before
-the report has arrived. (An older service that sends no ``go`` gets the report
-and the call begins at once.) A reconnect or a reset drops the calls waiting
-here: the service that forgot us has handed them on; so do reported calls its
-welcome finds unanswered. If the service goes silent for
+and each is reported ``started`` to the service before it begins (with
+``confirm_starts``, only once the service has answered ``go``): if this process
+dies, the service knows which calls ran here and gives the others to another
+worker. ZeroMQ writes the report from its own thread, later, so without the
+``go`` a command that kills this process at once can leave it unsent, and the
+call is handed on as never started. A reconnect or a reset drops the calls
+waiting here (the service that forgot us has handed them on), and so do
+reported calls its welcome finds unanswered. If the service goes silent for
 ``heartbeat_s * liveness`` the worker drops its socket and connects afresh.
 On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye`` so no new calls
 come, lets running commands finish, and waits (bounded) for their acks.
@@ -44,7 +44,7 @@ from dataclasses import replace
 import zmq
 
 from orchestrator.core.envelope import Envelope, Outcome
-from orchestrator.core.errors import ConfigurationError, ProtocolError
+from orchestrator.core.errors import ProtocolError
 from orchestrator.core.logfields import fields
 from orchestrator.core.registry import Registry
 from orchestrator.transport import protocol
@@ -53,16 +53,16 @@ from orchestrator.transport.protocol import Ack, Calls, Go, Reset, Welcome
 from orchestrator.transport.scheduler import credit
 from orchestrator.transport.security import ClientKeys
 from orchestrator.transport.waker import Waker
-from orchestrator.transport.wire import MAX_MESSAGE_BYTES
 
-from ..aio import AsyncioExecutor
-from ..base import BaseExecutor, worker_id
-from ..processes import ProcessExecutor
-from ..threads import ThreadExecutor
+from ..base import worker_id
+from ..execution import execute
+from .hosting import announced_options, check_settings, dealer, local_pool
+from .standby import Standby
 
 log = logging.getLogger("evenflow.zmq.worker")
 
-POOLS = ("threads", "processes", "asyncio")
+SHARED_PATIENCE_S = 0.002
+"""How long a call on the socket's thread may leave it unread while slots are free for more calls."""
 
 
 class Worker:
@@ -82,7 +82,7 @@ class Worker:
         drain_timeout_s: float = 30.0,
         confirm_starts: bool = False,
     ) -> None:
-        _check(pool, concurrency, registry)
+        check_settings(pool, concurrency, registry)
         self.connect = check_endpoint(connect, binding=False)
         self.registry = registry
         self.concurrency = concurrency
@@ -121,23 +121,35 @@ class Worker:
         self._heard = time.monotonic()
         self._answered = self._heard
         """When the service last sent anything (a reconnect resets ``_heard``, not this)."""
-        self._executor = self._local_executor()
+        self._executor = local_pool(pool, concurrency)
         self._draining = False
         self.connected = threading.Event()
+        self._poller = zmq.Poller()
+        self._poller.register(self._waker.fd, zmq.POLLIN)
+        self._polled: zmq.Socket[bytes] | None = None
+        self._next_beat = time.monotonic()
+        self._inline: Envelope | None = None
+        """A call set aside to run on the socket's thread when its turn ends (threads pool only)."""
+        self._covering = False
+        """A call runs on the socket's thread; the standby may be serving the socket meanwhile."""
+        self._standby = Standby(self._turn, self._waker.wake)
 
     def stop(self) -> None:
         """Ask ``run`` to drain and return; safe from a signal handler or another thread."""
         self._stop.set()
         self._waker.wake()
+        self._standby.nudge()  # a command on the socket's thread must not hold back the bye
 
     def run(self) -> None:
         """Serve until ``stop()``; then finish running commands and wait (bounded) for their acks."""
         self._executor.start(self.registry, self._report)
+        self._standby.start()
         try:
             self._connect()
             self._serve(self._stop.is_set)
             self._drain()
         finally:
+            self._standby.close()
             self._executor.close()
             if self._socket is not None:
                 self._socket.close(0)
@@ -146,46 +158,55 @@ class Worker:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _local_executor(self) -> BaseExecutor:
-        if self.pool == "asyncio":
-            return AsyncioExecutor()
-        return (ProcessExecutor if self.pool == "processes" else ThreadExecutor)(self.concurrency)
-
     def _serve(self, finished: Callable[[], bool], *, deadline: float | None = None) -> None:
-        next_beat = time.monotonic()
-        poller = zmq.Poller()
-        poller.register(self._waker.fd, zmq.POLLIN)
-        polled: zmq.Socket[bytes] | None = None
         while not finished() and (deadline is None or time.monotonic() < deadline):
-            if polled is not self._socket:  # a reconnect replaced the socket
-                if polled is not None:
-                    poller.unregister(polled)
-                polled = self._socket
-                poller.register(polled, zmq.POLLIN)
-            ready = dict(poller.poll(max(0, int((next_beat - time.monotonic()) * 1000))))
-            if polled in ready:
-                self._receive()
-            if self._waker.fd in ready:
-                self._waker.clear()
-            self._send_results()
-            now = time.monotonic()
-            if now >= next_beat:
-                self._send(protocol.signal("hb"))
-                next_beat = now + self.heartbeat_s
-            if now - self._heard > self.heartbeat_s * self.liveness:
-                quiet = self.connected.is_set()  # say it once per outage, not at every retry
-                (log.warning if quiet else log.debug)(
-                    "the service at %s went silent; reconnecting", self.connect
-                )
-                self.stats["reconnects"] += 1
-                self._connect()
+            self._turn()
+            if self._inline is not None:
+                self._run_inline(self._inline)
+
+    def _turn(self) -> None:
+        """Serve the socket once: poll until the next heartbeat is due (or not at all if a call waits)."""
+        if self._polled is not self._socket:  # a reconnect replaced the socket
+            if self._polled is not None:
+                self._poller.unregister(self._polled)
+            self._polled = self._socket
+            self._poller.register(self._polled, zmq.POLLIN)
+        wait_ms = 0 if self._inline is not None else int((self._next_beat - time.monotonic()) * 1000)
+        ready = dict(self._poller.poll(max(0, wait_ms)))
+        if self._stop.is_set():
+            self._say_bye()
+        if self._polled in ready:
+            self._receive()
+        if self._waker.fd in ready:
+            self._waker.clear()
+        self._send_results()
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._send(protocol.signal("hb"))
+            self._next_beat = now + self.heartbeat_s
+        if now - self._heard > self.heartbeat_s * self.liveness:
+            quiet = self.connected.is_set()  # say it once per outage, not at every retry
+            (log.warning if quiet else log.debug)("the service at %s went silent; reconnecting", self.connect)
+            self.stats["reconnects"] += 1
+            self._connect()
+
+    def _run_inline(self, envelope: Envelope) -> None:
+        """Run the call set aside on this thread, the standby watching the socket; then send its outcome."""
+        self._inline = None
+        free = len(self._running) + len(self._reported) < self._limit()
+        self._covering = True
+        self._standby.cover(SHARED_PATIENCE_S if free else self.heartbeat_s / 2)
+        try:
+            outcome = execute(self.registry, envelope, by=self.by)
+        finally:
+            self._standby.uncover()
+            self._covering = False
+        self._results.put(outcome)
+        self._send_results()
 
     def _drain(self) -> None:
         """Stop taking calls, let running ones finish, wait for their acks; all within the drain timeout."""
-        self._draining = True
-        self._send(protocol.signal("bye"))
-        if self._reports_starts:  # the service hands the calls we had not started to other workers
-            self._waiting.clear()  # (those reported reached it before the bye: they get their go)
+        self._say_bye()
         self._serve(self._drained, deadline=time.monotonic() + self.drain_timeout_s)
         if self._running or self._unacked:
             log.warning(
@@ -195,6 +216,14 @@ class Worker:
                 len(self._unacked),
                 extra=fields(worker=self.name),
             )
+
+    def _say_bye(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        self._send(protocol.signal("bye"))
+        if self._reports_starts:  # the service hands the calls we had not started to other workers
+            self._waiting.clear()  # (those reported reached it before the bye: they get their go)
 
     def _drained(self) -> bool:
         """Nothing runs and every outcome is acknowledged; or nothing runs and the service is gone
@@ -208,23 +237,7 @@ class Worker:
         """A fresh DEALER: say hello, then resend every outcome not yet acknowledged."""
         if self._socket is not None:
             self._socket.close(0)
-        sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2_000)
-        if self._keys is not None:
-            self._keys.apply(sock)
-        try:
-            sock.connect(self.connect)
-        except zmq.ZMQError as exc:
-            sock.close(0)
-            raise ConfigurationError(
-                f"cannot connect to {self.connect}: {exc}; use tcp://HOST:PORT"
-            ) from None
-        self._socket = sock
+        self._socket = dealer(self._context, self.connect, self._keys)
         self._heard = time.monotonic()
         self.connected.clear()
         self._hello()
@@ -236,27 +249,14 @@ class Worker:
         self.connected.clear()  # nothing starts until the welcome says how to report it
         self._hellos += 1
         commands, queues = self.registry.names(), list(self.queues)
+        options = announced_options(self.registry)
         hello = protocol.hello(
-            self.name, commands, queues, self.slots, self._session, self._options(), go=self.confirm_starts
+            self.name, commands, queues, self.slots, self._session, options, go=self.confirm_starts
         )
         self._send(hello)
         if self._draining:  # a service that met us afresh must know we take nothing new
             self._send(protocol.signal("bye"))
         self._resend()
-
-    def _options(self) -> dict[str, dict[str, object]]:
-        """The options each command was registered with here, for the service to apply."""
-        options: dict[str, dict[str, object]] = {}
-        for name in self.registry.names():
-            command = self.registry.get(name)
-            given: dict[str, object] = {}
-            if command.retry is not None:
-                given["retry"] = command.retry.to_doc()
-            if command.timeout is not None:
-                given["timeout_s"] = command.timeout.total_seconds()
-            if given:
-                options[name] = given
-        return options
 
     def _resend(self) -> None:
         parts = list(self._unacked.values())
@@ -322,9 +322,8 @@ class Worker:
         the service's ``go`` for it has come, if the service sends one (``_go``), else at once."""
         if not self.connected.is_set():  # until the welcome, we do not know how to report
             return
-        limit = self.slots if self.pool == "asyncio" else self.concurrency  # asyncio runs all it holds
         fresh: list[Envelope] = []
-        while self._waiting and len(self._running) + len(self._reported) < limit:
+        while self._waiting and len(self._running) + len(self._reported) < self._limit():
             envelope = self._waiting.popleft()
             fresh.append(envelope)
             if self._waits_for_go:
@@ -336,6 +335,17 @@ class Worker:
         if self._reports_starts:
             self._send(protocol.started([envelope.attempt_id for envelope in fresh]))
         if not self._waits_for_go:
+            self._begin(fresh)
+
+    def _limit(self) -> int:
+        """How many calls may run at once: asyncio runs all it holds."""
+        return self.slots if self.pool == "asyncio" else self.concurrency
+
+    def _begin(self, fresh: list[Envelope]) -> None:
+        """The first call runs on this thread when its turn ends, if it owns the socket and runs threads."""
+        if self.pool == "threads" and self._inline is None and not self._covering:
+            self._inline, fresh = fresh[0], fresh[1:]
+        if fresh:
             self._executor.dispatch(fresh)
 
     def _go(self, message: protocol.Go) -> None:
@@ -347,7 +357,7 @@ class Worker:
                 self._running.add(attempt_id)
                 fresh.append(reported[0])
         if fresh:
-            self._executor.dispatch(fresh)
+            self._begin(fresh)
         refused = set(message.refused)
         if refused:
             self._drop_reported(lambda hello: True, refused)
@@ -363,6 +373,7 @@ class Worker:
         """From the local executor's threads: hand the outcome to the socket's thread."""
         self._results.put(outcome)
         self._waker.wake()
+        self._standby.nudge()
 
     def _send_results(self) -> None:
         batch: list[bytes] = []
@@ -386,13 +397,3 @@ class Worker:
         assert self._socket is not None
         with contextlib.suppress(zmq.Again):  # not connected: outcomes stay unacked, go again after hello
             self._socket.send(frame, zmq.NOBLOCK)
-
-
-def _check(pool: str, concurrency: int, registry: Registry) -> None:
-    """A worker's settings, refused in one line each."""
-    if pool not in POOLS:
-        raise ConfigurationError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
-    if type(concurrency) is not int or not 1 <= concurrency <= protocol.MAX_SLOTS // 2:
-        raise ConfigurationError(f"concurrency must be a whole number from 1 to 5000, got {concurrency!r}")
-    if not len(registry):
-        raise ConfigurationError("the worker's registry is empty: register the commands it should run")
