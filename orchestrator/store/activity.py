@@ -36,6 +36,7 @@ from typing import Any
 from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 
+from .batched_sql import insert_rows
 from .rollups import EPOCH, HOUR_MS, Name, as_name, ascending, millis, name_value
 
 MINUTE_MS = 60_000
@@ -99,20 +100,26 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
             name, busy, failed = _figures(events[i] for i in found)
             workers.setdefault((stamps[found[0]] // HOUR_MS, name), Work()).add(1, busy, failed)
             paired.update(found)
-    db.executemany(
-        "INSERT INTO timeline (at, type, id, loose) VALUES (?, ?, ?, ?)",
-        [(stamps[i], e.type, e.id, int(e.type in WORK and i not in paired)) for i, e in enumerate(events)],
+    insert_rows(
+        db,
+        "INSERT INTO timeline (at, type, id, loose)",
+        4,
+        ((stamps[i], e.type, e.id, int(e.type in WORK and i not in paired)) for i, e in enumerate(events)),
     )
-    db.executemany(
-        "INSERT INTO event_counts (size, unit, type, n) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (size, unit, type) DO UPDATE SET n = n + excluded.n",
+    insert_rows(
+        db,
+        "INSERT INTO event_counts (size, unit, type, n)",
+        4,
         [(*key, n) for key, n in counts.items()],
+        "ON CONFLICT (size, unit, type) DO UPDATE SET n = n + excluded.n",
     )
-    db.executemany(
-        "INSERT INTO worker_hours (hour, named, worker, calls, busy_ms, failures) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (hour, named, worker) DO UPDATE SET calls = calls + excluded.calls,"
-        " busy_ms = busy_ms + excluded.busy_ms, failures = failures + excluded.failures",
+    insert_rows(
+        db,
+        "INSERT INTO worker_hours (hour, named, worker, calls, busy_ms, failures)",
+        6,
         [(hour, *name, w.calls, w.busy_ms, w.failures) for (hour, name), w in workers.items()],
+        "ON CONFLICT (hour, named, worker) DO UPDATE SET calls = calls + excluded.calls,"
+        " busy_ms = busy_ms + excluded.busy_ms, failures = failures + excluded.failures",
     )
 
 

@@ -37,6 +37,7 @@ from orchestrator.core.retention import Pruned
 from orchestrator.core.run_query import RunQuery
 
 from . import journal, rollups
+from .batched_sql import insert_rows
 from .embedded_history import History
 from .encoding import decode, decode_doc, encode_events, refusal, round_trip
 from .feed import row_of
@@ -375,7 +376,7 @@ class EmbeddedStore:
         refused: list[tuple[Event, str]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(journal.INSERT, journal.row_stream(events, refused))
+            insert_rows(db, journal.INSERT_INTO, 5, journal.row_stream(events, refused))
             if refused:
                 raise refusal(refused)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost

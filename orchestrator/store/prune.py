@@ -27,6 +27,7 @@ from orchestrator.core.events import Event
 from orchestrator.core.retention import Pruned
 
 from . import journal
+from .batched_sql import insert_rows
 from .rollups import millis
 
 FLOW = "evenflow.prune"
@@ -136,7 +137,7 @@ def _remove(
             db.execute("DELETE FROM events WHERE id > ? AND id < ? AND run = ?", _bounds(run))
             db.execute("DELETE FROM runs WHERE run = ?", (run,))
             db.execute("DELETE FROM run_names WHERE run = ?", (run,))
-        db.executemany(journal.INSERT, journal.rows_of(record))
+        insert_rows(db, journal.INSERT_INTO, 5, journal.rows_of(record))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

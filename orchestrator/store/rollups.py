@@ -33,6 +33,8 @@ from orchestrator.core import events as ev
 from orchestrator.core.events import Event
 from orchestrator.core.histogram import bucket_of
 
+from .batched_sql import insert_rows
+
 HOUR_MS = 3_600_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COUNTED = {
@@ -137,25 +139,30 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
         return
     kinds = ", ".join(KINDS)
     summed = ", ".join(f"{k} = {k} + excluded.{k}" for k in (*KINDS, "timed", "total_s"))
-    db.executemany(
-        f"INSERT INTO command_hours (named, command, hour, {kinds}, timed, total_s, max_s)"
-        f" VALUES (?, ?, ?, {', '.join('?' * len(KINDS))}, ?, ?, ?) ON CONFLICT (hour, named, command)"
-        f" DO UPDATE SET {summed}, {_TOP}",
+    insert_rows(
+        db,
+        f"INSERT INTO command_hours (named, command, hour, {kinds}, timed, total_s, max_s)",
+        6 + len(KINDS),
         [
             (*name, hour, *c.kinds.values(), c.timed, c.total_s, c.max_s)
             for (name, hour), c in fold.commands.items()
         ],
+        f"ON CONFLICT (hour, named, command) DO UPDATE SET {summed}, {_TOP}",
     )
-    db.executemany(
-        "INSERT INTO duration_buckets (named, command, hour, bucket, n) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (hour, named, command, bucket) DO UPDATE SET n = n + excluded.n",
+    insert_rows(
+        db,
+        "INSERT INTO duration_buckets (named, command, hour, bucket, n)",
+        5,
         [(*name, hour, b, n) for (name, hour), c in fold.commands.items() for b, n in c.buckets.items()],
+        "ON CONFLICT (hour, named, command, bucket) DO UPDATE SET n = n + excluded.n",
     )
-    db.executemany(
-        "INSERT INTO failure_hours (typed, error_type, named, command, hour, count, at, run, seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hour, typed, error_type, named, command)"
-        f" DO UPDATE SET count = count + excluded.count, {_LATER}",
+    insert_rows(
+        db,
+        "INSERT INTO failure_hours (typed, error_type, named, command, hour, count, at, run, seq)",
+        9,
         [(*t, *c, hour, f.count, *f.latest) for (t, c, hour), f in fold.failures.items()],
+        "ON CONFLICT (hour, typed, error_type, named, command)"
+        f" DO UPDATE SET count = count + excluded.count, {_LATER}",
     )
 
 

@@ -66,6 +66,16 @@ SHARED_PATIENCE_S = 0.002
 
 
 class Worker:
+    _reports_starts = False
+    """The service asked for ``started`` reports (its welcome said so)."""
+    _waits_for_go = False
+    """The service answers each ``started`` report with a ``go`` (its welcome said so)."""
+    _hellos = 0
+    _inline: Envelope | None = None
+    """A call set aside to run on the socket's thread when its turn ends (threads pool only)."""
+    _covering = False
+    """A call runs on the socket's thread; the standby may be serving the socket meanwhile."""
+
     def __init__(
         self,
         connect: str,
@@ -107,13 +117,8 @@ class Worker:
         self._running: set[str] = set()
         self._waiting: deque[Envelope] = deque()
         """Calls sent ahead (prefetched), to start when a slot is free, oldest first."""
-        self._reports_starts = False
-        """The service asked for ``started`` reports (its welcome said so)."""
-        self._waits_for_go = False
-        """The service answers each ``started`` report with a ``go`` (its welcome said so)."""
         self._reported: dict[str, tuple[Envelope, int]] = {}
         """Calls reported ``started``, waiting for their ``go``; with the hello they were reported under."""
-        self._hellos = 0
         self._unacked: OrderedDict[str, bytes] = OrderedDict()
         """Outcomes sent and not yet acknowledged, encoded, by attempt."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -125,13 +130,7 @@ class Worker:
         self._draining = False
         self.connected = threading.Event()
         self._poller = zmq.Poller()
-        self._poller.register(self._waker.fd, zmq.POLLIN)
-        self._polled: zmq.Socket[bytes] | None = None
         self._next_beat = time.monotonic()
-        self._inline: Envelope | None = None
-        """A call set aside to run on the socket's thread when its turn ends (threads pool only)."""
-        self._covering = False
-        """A call runs on the socket's thread; the standby may be serving the socket meanwhile."""
         self._standby = Standby(self._turn, self._waker.wake)
 
     def stop(self) -> None:
@@ -166,16 +165,11 @@ class Worker:
 
     def _turn(self) -> None:
         """Serve the socket once: poll until the next heartbeat is due (or not at all if a call waits)."""
-        if self._polled is not self._socket:  # a reconnect replaced the socket
-            if self._polled is not None:
-                self._poller.unregister(self._polled)
-            self._polled = self._socket
-            self._poller.register(self._polled, zmq.POLLIN)
         wait_ms = 0 if self._inline is not None else int((self._next_beat - time.monotonic()) * 1000)
         ready = dict(self._poller.poll(max(0, wait_ms)))
         if self._stop.is_set():
             self._say_bye()
-        if self._polled in ready:
+        if self._socket in ready:
             self._receive()
         if self._waker.fd in ready:
             self._waker.clear()
@@ -238,6 +232,9 @@ class Worker:
         if self._socket is not None:
             self._socket.close(0)
         self._socket = dealer(self._context, self.connect, self._keys)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._waker.fd, zmq.POLLIN)
         self._heard = time.monotonic()
         self.connected.clear()
         self._hello()
