@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -258,10 +258,6 @@ class Hub:
         if self._send(peer, protocol.welcome(self.heartbeat_s, self.liveness, go=True)):
             self._send_batch(self.scheduler.fill(peer))
 
-    def announced(self, command: str) -> Mapping[str, Any] | None:
-        """From any thread: the options (``retry``, ``timeout_s``) workers registered ``command`` with."""
-        return self.scheduler.announced(command)
-
     def _fill_all(self) -> None:  # calls a worker handed back go to those with free slots
         for peer in list(self.scheduler.peers):
             self._send_batch(self.scheduler.fill(peer))
@@ -271,6 +267,7 @@ class Hub:
             self.scheduler.completed(peer, outcome.attempt_id)
             self.stats["outcomes"] += 1
             self._on_outcome(outcome, peer)
+        self.scheduler.started(peer, message.started)  # reported with them: this worker waits for no go
         self._send_batch(self.scheduler.fill(peer))
 
     def _request(self, peer: bytes, request: Request) -> None:

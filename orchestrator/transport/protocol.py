@@ -8,9 +8,9 @@ routing id, so the service sees ``[peer, frame]`` and nothing else is valid.
     worker -> service   hello  {name, commands, queues, slots, session, starts?, go?, options?}
                         started {ids: [...]}           (these calls are to begin; sent before they do)
                         hb     {}                      (also while commands run)
-                        done   {outcomes: [...]}       (kept until acked)
+                        done   {outcomes: [...], started?: [...]}  (kept until acked)
                         bye    {}
-    service -> worker   welcome {heartbeat_s, liveness, starts?, go?}
+    service -> worker   welcome {heartbeat_s, liveness, starts?, go?, starts_in_done?}
                         go      {ids: [...], refused?: [...]}  (the answer to a ``started``: ids are
                                                         recorded as begun and may begin; refused
                                                         ones are not this worker's to run)
@@ -33,7 +33,10 @@ a report only handed to the worker's socket may still be in that process when
 the command kills it, and the service would then hand a call that did begin
 (a poison, or one whose outcome died with it) to another worker as never
 started. Every outcome sent before a ``started`` reaches the service before
-it, so a ``go`` also says those outcomes are there.
+it, so a ``go`` also says those outcomes are there. A service whose welcome
+says ``starts_in_done: true`` also takes the ``started`` ids of a worker that
+waits for no ``go`` riding on a ``done``, read after its outcomes: a worker
+that ends one call and begins the next sends one message for both.
 
 ``options`` are the retry policy (its stored form) and timeout (``timeout_s``)
 each command was registered with on the worker, by name.
@@ -46,10 +49,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.core.envelope import Envelope, ErrorInfo, Outcome
-from orchestrator.core.errors import InvalidOption, PayloadError, ProtocolError
-from orchestrator.core.policy import RetryPolicy
-from orchestrator.core.registry import MAX_TIMEOUT, NAME_PATTERN
+from orchestrator.core.errors import PayloadError, ProtocolError
+from orchestrator.core.registry import NAME_PATTERN
 
+from .hello_options import hello_options
 from .wire import (
     MAX_MESSAGE_BYTES,
     dumps,
@@ -92,6 +95,8 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Done:
     outcomes: list[Outcome]
+    started: list[str] = field(default_factory=list)
+    """Calls reported as begun, after these outcomes (a welcome's ``starts_in_done``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class Welcome:
     """The service wants ``started`` reports (an older one would drop the message as unknown)."""
     go: bool = False
     """The service answers each ``started`` with a ``go`` (an older one never does: do not wait for it)."""
+    starts_in_done: bool = False
+    """The service reads ``started`` ids on a ``done`` (an older one would ignore them: send them alone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,24 +206,29 @@ def encoded_outcome(outcome: Outcome) -> bytes:
     return dumps(outcome_to_doc(small))
 
 
-def done_frames(parts: list[bytes]) -> list[bytes]:
-    """``done`` messages carrying encoded outcomes, each within the message limit and ``MAX_BATCH``."""
+def done_frames(parts: list[bytes], started: list[str] | None = None) -> list[bytes]:
+    """``done`` messages carrying encoded outcomes, each within the message limit and ``MAX_BATCH``;
+    ``started`` ids ride on the last (or on one of their own, where they would not fit there)."""
     frames: list[bytes] = []
     chunk: list[bytes] = []
     size = 0
+    more = b',"started":' + dumps(started) if started else b""
     for part in parts:
         if chunk and (size + len(part) > OUTCOME_BYTES or len(chunk) >= MAX_BATCH):
             frames.append(_done_frame(chunk))
             chunk, size = [], 0
         chunk.append(part)
         size += len(part) + 1
-    if chunk:
+    if chunk and size + len(more) > OUTCOME_BYTES:
         frames.append(_done_frame(chunk))
+        chunk = []
+    if chunk or more:
+        frames.append(_done_frame(chunk, more))
     return frames
 
 
-def _done_frame(parts: list[bytes]) -> bytes:
-    return b'{"t":"done","outcomes":[' + b",".join(parts) + b"]}"
+def _done_frame(parts: list[bytes], more: bytes = b"") -> bytes:
+    return b'{"t":"done","outcomes":[' + b",".join(parts) + b"]" + more + b"}"
 
 
 def signal(kind: str) -> bytes:
@@ -225,7 +237,8 @@ def signal(kind: str) -> bytes:
 
 def welcome(heartbeat_s: float, liveness: int, *, go: bool = False) -> bytes:
     more = {"go": True} if go else {}
-    return dumps({"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True, **more})
+    doc = {"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True, **more}
+    return dumps({**doc, "starts_in_done": True})
 
 
 def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:
@@ -271,12 +284,13 @@ def from_peer(frame: bytes) -> FromPeer:
             session=_text(doc, "session"),
             starts=doc.get("starts") is True,
             go=doc.get("go") is True,
-            options=_options(doc.get("options")),
+            options=hello_options(doc.get("options"), MAX_COMMANDS),
         )
     if kind == "started":
         return Started(_list_of_ids(doc, "ids", MAX_SLOTS))
     if kind == "done":
-        return Done([outcome_from_doc(item) for item in _list(doc, "outcomes", MAX_BATCH)])
+        started = _list_of_ids(doc, "started", MAX_SLOTS) if "started" in doc else []
+        return Done([outcome_from_doc(item) for item in _list(doc, "outcomes", MAX_BATCH)], started)
     if kind in ("hb", "bye"):
         return Signal(kind)
     if kind in CLIENT_TYPES:
@@ -298,7 +312,8 @@ def from_service(frame: bytes) -> FromService:
         if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
             raise ProtocolError("welcome heartbeat_s must be a number of seconds in (0, 3600]")
         liveness = _bounded(doc, "liveness", 1_000)
-        return Welcome(float(heartbeat), liveness, doc.get("starts") is True, doc.get("go") is True)
+        flags = (doc.get(flag) is True for flag in ("starts", "go", "starts_in_done"))
+        return Welcome(float(heartbeat), liveness, *flags)
     if kind == "go":
         refused = _list_of_ids(doc, "refused", MAX_SLOTS) if "refused" in doc else []
         return Go(_list_of_ids(doc, "ids", MAX_SLOTS), refused)
@@ -361,34 +376,3 @@ def _bounded(doc: Mapping[str, Any], name: str, limit: int) -> int:
     if type(value) is not int or not 1 <= value <= limit:
         raise ProtocolError(f"field {name!r} must be a whole number from 1 to {limit}")
     return value
-
-
-def _options(value: object) -> dict[str, dict[str, Any]]:
-    """A hello's ``options``, each checked as the registry checks them, in their stored form."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_COMMANDS:
-        raise ProtocolError(f"field 'options' must map at most {MAX_COMMANDS} command names to options")
-    return {name: _command_options(name, given) for name, given in value.items()}
-
-
-def _command_options(name: object, given: object) -> dict[str, Any]:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or not isinstance(given, dict):
-        raise ProtocolError("field 'options' must map command names to objects")
-    if set(given) - {"retry", "timeout_s"}:
-        raise ProtocolError(f"options of {name!r} may hold only 'retry' and 'timeout_s'")
-    options: dict[str, Any] = {}
-    try:
-        if given.get("retry") is not None:
-            if not isinstance(given["retry"], dict):
-                raise InvalidOption("retry must be an object")
-            options["retry"] = RetryPolicy.from_doc(given["retry"]).to_doc()
-    except (InvalidOption, TypeError, ValueError) as exc:
-        raise ProtocolError(f"the retry option of {name!r} is not a retry policy: {exc}") from None
-    timeout = given.get("timeout_s")
-    if timeout is not None:
-        limit = MAX_TIMEOUT.total_seconds()
-        if type(timeout) not in (int, float) or not 0 < timeout <= limit:
-            raise ProtocolError(f"the timeout_s option of {name!r} must be seconds in (0, {limit:g}]")
-        options["timeout_s"] = float(timeout)
-    return options

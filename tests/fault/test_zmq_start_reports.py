@@ -224,6 +224,25 @@ def test_a_worker_that_does_not_wait_for_go_is_sent_none(executor: ZmqExecutor) 
         assert [doc["node"] for doc in next_of(peer, "call")["envelopes"]] == ["r.1"]
 
 
+def test_calls_reported_begun_on_a_done_stay_with_a_worker_that_says_bye(executor: ZmqExecutor) -> None:
+    """A report riding on an outcome counts as one sent alone: at the bye the service hands on only
+    the call that had not begun, and the next worker is sent that one, not the one begun."""
+    first, begun, waiting = call("r.0"), call("r.1"), call("r.2")
+    with RawPeer(executor.endpoint) as peer:
+        peer.send(protocol.hello("raw", ["probe"], [], 2, "s", go=False))
+        assert peer.replies(WAIT_S, until=1)[0].get("starts_in_done") is True
+        executor.dispatch([first, begun, waiting])  # two slots: the third waits at the service
+        assert [doc["node"] for doc in next_of(peer, "call")["envelopes"]] == ["r.0", "r.1"]
+        peer.send(protocol.started([first.attempt_id]))
+        peer.send(forged_done("run-1", "r.0", 1, started=[begun.attempt_id]))
+        assert [doc["node"] for doc in next_of(peer, "call")["envelopes"]] == ["r.2"]
+        peer.send(protocol.signal("bye"))
+        with RawPeer(executor.endpoint) as other:
+            other.send(protocol.hello("other", ["probe"], [], 2, "t", go=False))
+            next_of(other, "welcome")
+            assert [doc["node"] for doc in next_of(other, "call")["envelopes"]] == ["r.2"]
+
+
 def test_by_default_a_worker_does_not_ask_for_go_and_begins_at_once(gates: Gates) -> None:
     fake = FakeService()
     worker = Worker(

@@ -116,6 +116,17 @@ def test_a_call_runs_on_the_thread_that_owns_the_socket(one_slot: Host) -> None:
         assert done.outcomes[0].ok and done.outcomes[0].result == SOCKET_THREAD
 
 
+def test_each_next_report_rides_on_the_outcome_before_it(one_slot: Host) -> None:
+    """Prefetched calls on one slot: one message per call, not a report and an outcome apart."""
+    items = [call(f"n.{index}") for index in range(3)]
+    one_slot.service.send(protocol.calls(items))
+    assert one_slot.service.next_not_heartbeat() == Started([items[0].attempt_id])
+    for index, item in enumerate(items):
+        done = one_slot.service.next_not_heartbeat()
+        assert isinstance(done, Done) and [o.attempt_id for o in done.outcomes] == [item.attempt_id]
+        assert done.started == [following.attempt_id for following in items[index + 1 : index + 2]]
+
+
 def test_a_long_command_on_the_socket_thread_never_silences_the_worker(
     one_slot: Host, tmp_path: Path
 ) -> None:

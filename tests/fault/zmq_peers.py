@@ -217,8 +217,11 @@ FORGER = "intruder"
 """The ``by`` of every forged outcome, so a test can look for it in the log."""
 
 
-def forged_done(run: str, node: str, attempt: int, result: Any = "forged") -> bytes:
-    """A well-formed ``done`` claiming the attempt succeeded with ``result``, by ``FORGER``."""
+def forged_done(
+    run: str, node: str, attempt: int, result: Any = "forged", started: list[str] | None = None
+) -> bytes:
+    """A well-formed ``done`` claiming the attempt succeeded with ``result``, by ``FORGER``; with
+    ``started``, reporting those calls begun on the same message."""
     now = datetime.now(UTC)
     outcome = Outcome(run, node, attempt, ok=True, result=result, started_at=now, finished_at=now, by=FORGER)
-    return protocol.done_frames([protocol.encoded_outcome(outcome)])[0]
+    return protocol.done_frames([protocol.encoded_outcome(outcome)], started)[0]

@@ -79,6 +79,8 @@ def test_every_message_crosses_unchanged() -> None:
     outcome = the_outcome()
     envelope = Envelope("run", "r.0", 1, "inc", [1], {"x": b"\x00"}, None, "run/r.0")
     assert protocol.from_peer(protocol.done_frames([protocol.encoded_outcome(outcome)])[0]) == Done([outcome])
+    riding = protocol.done_frames([protocol.encoded_outcome(outcome)], ["run/r.1#1"])
+    assert protocol.from_peer(riding[0]) == Done([outcome], ["run/r.1#1"])
     assert protocol.from_peer(protocol.signal("bye")) == Signal("bye")
     request = protocol.from_peer(protocol.request("watch", "q1", run="run"))
     assert isinstance(request, Request) and (request.type, request.req, request.body["run"]) == (
@@ -86,7 +88,9 @@ def test_every_message_crosses_unchanged() -> None:
         "q1",
         "run",
     )
-    assert protocol.from_service(protocol.welcome(0.2, 3)) == Welcome(0.2, 3, starts=True)
+    assert protocol.from_service(protocol.welcome(0.2, 3)) == Welcome(
+        0.2, 3, starts=True, starts_in_done=True
+    )
     assert protocol.from_service(protocol.calls([envelope])) == Calls([envelope], [])
     assert protocol.from_service(protocol.calls([envelope], ["run/r.1#1"])) == Calls(
         [envelope], ["run/r.1#1"]
@@ -202,9 +206,13 @@ def test_outcomes_are_packed_into_messages_within_the_limit_and_the_batch_size()
     third = "y" * (protocol.OUTCOME_BYTES // 3)
     parts = [protocol.encoded_outcome(Outcome("run", f"r.{i}", 1, ok=True, result=third)) for i in range(5)]
     parts += [protocol.encoded_outcome(Outcome("run", f"s.{i}", 1, ok=True, result=i)) for i in range(2_500)]
-    frames = protocol.done_frames(parts)
+    starting = [f"run/t.{i}#1" for i in range(protocol.MAX_SLOTS)]
+    frames = protocol.done_frames(parts, starting)
     assert all(len(frame) <= protocol.MAX_MESSAGE_BYTES for frame in frames)
-    decoded = [outcome for frame in frames for outcome in protocol.from_peer(frame).outcomes]  # type: ignore[union-attr]
+    messages = [protocol.from_peer(frame) for frame in frames]
+    assert all(isinstance(message, Done) for message in messages)
+    assert [message.started for message in messages] == [[]] * (len(frames) - 1) + [starting]  # type: ignore[union-attr]
+    decoded = [outcome for message in messages for outcome in message.outcomes]  # type: ignore[union-attr]
     assert [outcome.node for outcome in decoded] == [f"r.{i}" for i in range(5)] + [
         f"s.{i}" for i in range(2_500)
     ]

@@ -69,7 +69,7 @@ class ZmqExecutor(RemoteExecutor):
 
     def announced_options(self, command: str) -> Mapping[str, Any] | None:
         """The options workers registered ``command`` with (``retry``, ``timeout_s``), for the FlowChecker."""
-        return self._hub.announced(command)
+        return self._hub.scheduler.announced(command)  # a dict read: safe from any thread
 
     def recorded(self, attempt_ids: Sequence[str]) -> None:
         self._hub.acknowledge(attempt_ids)

@@ -69,3 +69,11 @@ def dealer(
         sock.close(0)
         raise ConfigurationError(f"cannot connect to {endpoint}: {exc}; use tcp://HOST:PORT") from None
     return sock
+
+
+def readable(*sources: zmq.Socket[bytes] | int) -> zmq.Poller:
+    """A poller for input on each socket or file descriptor."""
+    poller = zmq.Poller()
+    for source in sources:
+        poller.register(source, zmq.POLLIN)
+    return poller

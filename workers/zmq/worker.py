@@ -56,7 +56,7 @@ from orchestrator.transport.waker import Waker
 
 from ..base import worker_id
 from ..execution import execute
-from .hosting import announced_options, check_settings, dealer, local_pool
+from .hosting import announced_options, check_settings, dealer, local_pool, readable
 from .standby import Standby
 
 log = logging.getLogger("evenflow.zmq.worker")
@@ -70,6 +70,8 @@ class Worker:
     """The service asked for ``started`` reports (its welcome said so)."""
     _waits_for_go = False
     """The service answers each ``started`` report with a ``go`` (its welcome said so)."""
+    _starts_in_done = False
+    """The service reads ``started`` reports riding on a ``done`` (its welcome said so)."""
     _hellos = 0
     _inline: Envelope | None = None
     """A call set aside to run on the socket's thread when its turn ends (threads pool only)."""
@@ -232,9 +234,7 @@ class Worker:
         if self._socket is not None:
             self._socket.close(0)
         self._socket = dealer(self._context, self.connect, self._keys)
-        self._poller = zmq.Poller()
-        self._poller.register(self._socket, zmq.POLLIN)
-        self._poller.register(self._waker.fd, zmq.POLLIN)
+        self._poller = readable(self._socket, self._waker.fd)
         self._heard = time.monotonic()
         self.connected.clear()
         self._hello()
@@ -242,7 +242,7 @@ class Worker:
     def _hello(self) -> None:
         """Say who we are; the calls waiting here belong to a service that forgot us, and go."""
         self._waiting.clear()
-        self._reports_starts = self._waits_for_go = False
+        self._reports_starts = self._waits_for_go = self._starts_in_done = False
         self.connected.clear()  # nothing starts until the welcome says how to report it
         self._hellos += 1
         commands, queues = self.registry.names(), list(self.queues)
@@ -291,6 +291,7 @@ class Worker:
         elif isinstance(message, Welcome):
             self._reports_starts = message.starts
             self._waits_for_go = self.confirm_starts and message.starts and message.go
+            self._starts_in_done = message.starts_in_done
             # a report sent before our latest hello was answered before this welcome, if at all
             self._drop_reported(lambda hello: hello < self._hellos)
             self.connected.set()
@@ -314,11 +315,21 @@ class Worker:
                 self.stats["calls"] += 1
         self._start_waiting()
 
-    def _start_waiting(self) -> None:
-        """Start waiting calls while slots are free, each reported ``started`` before it begins: once
-        the service's ``go`` for it has come, if the service sends one (``_go``), else at once."""
-        if not self.connected.is_set():  # until the welcome, we do not know how to report
-            return
+    def _start_waiting(self, outcomes: list[bytes] | None = None) -> None:
+        """Send ``outcomes``, then start waiting calls while slots are free, each reported ``started``
+        before it begins: once the service's ``go`` for it has come, if the service sends one
+        (``_go``), else at once, the report riding on the outcomes' ``done`` if the service reads it."""
+        fresh = self._take_waiting() if self.connected.is_set() else []  # before the welcome: unsure how
+        ids = [envelope.attempt_id for envelope in fresh]
+        riding = bool(ids and outcomes) and self._starts_in_done and not self._waits_for_go
+        for frame in protocol.done_frames(outcomes or [], ids if riding else None):
+            self._send(frame)
+        if ids and self._reports_starts and not riding:
+            self._send(protocol.started(ids))
+        if fresh and not self._waits_for_go:
+            self._begin(fresh)
+
+    def _take_waiting(self) -> list[Envelope]:
         fresh: list[Envelope] = []
         while self._waiting and len(self._running) + len(self._reported) < self._limit():
             envelope = self._waiting.popleft()
@@ -327,12 +338,7 @@ class Worker:
                 self._reported[envelope.attempt_id] = (envelope, self._hellos)
             else:
                 self._running.add(envelope.attempt_id)
-        if not fresh:
-            return
-        if self._reports_starts:
-            self._send(protocol.started([envelope.attempt_id for envelope in fresh]))
-        if not self._waits_for_go:
-            self._begin(fresh)
+        return fresh
 
     def _limit(self) -> int:
         """How many calls may run at once: asyncio runs all it holds."""
@@ -383,10 +389,8 @@ class Worker:
             part = protocol.encoded_outcome(replace(outcome, by=self.by))
             self._unacked[outcome.attempt_id] = part
             batch.append(part)
-        for frame in protocol.done_frames(batch):
-            self._send(frame)
         if batch:
-            self._start_waiting()
+            self._start_waiting(batch)
         if batch and not self._results.empty():
             self._waker.wake()
 
