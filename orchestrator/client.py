@@ -77,13 +77,26 @@ class Client:
         no connected worker offers is refused (``CommandNotOffered``) unless a worker
         offering it joins within ``wait_for_worker`` seconds.
         """
-        body = _submission(flow, input, name, wait=False)
+        return self._submit(flow, input, name, key, wait_for_worker, wait=False)[1]
+
+    def _submit(
+        self,
+        flow: FlowSpec,
+        value: Any,
+        name: str | None,
+        key: str | None,
+        wait_for_worker: float,
+        *,
+        wait: bool,
+    ) -> tuple[str, str]:
+        """The request's id and the run's, once the service has logged the submission."""
+        body = _submission(flow, value, name, wait=wait)
         if key is not None:
             body["key"] = key
         if wait_for_worker:
             body["wait_for_worker"] = wait_for_worker
         req = self._connection.send("submit", **body)
-        return str(self._answer(req, self.timeout + wait_for_worker)["run"])
+        return req, str(self._answer(req, self.timeout + wait_for_worker)["run"])
 
     def cancel(self, run_id: str) -> None:
         """Have the service log ``run.cancelled``; nothing of the run is dispatched after it."""
@@ -95,10 +108,18 @@ class Client:
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for the run's result; ``RunFailed`` (naming each failed node) if it failed."""
+        return self._result(run_id, timeout, None)
+
+    def _result(self, run_id: str, timeout: float | None, req: str | None) -> Any:
+        """Ask for the result every ``ASK_AGAIN_S`` under one request id; with ``req``, a request
+        already sent will carry it: listen for that first."""
         left = float("inf") if timeout is None else timeout
-        req = None
+        asked = req is not None
         while left > 0:
-            req = self._connection.send("watch", req, run=run_id)
+            if not asked:
+                req = self._connection.send("watch", req, run=run_id)
+            asked = False
+            assert req is not None
             slice_s = min(ASK_AGAIN_S, left)
             reply = self._connection.wait(req, slice_s)
             if reply is not None:
@@ -114,8 +135,14 @@ class Client:
         timeout: float | None = None,
         wait_for_worker: float = 0.0,
     ) -> Any:
-        """Submit ``flow`` (see ``submit``) and wait for its result."""
-        return self.result(self.submit(flow, input=input, wait_for_worker=wait_for_worker), timeout)
+        """Submit ``flow`` (see ``submit``) and wait for its result.
+
+        One request: the service answers it when the submission is logged and again when the run
+        ends. If that second answer is slow to come (the service may have restarted), it is asked
+        for again, as ``result`` does.
+        """
+        req, run_id = self._submit(flow, input, None, None, wait_for_worker, wait=True)
+        return self._result(run_id, timeout, req)
 
     def ask(self, kind: str, **body: Any) -> dict[str, Any]:
         """One request of ``kind`` and its successful reply (the service's error raised as ours)."""
