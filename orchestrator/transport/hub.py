@@ -221,6 +221,7 @@ class Hub:
             if known.go:  # recorded: it may begin them now (and they end as lost with it)
                 held = set(begun)
                 self._send(peer, protocol.go(begun, [i for i in message.ids if i not in held]))
+            self._send_batch(self.scheduler.fill(peer))  # all it holds may have begun
         elif isinstance(message, Done):
             self._done(peer, message)
         elif isinstance(message, Signal) and message.type == "bye":

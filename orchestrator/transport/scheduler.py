@@ -282,9 +282,14 @@ class Scheduler:
         return [self._batch(peer, calls) for peer, calls in batches.items()]
 
     def fill(self, peer: bytes) -> Batch | None:
-        """The oldest waiting calls a worker with free slots can take, or None."""
+        """The oldest waiting calls a worker with free slots can take, or None.
+
+        Credit comes back a slot per outcome. A worker that reports its starts has it spent once half
+        its slots are free, or once every call it holds has begun (it may be about to idle): one
+        message then carries several calls, where a stream of outcomes would each bring one back.
+        """
         known = self.peers.get(peer)
-        if known is None:
+        if known is None or self._holds_back(known):
             return None
         calls: list[Envelope] = []
         for key in [key for key in self.pending if key[0] in known.commands]:
@@ -296,6 +301,12 @@ class Scheduler:
             if not waiting:
                 del self.pending[key]
         return self._batch(peer, calls) if calls else None
+
+    @staticmethod
+    def _holds_back(known: Peer) -> bool:
+        """Wait for more credit to come back: more than half the slots are taken, and a call the worker
+        holds has not begun (so it has work for the next free slot). Only starts reports tell that."""
+        return known.starts and known.free < known.slots // 2 and len(known.started) < len(known.calls)
 
     def _batch(self, peer: bytes, calls: list[Envelope]) -> Batch:
         known = self.peers[peer]

@@ -193,6 +193,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.scheduler.started(peer, [*begun, "old/run#1"])
         self.scheduler.heard(peer, self.now)
         self.model.started.update(begun)
+        self.given(self.scheduler.fill(peer))
+        self.kept_busy(peer)
 
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
@@ -212,6 +214,19 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.model.state[attempt] = "completed"
                 self.model.started.discard(attempt)
         self.given(self.scheduler.fill(peer))
+        self.kept_busy(peer)
+
+    def kept_busy(self, peer: bytes) -> None:
+        """Once the hub has read a worker's outcomes or reports, the worker is left no free slot it
+        could fill while a call it takes waits, unless it holds a call it has not begun (credit then
+        comes back in batches: half its slots at a time)."""
+        known = self.scheduler.peers.get(peer)
+        if known is None or known.draining or known.free == 0:
+            return
+        if known.starts and any(attempt not in known.started for attempt in known.calls):
+            return
+        waiting = [e.node for queue in self.scheduler.pending.values() for e, _ in queue if known.takes(e)]
+        assert not waiting, f"{peer!r} has {known.free} free slots and nothing to begin, while {waiting} wait"
 
     @rule(peer=peers)
     def leave(self, peer: bytes) -> None:
@@ -379,6 +394,41 @@ def test_a_silent_worker_is_forgotten_with_its_calls_lost_and_a_late_call_is_uns
     assert s.expire(SCHEDULE_TIMEOUT_S) == []
     (ended,) = s.expire(SCHEDULE_TIMEOUT_S + 0.1)
     assert (ended.envelope.node, type(ended.error)) == ("late", UnknownCommand)  # no live worker has "a"
+
+
+def test_credit_comes_back_half_the_slots_at_a_time_while_the_worker_has_calls_to_begin() -> None:
+    """One slot, eight held ready: a stream of outcomes is refilled four calls a message, not one."""
+    s = scheduler()
+    s.join(b"w", hello(frozenset({"a"}), frozenset(), credit(1, 7), starts=True), 0.0)
+    (first,) = s.place([Envelope("r", f"n{i}", 1, "a") for i in range(20)], 0.0)
+    held = [envelope.attempt_id for envelope in first.calls]
+    s.started(b"w", held[:1])
+    refills = []
+    for index, attempt in enumerate(held[:4]):
+        s.completed(b"w", attempt)
+        s.started(b"w", held[index + 1 : index + 2])  # the next begins with this outcome
+        refills.append(s.fill(b"w"))
+    assert refills[:3] == [None] * 3
+    assert refills[3] is not None and [e.node for e in refills[3].calls] == ["n8", "n9", "n10", "n11"]
+
+
+def test_a_worker_with_every_call_begun_is_refilled_at_once() -> None:
+    s = scheduler()
+    s.join(b"w", hello(frozenset({"a"}), frozenset(), 8, starts=True), 0.0)
+    (first,) = s.place([Envelope("r", f"n{i}", 1, "a") for i in range(10)], 0.0)
+    s.started(b"w", [envelope.attempt_id for envelope in first.calls])
+    s.completed(b"w", first.calls[0].attempt_id)
+    batch = s.fill(b"w")
+    assert batch is not None and [e.node for e in batch.calls] == ["n8"]
+
+
+def test_a_worker_that_does_not_report_starts_is_refilled_per_outcome() -> None:
+    s = scheduler()
+    s.join(b"w", hello(frozenset({"a"}), frozenset(), 8), 0.0)
+    (first,) = s.place([Envelope("r", f"n{i}", 1, "a") for i in range(10)], 0.0)
+    s.completed(b"w", first.calls[0].attempt_id)
+    batch = s.fill(b"w")
+    assert batch is not None and [e.node for e in batch.calls] == ["n8"]
 
 
 def test_credit_is_the_running_slots_plus_the_calls_held_ready() -> None:
