@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from orchestrator.core.context import current_call
 
 
@@ -19,6 +21,11 @@ def square(i: int) -> int:
 
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+def pid() -> int:
+    """Which process ran it: the service benchmark waits until both workers have answered."""
+    return os.getpid()
 
 
 def fail_twice(i: int) -> int:

@@ -1,7 +1,8 @@
-"""W1-W5 across processes: evenflow's zmq executor (the service with 2 worker processes on
-loopback, every event durable on the embedded store) and Celery 5 with Redis and ``--concurrency 2``,
-measured in the same run. A system whose packages or redis-server are missing is skipped with a
-line that says what to install, not a traceback.
+"""W1-W5 across processes: evenflow's zmq executor (in this process, with 2 worker processes on
+loopback, every event durable on the embedded store), ``evenflow serve`` with 2 workers driven
+through a ``Client``, and Celery 5 with Redis and ``--concurrency 2``, measured in the same run. A
+system whose packages or redis-server are missing is skipped with a line that says what to install,
+not a traceback.
 
 Each system is set up once and its workloads run ``rounds`` times back to back on it.
 """
@@ -21,14 +22,16 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator import Orchestrator, call
+from orchestrator import Orchestrator, call, parallel
 
 from .workloads import W1_N, W2_N, W3_N, W4_N, W5_N, Results, evenflow, registry, timed
 
 REPO = Path(__file__).resolve().parents[1]
 READY_S = 60.0
-SYSTEMS = ("zmq", "celery", "evenflow-celery")
+SYSTEMS = ("zmq", "service", "celery", "evenflow-celery")
 ZMQ = "evenflow zmq, 2 worker processes / embedded"
+SERVICE = "evenflow serve + 2 workers, by Client / embedded"
+REGISTRY = "bench.workloads:registry"
 CELERY = "Celery 5 + Redis, --concurrency 2, canvas"
 EVENFLOW_CELERY = "evenflow celery executor / embedded"
 Measured = tuple[str, list[Results]]  # a system's name and its rounds
@@ -42,10 +45,30 @@ def zmq(home: str, rounds: int = 1) -> list[Results]:
     executor = ZmqExecutor("tcp://127.0.0.1:0")
     with ExitStack() as stack, Orchestrator(registry(), executor=executor, home=home) as orch:
         for _ in range(2):
-            stack.enter_context(worker(executor.endpoint, Path(home), registry="bench.workloads:registry"))
+            stack.enter_context(worker(executor.endpoint, Path(home), registry=REGISTRY))
         wait_for_workers(executor, 2, READY_S)
         orch.run(call("noop", 0))  # warm up
         return [evenflow(orch) for _ in range(rounds)]
+
+
+def service(home: str, rounds: int = 1) -> list[Results]:
+    """``evenflow serve`` and two ``evenflow worker`` processes of one slot each, driven from here by a
+    ``Client``: what a process without the commands' code sees, one more hop each way."""
+    from orchestrator.client import Client
+    from tests.support.polling import wait_until
+    from tests.support.zmq_cluster import free_endpoint, worker
+    from tests.support.zmq_cluster import service as served
+
+    endpoint, workdir = free_endpoint(), Path(home).parent
+    with ExitStack() as stack:
+        stack.enter_context(served(endpoint, Path(home), workdir, heartbeat_s=1.0))
+        for _ in range(2):
+            stack.enter_context(worker(endpoint, workdir, registry=REGISTRY, heartbeat_s=1.0))
+        client = stack.enter_context(Client(endpoint))
+        both = parallel(call("pid"), call("pid"))  # one slot each: two calls at once take both workers
+        wait_until(lambda: len(set(client.run(both, wait_for_worker=READY_S))) == 2, timeout=READY_S,
+                   what="both workers answered")  # fmt: skip
+        return [evenflow(client) for _ in range(rounds)]
 
 
 def evenflow_celery(home: str, redis: str, rounds: int = 1) -> list[Results]:
@@ -53,7 +76,7 @@ def evenflow_celery(home: str, redis: str, rounds: int = 1) -> list[Results]:
     from workers.celery import CeleryExecutor
     from workers.celery.app import make_app
 
-    env = {"EVENFLOW_REGISTRY": "bench.workloads:registry", "EVENFLOW_BROKER": redis}
+    env = {"EVENFLOW_REGISTRY": REGISTRY, "EVENFLOW_BROKER": redis}
     with celery_process("workers.celery.app", ["-Q", "evenflow-bench"], env, Path(home), make_app(redis)):
         executor = CeleryExecutor(redis, queue="evenflow-bench")
         with Orchestrator(registry(), executor=executor, home=home) as orch:
@@ -117,12 +140,12 @@ def celery_process(
 def missing(system: str) -> str | None:
     """Why ``system`` cannot be measured on this machine, worded as what to install; None if it can."""
     # pytest: tests/support/redis_server.py, which starts the throwaway Redis, imports it
-    packages = ("zmq",) if system == "zmq" else ("celery", "redis", "pytest")
+    packages = ("zmq",) if system in ("zmq", "service") else ("celery", "redis", "pytest")
     absent = [name for name in packages if importlib.util.find_spec(name) is None]
     if absent:
-        extra = "zmq" if system == "zmq" else "celery,test"
+        extra = "zmq" if system in ("zmq", "service") else "celery,test"
         return f"{system} not measured: no Python package {', '.join(absent)} (pip install -e '.[{extra}]')"
-    if system != "zmq" and shutil.which("redis-server") is None:
+    if system not in ("zmq", "service") and shutil.which("redis-server") is None:
         return f"{system} not measured: redis-server is not installed (apt-get install redis-server)"
     return None
 
@@ -132,6 +155,8 @@ def measure(systems: list[str], rounds: int = 1) -> list[Measured]:
     wanted = [system for system in systems if missing(system) is None]
     with tempfile.TemporaryDirectory(prefix="evenflow-bench-remote-") as workdir:
         rows = [(ZMQ, zmq(_home(workdir, "zmq"), rounds))] if "zmq" in wanted else []
+        if "service" in wanted:
+            rows.append((SERVICE, service(str(Path(workdir, "service")), rounds)))
         if {"celery", "evenflow-celery"} & set(wanted):
             with redis_server(Path(workdir)) as redis:
                 rows += _celery_rows(wanted, redis, Path(workdir), rounds)

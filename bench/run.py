@@ -4,7 +4,7 @@ print a table and each evenflow row's ratios to those baselines; optionally save
 (--json) or print the change from a saved run (--compare).
 
 .venv/bin/python bench/run.py [--executors inline,threads,processes] [--stores embedded,mongomock]
-                              [--remote zmq,celery,evenflow-celery] [--rounds N]
+                              [--remote zmq,service,celery,evenflow-celery] [--rounds N]
                               [--json FILE] [--compare FILE]
 """
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from orchestrator import Orchestrator, Registry, RetryPolicy, call, chord, parallel, sequence
+from orchestrator import Registry, RetryPolicy, call, chord, parallel, sequence
 
 from . import commands
 
@@ -18,6 +18,12 @@ W1_N, W2_N, W3_N, W4_N, W5_N = 2000, 200, 500, 200, 200
 COMMANDS = {"W1": W1_N, "W3": W3_N + 1}  # commands per run of the throughput workloads
 CHUNKSIZE = 64
 IMMEDIATE_RETRY = RetryPolicy(max_attempts=3, initial_delay=timedelta(0), jitter=0)
+
+
+class Runs(Protocol):
+    """What the workloads drive: an ``Orchestrator``, or a ``Client`` of ``evenflow serve``."""
+
+    def run(self, flow: Any) -> Any: ...
 
 
 @dataclass
@@ -42,7 +48,14 @@ class Results:
 
 def registry() -> Registry:
     commands_ = Registry()
-    for fn in (commands.noop, commands.inc, commands.square, commands.total, commands.fail_twice):
+    for fn in (
+        commands.noop,
+        commands.inc,
+        commands.square,
+        commands.total,
+        commands.fail_twice,
+        commands.pid,
+    ):
         commands_.register(fn.__name__, fn)
     return commands_
 
@@ -55,7 +68,7 @@ def timed(results: Results, name: str, work: Callable[[], Any], expected: Any) -
         raise AssertionError(f"{name} returned {str(got)[:80]}, expected {str(expected)[:80]}")
 
 
-def evenflow(orch: Orchestrator) -> Results:
+def evenflow(orch: Runs) -> Results:
     results = Results()
     timed(
         results, "W1", lambda: orch.run(parallel([call("noop", i) for i in range(W1_N)])), list(range(W1_N))

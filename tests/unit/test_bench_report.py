@@ -165,6 +165,11 @@ def test_a_system_without_a_package_is_skipped_with_what_to_install(monkeypatch:
     expected = "celery not measured: no Python package celery (pip install -e '.[celery,test]')"
     assert remote.missing("celery") == expected
     assert remote.missing("zmq") is None
+    assert remote.missing("service") is None  # the service needs no redis-server
+    installed.discard("zmq")
+    assert (
+        remote.missing("service") == "service not measured: no Python package zmq (pip install -e '.[zmq]')"
+    )
 
 
 def test_a_long_line_wraps_only_between_figures() -> None:
