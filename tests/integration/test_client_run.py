@@ -73,14 +73,16 @@ def test_a_run_whose_end_is_slow_to_come_is_asked_for_again(
 
     def run() -> None:
         try:
-            answer.set_result(served.client.run(call("wait_for_file", str(gate), "done"), timeout=60))
+            flow = call("wait_for_file", str(gate), "done")
+            answer.set_result(served.client.run(flow, timeout=60, wait_for_worker=30))
         except BaseException as exc:
             answer.set_exception(exc)
 
     before = served.requests()
     threading.Thread(target=run, name="client", daemon=True).start()
     try:
-        wait_until(lambda: served.requests() - before >= 3, what="the client asked for the result again")
+        wait_until(lambda: answer.done() or served.requests() - before >= 3, what="the client asked again")
+        assert not answer.done(), f"the run ended with its gate shut: {answer.exception()}"
     finally:
         gate.touch()
     assert answer.result(timeout=60) == "done"
