@@ -32,6 +32,8 @@ SYSTEMS = ("zmq", "service", "celery", "evenflow-celery")
 ZMQ = "evenflow zmq, 2 worker processes / embedded"
 SERVICE = "evenflow serve + 2 workers, by Client / embedded"
 REGISTRY = "bench.workloads:registry"
+ZMQ_ONLY = ("zmq", "service")
+"""The systems that need pyzmq and nothing else (no Redis)."""
 CELERY = "Celery 5 + Redis, --concurrency 2, canvas"
 EVENFLOW_CELERY = "evenflow celery executor / embedded"
 Measured = tuple[str, list[Results]]  # a system's name and its rounds
@@ -140,12 +142,12 @@ def celery_process(
 def missing(system: str) -> str | None:
     """Why ``system`` cannot be measured on this machine, worded as what to install; None if it can."""
     # pytest: tests/support/redis_server.py, which starts the throwaway Redis, imports it
-    packages = ("zmq",) if system in ("zmq", "service") else ("celery", "redis", "pytest")
+    packages = ("zmq",) if system in ZMQ_ONLY else ("celery", "redis", "pytest")
     absent = [name for name in packages if importlib.util.find_spec(name) is None]
     if absent:
-        extra = "zmq" if system in ("zmq", "service") else "celery,test"
+        extra = "zmq" if system in ZMQ_ONLY else "celery,test"
         return f"{system} not measured: no Python package {', '.join(absent)} (pip install -e '.[{extra}]')"
-    if system not in ("zmq", "service") and shutil.which("redis-server") is None:
+    if system not in ZMQ_ONLY and shutil.which("redis-server") is None:
         return f"{system} not measured: redis-server is not installed (apt-get install redis-server)"
     return None
 

@@ -103,20 +103,17 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     insert_rows(
         db,
         "INSERT INTO timeline (at, type, id, loose)",
-        4,
         ((stamps[i], e.type, e.id, int(e.type in WORK and i not in paired)) for i, e in enumerate(events)),
     )
     insert_rows(
         db,
         "INSERT INTO event_counts (size, unit, type, n)",
-        4,
         [(*key, n) for key, n in counts.items()],
         "ON CONFLICT (size, unit, type) DO UPDATE SET n = n + excluded.n",
     )
     insert_rows(
         db,
         "INSERT INTO worker_hours (hour, named, worker, calls, busy_ms, failures)",
-        6,
         [(hour, *name, w.calls, w.busy_ms, w.failures) for (hour, name), w in workers.items()],
         "ON CONFLICT (hour, named, worker) DO UPDATE SET calls = calls + excluded.calls,"
         " busy_ms = busy_ms + excluded.busy_ms, failures = failures + excluded.failures",

@@ -19,15 +19,19 @@ MAX_VARIABLES = 999
 
 
 def insert_rows(
-    db: sqlite3.Connection, insert: str, width: int, rows: Iterable[Sequence[Any]], conflict: str = ""
+    db: sqlite3.Connection, insert: str, rows: Iterable[Sequence[Any]], conflict: str = ""
 ) -> None:
-    """``{insert} VALUES (...), (...), ... {conflict}`` over ``rows`` of ``width`` values, in order.
+    """``{insert} VALUES (...), (...), ... {conflict}`` over ``rows``, in order; ``insert`` ends with
+    its column list, whose length each row has.
 
     ``rows`` is read as it goes, so a long iterator is never held at once.
     """
+    width = insert[insert.rindex("(") :].count(",") + 1
     per = MAX_VARIABLES // width
     values: list[Any] = []
     for row in rows:
+        if len(row) != width:  # chunks would otherwise shift the values silently
+            raise ValueError(f"a row of {len(row)} values for the {width} columns of {insert!r}")
         values.extend(row)
         if len(values) == per * width:
             db.execute(_statement(insert, width, per, conflict), values)

@@ -376,7 +376,7 @@ class EmbeddedStore:
         refused: list[tuple[Event, str]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            insert_rows(db, journal.INSERT_INTO, 5, journal.row_stream(events, refused))
+            insert_rows(db, journal.INSERT_INTO, journal.row_stream(events, refused))
             if refused:
                 raise refusal(refused)
             crash_point("mid-batch")  # the transaction is not committed: the whole batch is lost

@@ -22,7 +22,6 @@ CREATE TABLE IF NOT EXISTS events (
 CHECKPOINTS = "CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position TEXT NOT NULL)"
 COLUMNS = "id, run, seq, type, doc"
 INSERT_INTO = f"INSERT INTO events ({COLUMNS})"
-"""For ``batched_sql.insert_rows``: rows of five values."""
 READ = f"SELECT {COLUMNS} FROM events WHERE id > ? AND id < ? AND run = ? ORDER BY seq"
 ROWS_AFTER = f"SELECT rowid, {COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid"
 PAGE = 10_000

@@ -137,7 +137,7 @@ def _remove(
             db.execute("DELETE FROM events WHERE id > ? AND id < ? AND run = ?", _bounds(run))
             db.execute("DELETE FROM runs WHERE run = ?", (run,))
             db.execute("DELETE FROM run_names WHERE run = ?", (run,))
-        insert_rows(db, journal.INSERT_INTO, 5, journal.rows_of(record))
+        insert_rows(db, journal.INSERT_INTO, journal.rows_of(record))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

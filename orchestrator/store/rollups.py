@@ -142,7 +142,6 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     insert_rows(
         db,
         f"INSERT INTO command_hours (named, command, hour, {kinds}, timed, total_s, max_s)",
-        6 + len(KINDS),
         [
             (*name, hour, *c.kinds.values(), c.timed, c.total_s, c.max_s)
             for (name, hour), c in fold.commands.items()
@@ -152,14 +151,12 @@ def index(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     insert_rows(
         db,
         "INSERT INTO duration_buckets (named, command, hour, bucket, n)",
-        5,
         [(*name, hour, b, n) for (name, hour), c in fold.commands.items() for b, n in c.buckets.items()],
         "ON CONFLICT (hour, named, command, bucket) DO UPDATE SET n = n + excluded.n",
     )
     insert_rows(
         db,
         "INSERT INTO failure_hours (typed, error_type, named, command, hour, count, at, run, seq)",
-        9,
         [(*t, *c, hour, f.count, *f.latest) for (t, c, hour), f in fold.failures.items()],
         "ON CONFLICT (hour, typed, error_type, named, command)"
         f" DO UPDATE SET count = count + excluded.count, {_LATER}",

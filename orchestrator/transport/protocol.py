@@ -237,8 +237,8 @@ def signal(kind: str) -> bytes:
 
 def welcome(heartbeat_s: float, liveness: int, *, go: bool = False) -> bytes:
     more = {"go": True} if go else {}
-    doc = {"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True, **more}
-    return dumps({**doc, "starts_in_done": True})
+    doc = {"t": "welcome", "heartbeat_s": heartbeat_s, "liveness": liveness, "starts": True}
+    return dumps({**doc, "starts_in_done": True, **more})
 
 
 def calls(envelopes: list[Envelope], acks: list[str] | None = None) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ def contents(db: sqlite3.Connection) -> list[tuple[int, int, int]]:
 def test_upserts_in_chunks_sum_as_one_row_at_a_time(rows: list[tuple[int, int]]) -> None:
     one_by_one, chunked = table(), table()
     one_by_one.executemany(f"INSERT INTO t (k, n) VALUES (?, ?) {UPSERT}", rows)
-    insert_rows(chunked, "INSERT INTO t (k, n)", 2, iter(rows), UPSERT)
+    insert_rows(chunked, "INSERT INTO t (k, n)", iter(rows), UPSERT)
     assert contents(chunked) == contents(one_by_one)
 
 
@@ -37,5 +38,12 @@ def test_upserts_in_chunks_sum_as_one_row_at_a_time(rows: list[tuple[int, int]])
 @given(st.integers(min_value=0, max_value=3 * MAX_VARIABLES))
 def test_plain_inserts_keep_their_order_across_chunk_edges(count: int) -> None:
     db = table(key="")
-    insert_rows(db, "INSERT INTO t (k, n)", 2, ((k, -k) for k in range(count, 0, -1)))
+    insert_rows(db, "INSERT INTO t (k, n)", ((k, -k) for k in range(count, 0, -1)))
     assert contents(db) == [(i + 1, count - i, i - count) for i in range(count)]
+
+
+def test_a_row_of_another_width_is_refused_before_anything_is_written() -> None:
+    db = table(key="")
+    with pytest.raises(ValueError, match="a row of 3 values for the 2 columns"):
+        insert_rows(db, "INSERT INTO t (k, n)", [(1, 1), (2, 2, 2)])
+    assert contents(db) == []
