@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 
 from orchestrator.core.context import current_call
+from tests.commands import ledgered
 
 
 def noop(i: int) -> int:
@@ -41,4 +43,11 @@ def fail_twice_raw(i: int, attempt: int) -> int:
     """W4 for systems without a retry engine: the caller passes the attempt number."""
     if attempt < 3:
         raise RuntimeError(f"attempt {attempt} of {i} fails on purpose")
+    return i
+
+
+def ledgered_work(i: int, ledger: str, work_s: float) -> int:
+    """``bench.kill_soak``'s command: note this execution in the ledger as it starts, then work."""
+    ledgered(i, ledger)
+    time.sleep(work_s)  # the command's own work, long enough for kills to land mid-attempt
     return i
