@@ -96,7 +96,7 @@ class Client:
         if wait_for_worker:
             body["wait_for_worker"] = wait_for_worker
         req = self._connection.send("submit", **body)
-        return req, str(self._answer(req, self.timeout + wait_for_worker)["run"])
+        return req, str(self._answer(req, self.timeout + wait_for_worker, more=wait)["run"])
 
     def cancel(self, run_id: str) -> None:
         """Have the service log ``run.cancelled``; nothing of the run is dispatched after it."""
@@ -112,19 +112,24 @@ class Client:
 
     def _result(self, run_id: str, timeout: float | None, req: str | None) -> Any:
         """Ask for the result every ``ASK_AGAIN_S`` under one request id; with ``req``, a request
-        already sent will carry it: listen for that first."""
+        already sent will carry it: listen for that first. Once answered (or given up), later
+        answers to the request are dropped on arrival."""
         left = float("inf") if timeout is None else timeout
         asked = req is not None
-        while left > 0:
-            if not asked:
-                req = self._connection.send("watch", req, run=run_id)
-            asked = False
-            assert req is not None
-            slice_s = min(ASK_AGAIN_S, left)
-            reply = self._connection.wait(req, slice_s)
-            if reply is not None:
-                return _outcome(reply)
-            left -= slice_s
+        try:
+            while left > 0:
+                if not asked:
+                    req = self._connection.send("watch", req, run=run_id)
+                asked = False
+                assert req is not None
+                slice_s = min(ASK_AGAIN_S, left)
+                reply = self._connection.wait(req, slice_s)
+                if reply is not None:
+                    return _outcome(reply)
+                left -= slice_s
+        finally:
+            if req is not None:
+                self._connection.forget(req)
         raise ResultTimeout(f"run {run_id} did not finish within {timeout}s")
 
     def run(
@@ -148,8 +153,12 @@ class Client:
         """One request of ``kind`` and its successful reply (the service's error raised as ours)."""
         return self._answer(self._connection.send(kind, **body), self.timeout)
 
-    def _answer(self, req: str, timeout: float) -> dict[str, Any]:
+    def _answer(self, req: str, timeout: float, *, more: bool = False) -> dict[str, Any]:
+        """The reply to ``req``; unless ``more`` are to come and wanted (a run's end), the request is
+        then done with, and a late reply to it is dropped on arrival."""
         reply = self._connection.wait(req, timeout)
+        if reply is None or not reply.get("ok") or not more:
+            self._connection.forget(req)
         if reply is None:
             raise ConfigurationError(
                 f"no answer from {self._connection.endpoint} within {timeout:g}s; is `evenflow serve` "

@@ -109,6 +109,10 @@ class Service:
             raise
         self._listener_pool = ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="evenflow-feed")
         self._retain_s = retain_s
+        self._watching: set[tuple[bytes, str]] = set()
+        """(peer, request) of the watches waiting for their run's end: a client asking again under the
+        same request id (``Client.result`` every few seconds) is served by the one already waiting."""
+        self._watching_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -203,7 +207,14 @@ class Service:
         submitted.add_done_callback(answer)
 
     def _watch(self, peer: bytes, req: str, run: str) -> None:
+        with self._watching_lock:
+            if (peer, req) in self._watching:
+                return
+            self._watching.add((peer, req))
+
         def answer(future: Future[Any]) -> None:
+            with self._watching_lock:
+                self._watching.discard((peer, req))
             error = future.exception()
             finished: dict[str, Any] = {"stage": "finished", "run": run}
             if error is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import zmq
@@ -19,6 +20,9 @@ from orchestrator.core.errors import PayloadError, ProtocolError
 from . import protocol
 from .security import ClientKeys
 from .wire import MAX_MESSAGE_BYTES, loads
+
+FORGOTTEN = 1_024
+"""How many requests done with a connection remembers, to drop their late replies."""
 
 
 class Connection:
@@ -33,6 +37,8 @@ class Connection:
         self._socket.connect(endpoint)
         self._lock = threading.Lock()
         self._early: dict[str, list[dict[str, Any]]] = {}
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
+        """The latest requests done with, whose late replies are dropped, not kept for nobody."""
 
     def send(self, kind: str, req: str | None = None, **body: Any) -> str:
         """Send one request; returns its id, which its replies carry."""
@@ -55,7 +61,10 @@ class Connection:
             with self._lock:
                 kept = self._early.get(req)
                 if kept:
-                    return kept.pop(0)
+                    reply = kept.pop(0)
+                    if not kept:
+                        del self._early[req]
+                    return reply
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -67,8 +76,17 @@ class Connection:
             doc = loads(self._socket.recv(zmq.NOBLOCK))
         except (zmq.Again, ProtocolError):
             return
-        if isinstance(doc, dict) and doc.get("t") == "reply" and isinstance(doc.get("req"), str):
-            self._early.setdefault(doc["req"], []).append(doc)
+        req = doc.get("req") if isinstance(doc, dict) and doc.get("t") == "reply" else None
+        if isinstance(req, str) and req not in self._forgotten:
+            self._early.setdefault(req, []).append(doc)
+
+    def forget(self, req: str) -> None:
+        """``req`` is done with: drop the replies it still holds and, from now on, those that arrive."""
+        with self._lock:
+            self._early.pop(req, None)
+            self._forgotten[req] = None
+            if len(self._forgotten) > FORGOTTEN:
+                self._forgotten.popitem(last=False)
 
     def close(self) -> None:
         self._socket.close(0)

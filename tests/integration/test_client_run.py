@@ -1,5 +1,7 @@
 """``Client.run`` is one request, answered when the submission is logged and again when the run ends;
-if the end is slow to come it asks again, as ``Client.result`` does, and still gets the result.
+if the end is slow to come it asks again, as ``Client.result`` does, and still gets the result. Asking
+again costs no extra answers: the service answers a request once however often it is asked, and the
+client drops a late answer to a request it is done with.
 
 The service and a worker run in this process (memory store, real sockets on 127.0.0.1), so the
 test reads the service's count of requests.
@@ -15,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from orchestrator import call
 from orchestrator import client as client_module
 from orchestrator.client import Client
 from orchestrator.core.registry import Registry
 from orchestrator.service import Service
+from orchestrator.transport import protocol
+from orchestrator.transport.connection import Connection
 from tests import commands
 from tests.support.polling import wait_until
 from workers.zmq import Worker
@@ -86,3 +91,47 @@ def test_a_run_whose_end_is_slow_to_come_is_asked_for_again(
     finally:
         gate.touch()
     assert answer.result(timeout=60) == "done"
+
+
+def test_a_watch_asked_again_while_it_waits_is_answered_once(served: Served, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    run = served.client.submit(call("wait_for_file", str(gate), "done"), wait_for_worker=30)
+    connection = Connection(served.service.endpoint)
+    try:
+        req = connection.send("watch", run=run)
+        for _ in range(3):
+            connection.send("watch", req, run=run)
+        # the service takes requests in order: once this one is answered, the four watches wait
+        assert not connection.wait(connection.send("watch", run="no-such-run"), 30)["ok"]
+        gate.touch()
+        assert connection.wait(req, 60)["result"] == "done"
+        fence = connection.send("watch", run=run)  # its answer comes after any other answer to req
+        assert connection.wait(fence, 60)["result"] == "done"
+        assert connection.wait(req, 0) is None
+    finally:
+        connection.close()
+
+
+def test_a_late_answer_to_a_request_done_with_is_dropped() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    connection = Connection(f"tcp://127.0.0.1:{port}")
+    try:
+        req = connection.send("watch", run="r")
+        peer, _ = router.recv_multipart()
+        for n in (1, 2):
+            router.send_multipart([peer, protocol.reply(req, ok=True, n=n)])
+        assert connection.wait(req, 30)["n"] == 1
+        connection.forget(req)
+        router.send_multipart([peer, protocol.reply(req, ok=True, n=3)])
+        fence = connection.send("watch", run="r")
+        router.recv_multipart()
+        router.send_multipart([peer, protocol.reply(fence, ok=True)])
+        assert connection.wait(fence, 30)["ok"]
+        assert connection.wait(req, 0) is None  # neither the answer held (2) nor the one after (3)
+        assert connection._early == {}  # nothing kept for requests answered, not even an empty list
+    finally:
+        connection.close()
+        router.close(0)
+        context.term()
