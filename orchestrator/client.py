@@ -209,4 +209,8 @@ def _error(reply: Mapping[str, Any]) -> EvenflowError:
         return EvenflowError(message)
     rebuilt = kind.__new__(kind)  # the service's message as it stands; constructors would reword it
     Exception.__init__(rebuilt, message)
+    fields = error.get("fields")
+    for name, value in fields.items() if isinstance(fields, dict) else ():
+        if isinstance(name, str) and not name.startswith("_") and not hasattr(EvenflowError, name):
+            setattr(rebuilt, name, value)  # as JSON carries it: a tuple comes back as a list
     return rebuilt

@@ -296,7 +296,20 @@ def _not_offered(missing: list[str], offered: list[str], *, waited_s: float) -> 
     )
 
 
-def _error(exc: BaseException) -> dict[str, str]:
+def _error(exc: BaseException) -> dict[str, Any]:
+    """The error as a reply carries it: its type by name, its message, and the plain attributes a
+    caller reads (``IdempotencyConflict.run``, ``UnknownCommand.path``), which the client sets again."""
     if isinstance(exc, EvenflowError):
-        return {"type": type(exc).__name__, "message": str(exc)[:4_000]}
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:4_000]}
+        fields = {name: value for name, value in vars(exc).items() if _plain(name, value)}
+        return {**error, "fields": fields} if fields else error
     return {"type": "EvenflowError", "message": f"the service failed: {type(exc).__name__}: {exc}"[:4_000]}
+
+
+def _plain(name: str, value: Any) -> bool:
+    """A public attribute of a short text, a number, None, or a short list of texts."""
+    if name.startswith("_"):
+        return False
+    if isinstance(value, list | tuple):
+        return len(value) <= 100 and all(isinstance(item, str) and len(item) <= 1_000 for item in value)
+    return value is None or isinstance(value, int | float) or (isinstance(value, str) and len(value) <= 1_000)

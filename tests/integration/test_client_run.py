@@ -1,7 +1,7 @@
 """``Client.run`` is one request, answered when the submission is logged and again when the run ends;
 if the end is slow to come it asks again, as ``Client.result`` does, and still gets the result. Asking
 again costs no extra answers: the service answers a request once however often it is asked, and the
-client drops a late answer to a request it is done with.
+client drops a late answer to a request it is done with. A refusal keeps the attributes of its type.
 
 The service and a worker run in this process (memory store, real sockets on 127.0.0.1), so the
 test reads the service's count of requests.
@@ -22,6 +22,7 @@ import zmq
 from orchestrator import call
 from orchestrator import client as client_module
 from orchestrator.client import Client
+from orchestrator.core.errors import IdempotencyConflict
 from orchestrator.core.registry import Registry
 from orchestrator.service import Service
 from orchestrator.transport import protocol
@@ -135,3 +136,11 @@ def test_a_late_answer_to_a_request_done_with_is_dropped() -> None:
         connection.close()
         router.close(0)
         context.term()
+
+
+def test_a_refusal_keeps_the_attributes_of_its_type(served: Served) -> None:
+    flow = call("inc", 1)
+    first = served.client.submit(flow, key="order-7", wait_for_worker=30)
+    with pytest.raises(IdempotencyConflict) as refused:
+        served.client.submit(call("inc", 2), key="order-7")
+    assert (refused.value.key, refused.value.run) == ("order-7", first)
