@@ -8,7 +8,8 @@ raw ROUTER, ``FakeService``) and a real ``Worker`` in this process:
 - while that thread runs a command longer than the service's patience
   (``heartbeat_s * liveness``), the worker keeps beating, and never reconnects;
 - an outcome from the pool is sent while the socket's thread is still busy;
-- a stop during such a command lets it finish, and its outcome goes out.
+- a stop during such a command lets it finish, and its outcome goes out;
+- a call that reaches the worker after its ``bye`` is never begun: the service handed it on.
 
 Commands wait for files the test creates, so nothing here depends on timing.
 """
@@ -55,6 +56,7 @@ class Host:
     def __init__(self, concurrency: int) -> None:
         registry = Registry()
         registry.register("where", where)
+        registry.register("ledgered", commands.ledgered)
         self.service = FakeService()
         self.worker = Worker(
             self.service.endpoint,
@@ -176,3 +178,27 @@ def test_a_stop_during_a_command_on_the_socket_thread_lets_it_finish(one_slot: H
     assert done.outcomes[0].ok
     one_slot.service.send(protocol.ack([item.attempt_id]))
     wait_until(lambda: not one_slot.thread.is_alive(), what="the worker returned from run() once acked")
+
+
+def test_a_call_that_arrives_after_the_bye_is_left_to_the_worker_it_was_handed_to(
+    one_slot: Host, tmp_path: Path
+) -> None:
+    """The service sent it before reading the bye, then gave it to another worker with the calls not
+    reported begun; run here too, it would run twice."""
+    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    item = call("stopped", gate)
+    late = Envelope("run-1", "late", 1, "ledgered", [1], {"ledger": str(ledger)})
+    one_slot.service.send(protocol.calls([item]))
+    assert one_slot.service.next_not_heartbeat() == Started([item.attempt_id])
+    one_slot.worker.stop()
+    try:
+        assert one_slot.service.next_not_heartbeat() == Signal("bye")
+        one_slot.service.send(protocol.calls([late]))
+    finally:
+        gate.touch()
+    done = one_slot.service.next_not_heartbeat()
+    assert isinstance(done, Done) and [o.attempt_id for o in done.outcomes] == [item.attempt_id]
+    assert not done.started, "the late call was reported begun"
+    one_slot.service.send(protocol.ack([item.attempt_id]))
+    wait_until(lambda: not one_slot.thread.is_alive(), what="the worker returned from run() once acked")
+    assert commands.ledger_read(str(ledger)) == []

@@ -14,17 +14,17 @@ and re-dispatched it) is not run twice here: a running one is skipped, a
 finished one has its kept outcome resent.
 
 Calls beyond the running slots (prefetched) wait here, not in the local pool,
-and each is reported ``started`` to the service before it begins (with
-``confirm_starts``, only once the service has answered ``go``): if this process
-dies, the service knows which calls ran here and gives the others to another
-worker. ZeroMQ writes the report from its own thread, later, so without the
-``go`` a command that kills this process at once can leave it unsent, and the
-call is handed on as never started. A reconnect or a reset drops the calls
-waiting here (the service that forgot us has handed them on), and so do
-reported calls its welcome finds unanswered. If the service goes silent for
-``heartbeat_s * liveness`` the worker drops its socket and connects afresh.
-On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye`` so no new calls
-come, lets running commands finish, and waits (bounded) for their acks.
+and each is reported ``started`` before it begins (with ``confirm_starts``, once
+the service has answered ``go``): if this process dies, the service knows which
+calls ran here and gives the others to another worker. ZeroMQ writes the report
+from its own thread, later, so without the ``go`` a command that kills this
+process at once can leave it unsent, and the call is handed on as never started.
+A reconnect or a reset drops the calls waiting here (the service that forgot us
+has handed them on), and so do reported calls its welcome finds unanswered. If
+the service goes silent for ``heartbeat_s * liveness`` the worker connects
+afresh. On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye``, drops the
+calls not begun and any still on their way (the service hands them on), lets
+running commands finish, and waits (bounded) for their acks.
 """
 
 from __future__ import annotations
@@ -125,9 +125,8 @@ class Worker:
         """Outcomes sent and not yet acknowledged, encoded, by attempt."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
-        self._heard = time.monotonic()
-        self._answered = self._heard
-        """When the service last sent anything (a reconnect resets ``_heard``, not this)."""
+        self._heard = self._answered = time.monotonic()
+        """When the service last sent anything (``_answered``; a reconnect resets only ``_heard``)."""
         self._executor = local_pool(pool, concurrency)
         self._draining = False
         self.connected = threading.Event()
@@ -218,12 +217,11 @@ class Worker:
             return
         self._draining = True
         self._send(protocol.signal("bye"))
-        if self._reports_starts:  # the service hands the calls we had not started to other workers
-            self._waiting.clear()  # (those reported reached it before the bye: they get their go)
+        if self._reports_starts:  # the service hands those not reported begun to other workers
+            self._waiting.clear()
 
     def _drained(self) -> bool:
-        """Nothing runs and every outcome is acknowledged; or nothing runs and the service is gone
-        (stopped with us, say): waiting out the drain for its acks would only hold the exit."""
+        """Nothing runs, and every outcome is acknowledged or the service is gone (no ack would come)."""
         if self._running or self._waiting:
             return False
         silent = time.monotonic() - self._answered > self.heartbeat_s * self.liveness
@@ -309,6 +307,8 @@ class Worker:
             elif attempt in self._unacked:
                 self.stats["skipped_duplicates"] += 1
                 self._send(protocol.done_frames([self._unacked[attempt]])[0])
+            elif self._draining and self._reports_starts:
+                continue  # sent before the service read our bye: it is handed on, as those waiting
             else:
                 waiting.add(attempt)
                 self._waiting.append(envelope)
