@@ -1,5 +1,6 @@
 """The standby takes a worker's socket only when a covered command outlasts its patience or is
-nudged, gives it back when the command ends, and hands its own failure to the owner."""
+nudged (or something already waits to be sent as the command begins), gives it back when the
+command ends, and hands its own failure to the owner."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Turns:
         self.count = 0
         self.fail = fail
         self.woken = threading.Event()
+        self.pending = False
+        """An outcome waits to be sent (its nudge came before the cover)."""
 
     def turn(self) -> None:
         self.count += 1
@@ -29,7 +32,7 @@ class Turns:
 
 
 def standby_for(turns: Turns) -> Iterator[Standby]:
-    standby = Standby(turns.turn, turns.woken.set)
+    standby = Standby(turns.turn, turns.woken.set, lambda: turns.pending)
     standby.start()
     try:
         yield standby
@@ -69,6 +72,16 @@ def test_a_nudge_takes_the_socket_before_the_patience_runs_out(standby: Standby,
     standby.cover(LONG_S)
     standby.nudge()
     wait_until(lambda: turns.count >= 1, what="the standby served a turn after the nudge")
+    standby.uncover()
+
+
+def test_what_waits_as_the_command_begins_takes_the_socket_at_once(standby: Standby, turns: Turns) -> None:
+    """A pool outcome nudged just before the cover (ignored then: nothing was covered) is not left
+    waiting out the patience."""
+    turns.pending = True
+    standby.nudge()
+    standby.cover(LONG_S)
+    wait_until(lambda: turns.count >= 1, timeout=LONG_S / 2, what="the standby served the waiting outcome")
     standby.uncover()
 
 

@@ -22,10 +22,15 @@ IDLE, COVERING, LEADING, RETURNING = "idle", "covering", "leading", "returning"
 
 
 class Standby:
-    def __init__(self, turn: Callable[[], None], wake: Callable[[], None]) -> None:
-        """``turn`` serves the socket once (a bounded poll); ``wake`` ends a poll in progress."""
+    def __init__(
+        self, turn: Callable[[], None], wake: Callable[[], None], pending: Callable[[], bool]
+    ) -> None:
+        """``turn`` serves the socket once (a bounded poll); ``wake`` ends a poll in progress;
+        ``pending`` says whether something already waits to be sent (its ``nudge`` may have come
+        before the cover, and been ignored then)."""
         self._turn = turn
         self._wake = wake
+        self._pending = pending
         self._cv = threading.Condition()
         self._state = IDLE
         self._deadline = 0.0
@@ -40,7 +45,8 @@ class Standby:
     def cover(self, patience_s: float) -> None:
         """The owner is about to run a command and leave the socket unread: watch it."""
         with self._cv:
-            self._state, self._deadline, self._nudged = COVERING, time.monotonic() + patience_s, False
+            self._state, self._deadline = COVERING, time.monotonic() + patience_s
+            self._nudged = self._pending()  # under the lock, so a nudge either sees COVERING or this
             self._cv.notify_all()
 
     def uncover(self) -> None:
