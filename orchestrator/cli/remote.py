@@ -256,11 +256,33 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
     )
     signals = Signals(worker.stop, args.grace).install()
     print(f"evenflow: worker {worker.name} connecting to {args.connect}", flush=True)
-    worker.run()
+    off_the_main_thread(worker.run)
     if signals.code is not None:
         print(f"evenflow: stopped by {signals.what}; the service sends what was not finished here to other "
               "workers", file=sys.stderr)  # fmt: skip
     return signals.code or 0
+
+
+def off_the_main_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` on a thread of its own while the main thread waits, and raise what it raised.
+
+    Python runs signal handlers on the main thread only, between its bytecodes. A threads worker
+    runs calls on its socket's thread; were that the main thread, a command deep in one long C call
+    (hashing, a database driver) would hold back the SIGTERM that stops the worker until it returned.
+    """
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised again on the main thread, where the CLI reports it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="evenflow-worker")
+    thread.start()
+    thread.join()  # a signal interrupts the wait: its handler runs at once, then the wait goes on
+    if failed:
+        raise failed[0]
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ Registries for "hosts with different code": ``billing`` has ``billing.charge``,
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -70,6 +71,30 @@ def everything() -> Registry:
     registry = commands.make_registry()
     for fn in (ledgered_wait, ledgered_slow):
         registry.register(fn.__name__, fn)
+    return registry
+
+
+def held_in_c(marker: str, gate: str) -> str:
+    """Say it has begun (``marker``), then wait for ``gate`` inside one C call that no signal ends: a
+    two-party ``pthread_barrier_wait``, whose other party is a thread that waits for ``gate``. What a
+    command deep in a C library looks like to a worker asked to stop."""
+    libc = ctypes.CDLL(None)  # lets go of the GIL during each call
+    barrier = ctypes.create_string_buffer(128)  # larger than any pthread_barrier_t
+    libc.pthread_barrier_init(barrier, None, 2)
+
+    def release() -> None:
+        commands.wait_for_file(gate)
+        libc.pthread_barrier_wait(barrier)
+
+    threading.Thread(target=release, name="gatekeeper", daemon=True).start()
+    Path(marker).touch()
+    libc.pthread_barrier_wait(barrier)  # a signal's handler runs, then the wait goes on (POSIX)
+    return "released"
+
+
+def held() -> Registry:
+    registry = Registry()
+    registry.register("held_in_c", held_in_c)
     return registry
 
 
