@@ -21,13 +21,15 @@ SHOWN = 50
 
 
 def run_graph(run: str, events: Sequence[Event]) -> dict[str, Any] | None:
-    """The page's view of ``run``; None when the log holds none of it."""
+    """The page's view of ``run``; None when the log holds none of it. ``last_seq`` says how far into
+    the log it looked, so a page drawing it beside the run's status can tell two moments apart."""
     if not events:
         return None
     state = fold(run, events)
     return {
         "run": run,
         "state": state.status,
+        "last_seq": events[-1].seq,
         "flow": state.name,
         "nodes": list(_nodes(state)),
         "attempts": attempts(events),

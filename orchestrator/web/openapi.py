@@ -234,8 +234,8 @@ def _graph_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "run": text, "state": text, "flow": maybe,
+            "run": text, "state": text, "last_seq": {"type": "integer"}, "flow": maybe,
             "nodes": {"type": "array", "items": node}, "attempts": {"type": "array", "items": attempt},
         },
-        "required": ["run", "state", "nodes", "attempts"],
+        "required": ["run", "state", "last_seq", "nodes", "attempts"],
     }  # fmt: skip

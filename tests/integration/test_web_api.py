@@ -307,8 +307,10 @@ def test_a_runs_graph_shows_its_tree_its_attempts_and_a_big_map_in_counts(tmp_pa
         run.result(60)
         with served(make_app(lambda: kept(orch.store))) as server:
             graph = server.get(f"/api/v1/runs/{run.id}/graph").json()
+            status = server.get(f"/api/v1/runs/{run.id}").json()
     nodes = {node["path"]: node for node in graph["nodes"]}
     assert graph["state"] == "succeeded" and nodes["r"]["kind"] == "sequence"
+    assert graph["last_seq"] == status["last_seq"] > 0  # how far into the log each looked: as far
     assert nodes["r"]["children"] == ["r.0", "r.1", "r.2"]
     mapped = nodes["r.1"]
     assert mapped["kind"] == "each" and len(mapped["children"]) == SHOWN

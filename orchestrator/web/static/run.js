@@ -53,6 +53,9 @@ function events(trail) {
   return el("table", { id: "events-table" }, el("thead", {}, head), el("tbody", {}, ...rows));
 }
 
+const MAX_UNEVEN = 3;
+let uneven = 0;
+
 async function draw() {
   try {
     const [status, graph, trail] = await Promise.all([
@@ -68,7 +71,14 @@ async function draw() {
     document.getElementById("outcome").replaceChildren(outcome(status));
     document.getElementById("events").replaceChildren(events(trail));
     document.body.dataset.lastSeq = status.last_seq;
-    document.body.dataset.state = status.state;
+    // The status and the graph read either side of an append disagree: look again, a few times at
+    // most (a read model far behind its log must not keep the page fetching), before saying the state.
+    uneven = graph.last_seq === status.last_seq ? 0 : uneven + 1;
+    if (uneven === 0 || uneven > MAX_UNEVEN) {
+      document.body.dataset.state = status.state;
+    } else {
+      drawAgain = true;
+    }
   } catch (error) {
     showError(document.getElementById("summary"), error);
   }
