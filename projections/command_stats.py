@@ -53,7 +53,10 @@ COUNTED = (
 )
 PERCENT = 95
 MEAN_DIGITS = 6
-"""Durations are logged to the microsecond; a mean finer than that is noise (and differs by engine)."""
+"""Durations are logged to the microsecond; a mean finer than that is noise (and differs by engine).
+The sum is taken to the microsecond too before it is divided: floats added in another order (per
+hour in the embedded store's rollups, in one ``$sum`` on a server) differ in their last bits, which
+moved a mean lying on a half microsecond to one side or the other, store by store."""
 
 MAX_BUCKETS = math.ceil(BUCKETS_PER_DECADE * math.log10(sys.float_info.max)) - LOWEST_BUCKET + 1
 """Buckets a command can use (31,427, about 1 MB of ``{k, n}``); a microsecond to a day uses 1,100."""
@@ -203,6 +206,11 @@ def p95_from_histogram(histogram: Mapping[int, int], top: float | None) -> float
     raise AssertionError("unreachable: the ranks end at the total")  # pragma: no cover
 
 
+def mean_of(total_s: float, count: int) -> float:
+    """The mean of ``count`` durations summing to ``total_s``, the same in every store (``MEAN_DIGITS``)."""
+    return round(round(total_s, MEAN_DIGITS) / count, MEAN_DIGITS)
+
+
 def bucket_upper_s(bucket: int) -> float:
     """The largest duration bucket ``bucket`` holds: 10^(bucket / BUCKETS_PER_DECADE) seconds
     (infinity for the last, whose bound is past the largest float)."""
@@ -227,7 +235,7 @@ def _stats(row: Mapping[str, Any]) -> CommandStats:
     return CommandStats(
         command=row.get("command"),
         **{name: int(row[name]) for name in _KINDS},
-        mean_duration_s=round(float(row["total_s"]) / timed, MEAN_DIGITS) if timed else None,
+        mean_duration_s=mean_of(float(row["total_s"]), timed) if timed else None,
         max_duration_s=top,
         p95_duration_s=p95_from_histogram(histogram, top),
     )

@@ -101,7 +101,7 @@ def command_stats(docs: Iterable[Doc], since: datetime | None, until: datetime |
             CommandStats(
                 command=command,
                 **{name: counts[command][name] for name in kinds.values()},
-                mean_duration_s=round(sum(took) / len(took), 6) if took else None,
+                mean_duration_s=round(round(sum(took), 6) / len(took), 6) if took else None,
                 max_duration_s=max(took) if took else None,
                 p95_duration_s=sorted(took)[math.ceil(0.95 * len(took)) - 1] if took else None,
             )

@@ -7,6 +7,7 @@ server-side bucket expression is tested along with the Python reading of it.
 from __future__ import annotations
 
 import math
+import random
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,7 @@ from projections.command_stats import (
     CommandStats,
     bucket_upper_s,
     command_stats,
+    mean_of,
     p95_from_histogram,
 )
 
@@ -73,6 +75,26 @@ def test_the_p95_of_a_hundred_durations_is_the_95th_within_a_bucket() -> None:
     assert row.p95_duration_s is not None
     assert 95.0 <= row.p95_duration_s <= 95.0 * BUCKET_RATIO
     assert (row.mean_duration_s, row.max_duration_s) == (50.5, 100.0)
+
+
+micros = st.integers(min_value=1, max_value=10**7).map(lambda us: us / 1e6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(micros, min_size=2, max_size=12), st.randoms(use_true_random=False))
+def test_the_mean_is_the_same_whatever_order_the_durations_are_added_in(
+    taken: list[float], order: random.Random
+) -> None:
+    """The embedded store adds per hour, a server in one ``$sum``: the mean's digits must not care."""
+    shuffled = order.sample(taken, len(taken))
+    assert mean_of(sum(taken), len(taken)) == mean_of(sum(shuffled), len(taken))
+    assert mean_of(sum(taken), len(taken)) == stats_of(shuffled).mean_duration_s
+
+
+def test_a_mean_on_a_half_microsecond_is_rounded_alike_from_either_sum() -> None:
+    a, b, c = 0.000218, 0.000289, 0.000056  # (a + b) + c and a + (b + c) differ in the last bit
+    assert (a + b) + c != a + (b + c)
+    assert mean_of((a + b) + c, 2) == mean_of(a + (b + c), 2)
 
 
 def test_under_twenty_durations_the_p95_is_the_maximum_exactly() -> None:
