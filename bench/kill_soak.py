@@ -138,10 +138,10 @@ def soak(calls: int, kills: int, work_s: float, seed: int) -> Figures:
             seconds = time.perf_counter() - began
         if result != list(range(calls)):
             raise AssertionError(f"the fan-out returned {str(result)[:80]}, not each call's value")
-        return _figures(ledger_read(str(ledger)), calls, killer.killed, seconds)
+        return figures_of(ledger_read(str(ledger)), calls, killer.killed, seconds)
 
 
-def _figures(entries: list[LedgerEntry], calls: int, killed: list[int], seconds: float) -> Figures:
+def figures_of(entries: list[LedgerEntry], calls: int, killed: list[int], seconds: float) -> Figures:
     runs = collections.Counter(entry.node for entry in entries)
     first: dict[str, int] = {}
     for entry in entries:

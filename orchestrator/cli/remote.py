@@ -256,14 +256,14 @@ def _worker(args: argparse.Namespace, load: Callable[[str, type, str], Any]) -> 
     )
     signals = Signals(worker.stop, args.grace).install()
     print(f"evenflow: worker {worker.name} connecting to {args.connect}", flush=True)
-    off_the_main_thread(worker.run)
+    _off_the_main_thread(worker.run)
     if signals.code is not None:
         print(f"evenflow: stopped by {signals.what}; the service sends what was not finished here to other "
               "workers", file=sys.stderr)  # fmt: skip
     return signals.code or 0
 
 
-def off_the_main_thread(work: Callable[[], None]) -> None:
+def _off_the_main_thread(work: Callable[[], None]) -> None:
     """Run ``work`` on a thread of its own while the main thread waits, and raise what it raised.
 
     Python runs signal handlers on the main thread only, between its bytecodes. A threads worker

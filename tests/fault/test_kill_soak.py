@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.kill_soak import _figures, soak
+from bench.kill_soak import figures_of, soak
 from tests.commands import LedgerEntry
 
 
@@ -19,14 +19,14 @@ def _entry(node: str, pid: int) -> LedgerEntry:
 
 def test_a_second_execution_is_a_re_execution_and_is_traced_to_its_first_child() -> None:
     entries = [_entry("0", 10), _entry("1", 11), _entry("1", 12), _entry("2", 12), _entry("2", 13)]
-    figures = _figures(entries, calls=3, killed=[11, 99], seconds=1.0)
+    figures = figures_of(entries, calls=3, killed=[11, 99], seconds=1.0)
     assert (figures.executions, figures.re_executions, figures.run_again, figures.kills) == (5, 2, 2, 2)
     assert figures.per_kill == 1.0
     assert figures.started_in_a_killed_child == 1  # node 1 first ran in 11, killed; node 2 in 12, not
 
 
 def test_no_kill_reports_no_rate() -> None:
-    assert _figures([_entry("0", 10)], calls=1, killed=[], seconds=0.5).per_kill == 0.0
+    assert figures_of([_entry("0", 10)], calls=1, killed=[], seconds=0.5).per_kill == 0.0
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ A reconnect or a reset drops the calls waiting here (the service that forgot us
 has handed them on), and so do reported calls its welcome finds unanswered. If
 the service goes silent for ``heartbeat_s * liveness`` the worker connects
 afresh. On ``stop()`` (SIGTERM in ``evenflow worker``) it says ``bye``, drops the
-calls not begun and any still on their way (the service hands them on), lets
-running commands finish, and waits (bounded) for their acks.
+calls not begun and any still on their way (to a service that takes start reports,
+which hands them on), lets running commands finish, and waits for their acks.
 """
 
 from __future__ import annotations
