@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 
 
 class Waker:
@@ -15,11 +16,17 @@ class Waker:
         self.fd, self._write = os.pipe()
         os.set_blocking(self.fd, False)
         os.set_blocking(self._write, False)
+        self._peek = select.poll()  # not select(): a busy process may hold descriptors past 1,024
+        self._peek.register(self.fd, select.POLLIN)
 
     def wake(self) -> None:
         """From any thread; a full pipe means a wake-up is already pending, so nothing is lost."""
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write, b"x")
+
+    def pending(self) -> bool:
+        """Whether a wake-up waits, uncleared: work was queued since the last ``clear``."""
+        return bool(self._peek.poll(0))
 
     def clear(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -132,7 +132,7 @@ class Worker:
         self.connected = threading.Event()
         self._poller = zmq.Poller()
         self._next_beat = time.monotonic()
-        self._standby = Standby(self._turn, self._waker.wake, lambda: not self._results.empty())
+        self._standby = Standby(self._turn, self._waker.wake, self._waker.pending)  # an outcome, or a stop
 
     def stop(self) -> None:
         """Ask ``run`` to drain and return; safe from a signal handler or another thread."""
