@@ -226,7 +226,12 @@ class Service:
             else:
                 self._reply(peer, req, ok=False, error=_error(error), **finished)
 
-        self.orchestrator.result_future(run).add_done_callback(answer)
+        try:
+            self.orchestrator.result_future(run).add_done_callback(answer)
+        except BaseException:  # not waiting after all: a later ask must not be taken for a duplicate
+            with self._watching_lock:
+                self._watching.discard((peer, req))
+            raise
 
     def _control(self, peer: bytes, req: str, kind: str, run: str) -> None:
         """Cancel or retry off the hub's thread: both wait for an append."""

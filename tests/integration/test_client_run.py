@@ -113,6 +113,30 @@ def test_a_watch_asked_again_while_it_waits_is_answered_once(served: Served, tmp
         connection.close()
 
 
+def test_a_watch_that_could_not_wait_is_asked_again_afresh(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = served.client.submit(call("inc", 1), wait_for_worker=30)
+    orchestrator = served.service.orchestrator
+    watch = orchestrator.result_future
+
+    def refuse_once(run_id: str) -> Any:
+        monkeypatch.setattr(orchestrator, "result_future", watch)
+        raise RuntimeError("the engine could not take the watch")
+
+    monkeypatch.setattr(orchestrator, "result_future", refuse_once)
+    connection = Connection(served.service.endpoint)
+    try:
+        req = connection.send("watch", run=run)
+        assert not connection.wait(req, 30)["ok"]
+        connection.send("watch", req, run=run)
+        reply = connection.wait(req, 60)
+        assert reply is not None, "the second ask was taken for one already waiting"
+        assert reply["result"] == 2
+    finally:
+        connection.close()
+
+
 def test_a_late_answer_to_a_request_done_with_is_dropped() -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     router = context.socket(zmq.ROUTER)
